@@ -1,0 +1,138 @@
+// The pybind11 boundary: the only file that knows Python. Every core exception is translated here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "runtime/error.h"
+#include "runtime/thread_pool.h"
+
+namespace py = pybind11;
+using namespace franken;
+
+namespace {
+
+using Int32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using ByteArray = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> eval(Model& m, const Int32Array& tokens, bool all_logits) {
+    if (tokens.ndim() != 1) throw Error("tokens must be a 1-D array");
+    const int n = static_cast<int>(tokens.shape(0));
+    const int V = m.config().vocab_size;
+    py::array_t<float> out({all_logits ? n : 1, V});
+    float* dst = out.mutable_data();
+    const int32_t* src = tokens.data();
+    {
+        py::gil_scoped_release release;
+        m.forward(src, n, all_logits, dst);
+    }
+    return out;
+}
+
+// Forward the tokens and draw the next one, without handing the logits to Python.
+int eval_sample(Model& m, const Int32Array& tokens, Sampler& s, const Int32Array& history) {
+    const int n = static_cast<int>(tokens.size());
+    std::vector<float> logits(m.config().vocab_size);
+    py::gil_scoped_release release;
+    m.forward(tokens.data(), n, false, logits.data());
+    return s.sample(logits.data(), m.config().vocab_size, history.data(), static_cast<int>(history.size()));
+}
+
+// Kernel entry points for tests: run one table's dot or decode on a raw row.
+float kernel_dot(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
+    if (!dtype_known(dtype)) throw Error("unknown dtype");
+    const DType t = static_cast<DType>(dtype);
+    const int n = static_cast<int>(x.size());
+    if (n % dtype_block_elems(t) || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
+        throw Error("row size does not match the type and length");
+    return kernels_by_name(table).dot(t)(row.data(), x.data(), n);
+}
+
+py::array_t<float> kernel_to_f32(const std::string& table, int dtype, const ByteArray& row, int n) {
+    if (!dtype_known(dtype)) throw Error("unknown dtype");
+    const DType t = static_cast<DType>(dtype);
+    if (n < 0 || n % dtype_block_elems(t) || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
+        throw Error("row size does not match the type and length");
+    py::array_t<float> out(n);
+    kernels_by_name(table).to_f32(t, row.data(), out.mutable_data(), n);
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+    mod.doc() = "franken-rt C++ core: LLaMA forward pass, KV cache, kernels, sampling";
+    static py::exception<Error> core_error(mod, "CoreError", PyExc_ValueError);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Error& e) {
+            py::set_error(core_error, e.what());
+        }
+    });
+
+    py::class_<Config>(mod, "Config")
+        .def(py::init<>())
+        .def_readwrite("n_layers", &Config::n_layers)
+        .def_readwrite("dim", &Config::dim)
+        .def_readwrite("n_heads", &Config::n_heads)
+        .def_readwrite("n_kv_heads", &Config::n_kv_heads)
+        .def_readwrite("head_dim", &Config::head_dim)
+        .def_readwrite("ffn_dim", &Config::ffn_dim)
+        .def_readwrite("vocab_size", &Config::vocab_size)
+        .def_readwrite("norm_eps", &Config::norm_eps)
+        .def_readwrite("rope_interleaved", &Config::rope_interleaved)
+        .def_readwrite("inv_freq", &Config::inv_freq)
+        .def_readwrite("layer_plan", &Config::layer_plan)
+        .def_readwrite("n_ctx", &Config::n_ctx)
+        .def_readwrite("n_batch", &Config::n_batch)
+        .def_readwrite("n_threads", &Config::n_threads);
+
+    py::class_<TensorSpec>(mod, "TensorSpec")
+        .def(py::init([](std::string name, int file, uint64_t offset, int dtype, std::vector<int64_t> shape) {
+                 return TensorSpec{std::move(name), file, offset, dtype, std::move(shape)};
+             }),
+             py::arg("name"), py::arg("file"), py::arg("offset"), py::arg("dtype"), py::arg("shape"));
+
+    py::class_<Model>(mod, "Model")
+        .def(py::init<Config, const std::vector<std::string>&, const std::vector<TensorSpec>&, const std::string&>(),
+             py::arg("config"), py::arg("files"), py::arg("tensors"), py::arg("kernels") = "",
+             py::call_guard<py::gil_scoped_release>())
+        .def("eval", &eval, py::arg("tokens"), py::arg("all_logits") = false,
+             "Run tokens after the cached ones; logits of the last (or every) position.")
+        .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"))
+        .def("truncate", &Model::truncate, py::arg("n"))
+        .def_property_readonly("n_past", &Model::n_past)
+        .def_property_readonly("n_ctx", [](const Model& m) { return m.config().n_ctx; })
+        .def_property_readonly("n_threads", [](const Model& m) { return m.config().n_threads; })
+        .def_property_readonly("kernels", &Model::kernel_name)
+        .def_property_readonly("layer_plan", [](const Model& m) { return m.config().layer_plan; });
+
+    py::class_<SamplerParams>(mod, "SamplerParams")
+        .def(py::init<>())
+        .def_readwrite("temperature", &SamplerParams::temperature)
+        .def_readwrite("top_k", &SamplerParams::top_k)
+        .def_readwrite("top_p", &SamplerParams::top_p)
+        .def_readwrite("min_p", &SamplerParams::min_p)
+        .def_readwrite("repetition_penalty", &SamplerParams::repetition_penalty)
+        .def_readwrite("repeat_last_n", &SamplerParams::repeat_last_n)
+        .def_readwrite("seed", &SamplerParams::seed);
+
+    py::class_<Sampler>(mod, "Sampler")
+        .def(py::init<const SamplerParams&>(), py::arg("params"))
+        .def("sample",
+             [](Sampler& s, const FloatArray& logits, const Int32Array& history) {
+                 return s.sample(logits.data(), static_cast<int>(logits.size()), history.data(),
+                                 static_cast<int>(history.size()));
+             },
+             py::arg("logits"), py::arg("history"));
+
+    mod.def("available_kernels", &available_kernels, "Kernel paths this CPU can run, best first.");
+    mod.def("default_kernels", [] { return std::string(kernels().name); });
+    mod.def("physical_cores", &physical_cores);
+    mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
+    mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
+}

@@ -1,0 +1,96 @@
+// Chooses the kernel table once per process from the CPU's features (or FRANKEN_KERNELS).
+#include <cstdlib>
+
+#include "../runtime/error.h"
+#include "kernels.h"
+
+namespace franken {
+
+#if !(defined(__x86_64__) || defined(_M_X64))
+const KernelTable* avx2_kernels() { return nullptr; }
+#endif
+#if !defined(FRANKEN_HAVE_AVX512)
+const KernelTable* avx512_kernels() { return nullptr; }
+#endif
+#if !defined(__aarch64__)
+const KernelTable* neon_kernels() { return nullptr; }
+#endif
+
+namespace {
+
+bool cpu_runs(const std::string& name) {
+#if defined(__x86_64__) || defined(_M_X64)
+    __builtin_cpu_init();
+    if (name == "avx2")
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (name == "avx512")
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
+#if defined(__aarch64__)
+    if (name == "neon") return true;  // Advanced SIMD is mandatory on AArch64
+#endif
+    return name == "scalar";
+}
+
+const KernelTable* table_named(const std::string& name) {
+    if (name == "scalar") return scalar_kernels();
+    if (name == "avx2") return avx2_kernels();
+    if (name == "avx512") return avx512_kernels();
+    if (name == "neon") return neon_kernels();
+    return nullptr;
+}
+
+const KernelTable& choose() {
+    if (const char* forced = std::getenv("FRANKEN_KERNELS"); forced && *forced) return kernels_by_name(forced);
+    return kernels_by_name(available_kernels().front());
+}
+
+}  // namespace
+
+DotFn KernelTable::dot(DType t) const {
+    switch (t) {
+        case DType::F32: return dot_f32;
+        case DType::F16: return dot_f16;
+        case DType::BF16: return dot_bf16;
+        case DType::Q8_0: return dot_q8_0;
+        case DType::Q4_0: return dot_q4_0;
+        case DType::Q4_1: return dot_q4_1;
+    }
+    return nullptr;
+}
+
+void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
+    switch (t) {
+        case DType::F32: {
+            const float* src = static_cast<const float*>(row);
+            for (int i = 0; i < n; ++i) out[i] = src[i];
+            return;
+        }
+        case DType::F16: return to_f32_f16(row, out, n);
+        case DType::BF16: return to_f32_bf16(row, out, n);
+        case DType::Q8_0: return to_f32_q8_0(row, out, n);
+        case DType::Q4_0: return to_f32_q4_0(row, out, n);
+        case DType::Q4_1: return to_f32_q4_1(row, out, n);
+    }
+}
+
+std::vector<std::string> available_kernels() {
+    std::vector<std::string> out;
+    for (const char* name : {"avx512", "avx2", "neon", "scalar"})
+        if (table_named(name) && cpu_runs(name)) out.emplace_back(name);
+    return out;
+}
+
+const KernelTable& kernels_by_name(const std::string& name) {
+    const KernelTable* t = table_named(name);
+    if (!t || !cpu_runs(name)) throw Error("kernel path '" + name + "' is not available on this CPU or build");
+    return *t;
+}
+
+const KernelTable& kernels() {
+    static const KernelTable& chosen = choose();  // the one piece of process-wide state: set once, read-only
+    return chosen;
+}
+
+}  // namespace franken

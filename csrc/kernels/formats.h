@@ -1,0 +1,105 @@
+// Storage formats of weights: the one definition of each block layout, shared by every kernel.
+// The numbers and byte layouts are those of GGUF/ggml, so files interoperate with llama.cpp.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace franken {
+
+// GGUF's ggml_type ids for the types we read.
+enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+
+constexpr int kQK = 32;  // elements per quantization block
+
+// Q8_0: one f16 scale, 32 signed bytes. value = d * q
+struct BlockQ8_0 {
+    uint16_t d;
+    int8_t qs[kQK];
+};
+// Q4_0: one f16 scale, 32 nibbles. Element j is the low nibble of qs[j], element j+16 its high nibble.
+// value = d * (q - 8)
+struct BlockQ4_0 {
+    uint16_t d;
+    uint8_t qs[kQK / 2];
+};
+// Q4_1: f16 scale and f16 minimum, nibbles as Q4_0. value = d * q + m
+struct BlockQ4_1 {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
+static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
+static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
+
+inline bool dtype_known(int t) {
+    switch (static_cast<DType>(t)) {
+        case DType::F32: case DType::F16: case DType::BF16:
+        case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: return true;
+    }
+    return false;
+}
+
+inline const char* dtype_name(DType t) {
+    switch (t) {
+        case DType::F32: return "F32";
+        case DType::F16: return "F16";
+        case DType::BF16: return "BF16";
+        case DType::Q8_0: return "Q8_0";
+        case DType::Q4_0: return "Q4_0";
+        case DType::Q4_1: return "Q4_1";
+    }
+    return "?";
+}
+
+// Elements per block and bytes per block.
+inline int dtype_block_elems(DType t) {
+    return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1) ? kQK : 1;
+}
+inline int dtype_block_bytes(DType t) {
+    switch (t) {
+        case DType::F32: return 4;
+        case DType::F16: case DType::BF16: return 2;
+        case DType::Q8_0: return sizeof(BlockQ8_0);
+        case DType::Q4_0: return sizeof(BlockQ4_0);
+        case DType::Q4_1: return sizeof(BlockQ4_1);
+    }
+    return 0;
+}
+// Bytes of one row of n elements (n must be a multiple of the block size).
+inline size_t row_bytes(DType t, int64_t n) {
+    return static_cast<size_t>(n / dtype_block_elems(t)) * dtype_block_bytes(t);
+}
+
+// IEEE half and bfloat16 to float, portable bit manipulation (the SIMD kernels use hardware conversion).
+inline float fp16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {  // subnormal: renormalize
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) { mant <<= 1; --exp; }
+            bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+inline float bf16_to_f32(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+}  // namespace franken

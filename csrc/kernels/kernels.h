@@ -1,0 +1,41 @@
+// The kernel dispatch table: every hot loop of the model goes through one of these function pointers.
+// Each architecture file (generic/, x86/, arm/) fills a table; dispatch.cpp picks one at start-up from the
+// CPU's features, or the one named by FRANKEN_KERNELS (scalar, avx2, avx512, neon) for tests and benchmarks.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "formats.h"
+
+namespace franken {
+
+// dot(row, x, n): one stored row of n elements (in its storage format) times a float vector.
+using DotFn = float (*)(const void* row, const float* x, int n);
+// to_f32(row, out, n): decode n elements of a stored row.
+using ToF32Fn = void (*)(const void* row, float* out, int n);
+
+struct KernelTable {
+    const char* name;
+    DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1;
+    ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1;
+    // y += a * x (attention's weighted sum of values)
+    void (*axpy)(float a, const float* x, float* y, int n);
+
+    DotFn dot(DType t) const;
+    void to_f32(DType t, const void* row, float* out, int n) const;
+};
+
+// Tables each architecture file provides (null when not compiled for this target).
+const KernelTable* scalar_kernels();
+const KernelTable* avx2_kernels();
+const KernelTable* avx512_kernels();
+const KernelTable* neon_kernels();
+
+// The table chosen for this process (decided once, at first use).
+const KernelTable& kernels();
+// Names of the tables this CPU can run, best first.
+std::vector<std::string> available_kernels();
+// A named table, if this CPU can run it; throws Error otherwise.
+const KernelTable& kernels_by_name(const std::string& name);
+
+}  // namespace franken

@@ -1,0 +1,216 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../runtime/error.h"
+
+namespace franken {
+
+namespace {
+
+void check_config(Config& c) {
+    if (c.n_layers <= 0 || c.dim <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.ffn_dim <= 0 ||
+        c.vocab_size <= 0)
+        throw Error("model config: sizes must be positive");
+    if (c.n_heads % c.n_kv_heads) throw Error("model config: heads must be a multiple of KV heads");
+    if (c.head_dim % 2 || static_cast<int>(c.inv_freq.size()) != c.head_dim / 2)
+        throw Error("model config: need head_dim/2 RoPE frequencies");
+    if (c.n_ctx <= 0 || c.n_ctx > (1 << 22)) throw Error("context size out of range");
+    if (c.n_batch <= 0) c.n_batch = 64;
+    if (c.n_threads <= 0) c.n_threads = physical_cores();
+    if (c.layer_plan.empty())
+        for (int l = 0; l < c.n_layers; ++l) c.layer_plan.push_back(l);
+    for (int b : c.layer_plan)
+        if (b < 0 || b >= c.n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
+}
+
+const KernelTable* pick(const std::string& name) { return name.empty() ? &kernels() : &kernels_by_name(name); }
+
+}  // namespace
+
+Model::Model(Config cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors,
+             const std::string& kernel_name)
+    : cfg_((check_config(cfg), std::move(cfg))),
+      store_(cfg_, files, tensors),
+      w_(store_.weights()),
+      kern_(pick(kernel_name)),
+      pool_(cfg_.n_threads) {
+    const Config& c = cfg_;
+    const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_dim;
+    k_cache_.assign(cache, 0.f);
+    v_cache_.assign(cache, 0.f);
+    const size_t B = c.n_batch, q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
+    x_.resize(B * c.dim);
+    xb_.resize(B * std::max<size_t>(c.dim, q_dim));
+    q_.resize(B * q_dim);
+    k_.resize(B * kv_dim);
+    v_.resize(B * kv_dim);
+    att_.resize(B * q_dim);
+    hb_.resize(B * c.ffn_dim);
+    hb2_.resize(B * c.ffn_dim);
+    scores_.resize(static_cast<size_t>(pool_.size()) * c.n_ctx);
+    rows_f32_.resize(static_cast<size_t>(pool_.size()) * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}));
+    cos_.resize(B * c.head_dim / 2);
+    sin_.resize(B * c.head_dim / 2);
+}
+
+void Model::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
+
+void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits) {
+    if (n <= 0) throw Error("no tokens to evaluate");
+    if (n > cfg_.n_ctx - n_past_)
+        throw Error("context is full: " + std::to_string(n_past_) + " + " + std::to_string(n) + " tokens exceed n_ctx = " +
+                    std::to_string(cfg_.n_ctx));
+    for (int i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size) throw Error("token id " + std::to_string(tokens[i]) + " is out of range");
+    for (int done = 0; done < n;) {  // prompt in batches: each weight row is read once per batch, not per token
+        const int b = std::min(cfg_.n_batch, n - done);
+        const bool last = done + b == n;
+        float* out = all_logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : logits;
+        forward_batch(tokens + done, b, all_logits, (all_logits || last) ? out : nullptr);
+        done += b;
+    }
+}
+
+// One batch of n tokens. Row r of each activation buffer belongs to the token at position n_past_ + r.
+void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits) {
+    const Config& c = cfg_;
+    const int pos0 = n_past_;
+    const int kv_dim = c.n_kv_heads * c.head_dim;
+
+    for (int r = 0; r < n; ++r) kern_->to_f32(w_.token_embd.dtype, w_.token_embd.row(tokens[r]), &x_[r * c.dim], c.dim);
+
+    // The rotation angles of this batch's positions, shared by every block. Float32 throughout, as the reference.
+    const int half = c.head_dim / 2;
+    for (int r = 0; r < n; ++r)
+        for (int i = 0; i < half; ++i) {
+            const float angle = static_cast<float>(pos0 + r) * c.inv_freq[i];
+            cos_[r * half + i] = std::cos(angle);
+            sin_[r * half + i] = std::sin(angle);
+        }
+
+    for (int slot = 0; slot < depth(); ++slot) {
+        const Block& b = w_.blocks[c.layer_plan[slot]];
+        // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
+        rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
+        matmul(b.wq, xb_.data(), n, q_.data());
+        matmul(b.wk, xb_.data(), n, k_.data());
+        matmul(b.wv, xb_.data(), n, v_.data());
+        rope(q_.data(), n, c.n_heads);
+        rope(k_.data(), n, c.n_kv_heads);
+        const size_t cache_at = (static_cast<size_t>(slot) * c.n_ctx + pos0) * kv_dim;
+        std::memcpy(&k_cache_[cache_at], k_.data(), sizeof(float) * n * kv_dim);
+        std::memcpy(&v_cache_[cache_at], v_.data(), sizeof(float) * n * kv_dim);
+        attention(slot, n, pos0);
+        matmul(b.wo, att_.data(), n, xb_.data());
+        for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
+
+        // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
+        rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
+        matmul(b.w_gate, xb_.data(), n, hb_.data());
+        matmul(b.w_up, xb_.data(), n, hb2_.data());
+        for (size_t i = 0; i < static_cast<size_t>(n) * c.ffn_dim; ++i) {
+            const float g = hb_[i];
+            hb_[i] = g / (1.f + std::exp(-g)) * hb2_[i];
+        }
+        matmul(b.w_down, hb_.data(), n, xb_.data());
+        for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
+    }
+    n_past_ += n;
+
+    if (!logits) return;
+    // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model.
+    const int first = all_logits ? 0 : n - 1;
+    rmsnorm(&x_[first * c.dim], w_.output_norm, xb_.data(), n - first);
+    matmul(w_.output, xb_.data(), n - first, logits);
+}
+
+void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows) {
+    const int d = cfg_.dim;
+    for (int r = 0; r < n_rows; ++r) {
+        const float* xr = x + static_cast<size_t>(r) * d;
+        float ss = 0.f;
+        for (int i = 0; i < d; ++i) ss += xr[i] * xr[i];
+        const float scale = 1.f / std::sqrt(ss / d + cfg_.norm_eps);
+        float* o = out + static_cast<size_t>(r) * d;
+        for (int i = 0; i < d; ++i) o[i] = gain[i] * (xr[i] * scale);
+    }
+}
+
+// out[r][i] = dot(w.row(i), x[r]) for n_rows activation rows, split over threads by weight rows.
+void Model::matmul(const Matrix& w, const float* x, int n_rows, float* out) {
+    const DotFn dot = kern_->dot(w.dtype);
+    const int cols = w.cols, rows = w.rows;
+    const size_t scratch = rows_f32_.size() / pool_.size();
+    pool_.parallel_for(rows, [&](int begin, int end, int t) {
+        if (n_rows == 1) {
+            for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x, cols);
+            return;
+        }
+        // Several tokens: decode each weight row once, then reuse it from L1 for every token.
+        float* row = &rows_f32_[t * scratch];
+        for (int i = begin; i < end; ++i) {
+            kern_->to_f32(w.dtype, w.row(i), row, cols);
+            for (int r = 0; r < n_rows; ++r)
+                out[static_cast<size_t>(r) * rows + i] = kern_->dot_f32(row, x + static_cast<size_t>(r) * cols, cols);
+        }
+    });
+}
+
+// Rotates each head's (query or key) vector by its position's angles.
+void Model::rope(float* vec, int n_rows, int n_heads) {
+    const int hd = cfg_.head_dim, half = hd / 2;
+    for (int r = 0; r < n_rows; ++r) {
+        const float* cs = &cos_[r * half];
+        const float* sn = &sin_[r * half];
+        for (int h = 0; h < n_heads; ++h) {
+            float* v = vec + (static_cast<size_t>(r) * n_heads + h) * hd;
+            for (int i = 0; i < half; ++i) {
+                // GGUF stores q/k permuted so that rotated pairs are adjacent; HF pairs i with i + half.
+                const int a = cfg_.rope_interleaved ? 2 * i : i;
+                const int b = cfg_.rope_interleaved ? 2 * i + 1 : i + half;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cs[i] - x1 * sn[i];
+                v[b] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+// Causal attention of the batch's queries over the cache of block slot `slot`; GQA: query head h reads
+// KV head h / (n_heads / n_kv_heads).
+void Model::attention(int slot, int n_rows, int pos0) {
+    const Config& c = cfg_;
+    const int hd = c.head_dim, kv_dim = c.n_kv_heads * hd, group = c.n_heads / c.n_kv_heads;
+    const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+    const float* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_dim];
+    const float* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_dim];
+    pool_.parallel_for(n_rows * c.n_heads, [&](int begin, int end, int t) {
+        float* scores = &scores_[static_cast<size_t>(t) * c.n_ctx];
+        for (int task = begin; task < end; ++task) {
+            const int r = task / c.n_heads, h = task % c.n_heads;
+            const int n_keys = pos0 + r + 1;
+            const float* q = &q_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
+            const size_t kv_off = static_cast<size_t>(h / group) * hd;
+            float max_s = -INFINITY;
+            for (int j = 0; j < n_keys; ++j) {
+                scores[j] = kern_->dot_f32(kc + static_cast<size_t>(j) * kv_dim + kv_off, q, hd) * scale;
+                max_s = std::max(max_s, scores[j]);
+            }
+            float sum = 0.f;
+            for (int j = 0; j < n_keys; ++j) {
+                scores[j] = std::exp(scores[j] - max_s);
+                sum += scores[j];
+            }
+            float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
+            std::fill(out, out + hd, 0.f);
+            const float inv = 1.f / sum;
+            for (int j = 0; j < n_keys; ++j) kern_->axpy(scores[j] * inv, vc + static_cast<size_t>(j) * kv_dim + kv_off, out, hd);
+        }
+    });
+}
+
+}  // namespace franken

@@ -1,0 +1,51 @@
+// The LLaMA forward pass over a KV cache. One Model owns its mapped weights, cache, scratch and threads.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../kernels/kernels.h"
+#include "../runtime/thread_pool.h"
+#include "weights.h"
+
+namespace franken {
+
+class Model {
+public:
+    // kernel_name: "" picks the best path for this CPU (or FRANKEN_KERNELS).
+    Model(Config cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors,
+          const std::string& kernel_name = "");
+
+    // Runs `n` tokens at positions n_past() .. n_past()+n-1 and appends them to the KV cache.
+    // Writes logits to `logits`: n rows of vocab_size if all_logits, else only the last token's row.
+    void forward(const int32_t* tokens, int n, bool all_logits, float* logits);
+
+    int n_past() const { return n_past_; }
+    void truncate(int n);  // forget cached positions >= n
+    const Config& config() const { return cfg_; }
+    const char* kernel_name() const { return kern_->name; }
+    int depth() const { return static_cast<int>(cfg_.layer_plan.size()); }
+
+private:
+    void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
+    void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);
+    void matmul(const Matrix& w, const float* x, int n_rows, float* out);
+    void rope(float* vec, int n_rows, int n_heads);  // angles of the batch: cos_, sin_
+    void attention(int slot, int n_rows, int pos0);
+
+    Config cfg_;
+    WeightStore store_;
+    const Weights& w_;
+    const KernelTable* kern_;
+    ThreadPool pool_;
+    int n_past_ = 0;
+
+    // KV cache: per executed block (a repeated block has a cache per repeat), [n_ctx][kv_dim] floats.
+    std::vector<float> k_cache_, v_cache_;
+    // Activations for one batch of n_batch tokens.
+    std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
+    std::vector<float> scores_;   // [n_threads][n_ctx] attention scores
+    std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
+    std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
+};
+
+}  // namespace franken

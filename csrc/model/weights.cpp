@@ -1,0 +1,83 @@
+#include "weights.h"
+
+#include <cstring>
+
+#include "../kernels/kernels.h"
+#include "../runtime/error.h"
+
+namespace franken {
+
+WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
+                         const std::vector<TensorSpec>& tensors) {
+    for (const auto& f : files) files_.push_back(std::make_unique<MappedFile>(f));
+    for (const auto& t : tensors) specs_[t.name] = t;
+
+    const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+    w_.token_embd = matrix("token_embd.weight", c.vocab_size, c.dim);
+    w_.output_norm = vector("output_norm.weight", c.dim);
+    w_.output = specs_.count("output.weight") ? matrix("output.weight", c.vocab_size, c.dim) : w_.token_embd;
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        Block b;
+        b.attn_norm = vector(p + "attn_norm.weight", c.dim);
+        b.wq = matrix(p + "attn_q.weight", q_dim, c.dim);
+        b.wk = matrix(p + "attn_k.weight", kv_dim, c.dim);
+        b.wv = matrix(p + "attn_v.weight", kv_dim, c.dim);
+        b.wo = matrix(p + "attn_output.weight", c.dim, q_dim);
+        b.ffn_norm = vector(p + "ffn_norm.weight", c.dim);
+        b.w_gate = matrix(p + "ffn_gate.weight", c.ffn_dim, c.dim);
+        b.w_up = matrix(p + "ffn_up.weight", c.ffn_dim, c.dim);
+        b.w_down = matrix(p + "ffn_down.weight", c.dim, c.ffn_dim);
+        w_.blocks.push_back(std::move(b));
+    }
+}
+
+const uint8_t* WeightStore::bytes_of(const TensorSpec& t, size_t n) {
+    if (t.file < 0 || t.file >= static_cast<int>(files_.size()))
+        throw Error("tensor " + t.name + ": file index out of range");
+    const MappedFile& f = *files_[t.file];
+    if (t.offset > f.size() || n > f.size() - t.offset)
+        throw Error("tensor " + t.name + ": data runs past the end of " + f.path());
+    const uint8_t* p = f.data() + t.offset;
+    const size_t align = dtype_block_elems(static_cast<DType>(t.dtype)) == 1 ? dtype_block_bytes(static_cast<DType>(t.dtype)) : 2;
+    if (reinterpret_cast<uintptr_t>(p) % align) {  // kernels load elements directly: give them an aligned copy
+        owned_.emplace_back(p, p + n);
+        p = owned_.back().data();
+    }
+    return p;
+}
+
+Matrix WeightStore::matrix(const std::string& name, int rows, int cols) {
+    auto it = specs_.find(name);
+    if (it == specs_.end()) throw Error("missing tensor " + name);
+    const TensorSpec& t = it->second;
+    if (!dtype_known(t.dtype)) throw Error("tensor " + name + ": unsupported type id " + std::to_string(t.dtype));
+    const DType dt = static_cast<DType>(t.dtype);
+    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+        throw Error("tensor " + name + ": shape does not match the hyperparameters (expected " +
+                    std::to_string(rows) + " x " + std::to_string(cols) + ")");
+    if (cols % dtype_block_elems(dt)) throw Error("tensor " + name + ": row length is not a whole number of blocks");
+    Matrix m;
+    m.dtype = dt;
+    m.rows = rows;
+    m.cols = cols;
+    m.row_stride = row_bytes(dt, cols);
+    m.data = bytes_of(t, m.row_stride * static_cast<size_t>(rows));
+    return m;
+}
+
+std::vector<float> WeightStore::vector(const std::string& name, int n) {
+    auto it = specs_.find(name);
+    if (it == specs_.end()) throw Error("missing tensor " + name);
+    const TensorSpec& t = it->second;
+    if (!dtype_known(t.dtype)) throw Error("tensor " + name + ": unsupported type id " + std::to_string(t.dtype));
+    const DType dt = static_cast<DType>(t.dtype);
+    if (t.shape.size() != 1 || t.shape[0] != n || n % dtype_block_elems(dt))
+        throw Error("tensor " + name + ": shape does not match the hyperparameters (expected " + std::to_string(n) + ")");
+    // Norm gains are tiny and read by every token: keep them as floats.
+    std::vector<float> out(n);
+    kernels_by_name("scalar").to_f32(dt, bytes_of(t, row_bytes(dt, n)), out.data(), n);
+    return out;
+}
+
+}  // namespace franken

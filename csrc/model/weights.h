@@ -1,0 +1,80 @@
+// The model's parts as views into the mapped files: the structs name what the LLaMA forward pass reads.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../kernels/formats.h"
+#include "../runtime/mapped_file.h"
+
+namespace franken {
+
+// Hyperparameters the forward pass needs (the Python side reads them from config.json or GGUF metadata).
+struct Config {
+    int n_layers = 0;  // stored decoder blocks
+    int dim = 0;
+    int n_heads = 0;
+    int n_kv_heads = 0;
+    int head_dim = 0;
+    int ffn_dim = 0;
+    int vocab_size = 0;
+    float norm_eps = 1e-5f;
+    bool rope_interleaved = true;   // GGUF pairs dims (2i, 2i+1); Hugging Face pairs (i, i + head_dim/2)
+    std::vector<float> inv_freq;    // head_dim/2 RoPE frequencies, any scaling already applied
+    std::vector<int> layer_plan;    // stored block run at each depth; empty means 0..n_layers-1
+    int n_ctx = 2048;               // KV cache capacity in tokens
+    int n_batch = 64;               // prompt tokens processed per matrix-matrix step
+    int n_threads = 0;              // 0: physical cores
+};
+
+// Where one tensor's bytes are: file index, byte offset, type and shape (outermost first).
+struct TensorSpec {
+    std::string name;
+    int file = 0;
+    uint64_t offset = 0;
+    int dtype = 0;
+    std::vector<int64_t> shape;
+};
+
+// A 2-D weight: `rows` rows of `cols` elements, each row stored contiguously in its format.
+struct Matrix {
+    DType dtype = DType::F32;
+    int rows = 0, cols = 0;
+    const uint8_t* data = nullptr;
+    size_t row_stride = 0;
+    const uint8_t* row(int r) const { return data + static_cast<size_t>(r) * row_stride; }
+};
+
+struct Block {
+    std::vector<float> attn_norm, ffn_norm;
+    Matrix wq, wk, wv, wo;          // attention projections
+    Matrix w_gate, w_up, w_down;    // SwiGLU feed-forward
+};
+
+struct Weights {
+    Matrix token_embd;
+    std::vector<float> output_norm;
+    Matrix output;                  // == token_embd when embeddings are tied
+    std::vector<Block> blocks;
+};
+
+// Maps the files and builds the views, checking every tensor's bounds, type and shape first.
+class WeightStore {
+public:
+    WeightStore(const Config& cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors);
+    const Weights& weights() const { return w_; }
+
+private:
+    Matrix matrix(const std::string& name, int rows, int cols);
+    std::vector<float> vector(const std::string& name, int n);
+    const uint8_t* bytes_of(const TensorSpec& t, size_t n);
+
+    std::vector<std::unique_ptr<MappedFile>> files_;
+    std::map<std::string, TensorSpec> specs_;
+    std::vector<std::vector<uint8_t>> owned_;  // copies of the rare tensors stored misaligned
+    Weights w_;
+};
+
+}  // namespace franken

@@ -1,0 +1,90 @@
+#include "thread_pool.h"
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <utility>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define FRANKEN_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define FRANKEN_PAUSE() asm volatile("yield")
+#else
+#define FRANKEN_PAUSE() ((void)0)
+#endif
+
+namespace franken {
+
+namespace {
+constexpr int kSpinIterations = 1 << 15;  // ~0.1-0.5 ms of polling before a worker sleeps
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+    for (int t = 1; t < n_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_.store(true);
+        generation_.fetch_add(1);
+    }
+    cv_.notify_all();
+    for (auto& th : threads_) th.join();
+}
+
+void ThreadPool::run(void* ctx, void (*call)(void*, int)) {
+    job_ctx_ = ctx;
+    job_call_ = call;
+    pending_.store(n_threads_ - 1);
+    generation_.fetch_add(1);  // publishes the job (seq_cst)
+    if (sleepers_.load() > 0) {
+        std::lock_guard<std::mutex> lock(mu_);
+        cv_.notify_all();
+    }
+    call(ctx, 0);
+    while (pending_.load(std::memory_order_acquire) > 0) FRANKEN_PAUSE();
+}
+
+void ThreadPool::worker(int t) {
+    uint64_t seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+            FRANKEN_PAUSE();
+            ++spins;
+        }
+        if (generation_.load() == seen) {
+            sleepers_.fetch_add(1);
+            std::unique_lock<std::mutex> lock(mu_);
+            cv_.wait(lock, [&] { return generation_.load() != seen; });
+            sleepers_.fetch_sub(1);
+        }
+        seen = generation_.load();
+        if (stop_.load()) return;
+        job_call_(job_ctx_, t);
+        pending_.fetch_sub(1, std::memory_order_release);
+    }
+}
+
+int physical_cores() {
+    // Count distinct (physical id, core id) pairs; fall back to the logical count.
+    std::ifstream in("/proc/cpuinfo");
+    std::set<std::pair<std::string, std::string>> cores;
+    std::string line, phys = "0";
+    while (std::getline(in, line)) {
+        const auto colon = line.find(':');
+        if (colon == std::string::npos) continue;
+        const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+        const std::string val = line.substr(colon + 1 < line.size() ? colon + 2 : colon + 1);
+        if (key == "physical id") phys = val;
+        if (key == "core id") cores.emplace(phys, val);
+    }
+    const int logical = static_cast<int>(std::thread::hardware_concurrency());
+    if (cores.empty()) return logical > 0 ? logical : 1;
+    const int n = static_cast<int>(cores.size());
+    return (logical > 0 && n > logical) ? logical : n;
+}
+
+}  // namespace franken

@@ -1,0 +1,60 @@
+// A persistent thread pool for data-parallel loops. The calling thread works as thread 0; workers spin
+// briefly between jobs (a decode step dispatches hundreds of small loops, so waking must cost ~1 us),
+// then sleep on a condition variable so an idle model burns no CPU.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace franken {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return n_threads_; }
+
+    // Calls fn(begin, end, thread) on contiguous, disjoint chunks covering [0, n), one chunk per thread.
+    template <class F>
+    void parallel_for(int n, F&& fn) {
+        if (n <= 0) return;
+        const int nt = n_threads_ < n ? n_threads_ : n;
+        if (nt == 1) {
+            fn(0, n, 0);
+            return;
+        }
+        auto chunk = [&](int t) {
+            const int b = static_cast<int>(static_cast<int64_t>(n) * t / nt);
+            const int e = static_cast<int>(static_cast<int64_t>(n) * (t + 1) / nt);
+            if (t < nt && b < e) fn(b, e, t);
+        };
+        run(&chunk, [](void* c, int t) { (*static_cast<decltype(chunk)*>(c))(t); });
+    }
+
+private:
+    void run(void* ctx, void (*call)(void*, int));
+    void worker(int t);
+
+    int n_threads_;
+    std::vector<std::thread> threads_;
+    // The current job, published by bumping generation_.
+    void* job_ctx_ = nullptr;
+    void (*job_call_)(void*, int) = nullptr;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
+    std::atomic<int> sleepers_{0};
+    std::atomic<bool> stop_{false};
+    std::mutex mu_;
+    std::condition_variable cv_;
+};
+
+// Physical cores of this machine (the default thread count): SMT siblings share the SIMD units.
+int physical_cores();
+
+}  // namespace franken

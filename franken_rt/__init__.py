@@ -1,0 +1,18 @@
+"""franken-rt: make LLaMA-family models small and fast enough for CPU-class devices, and run them there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from franken_rt.errors import FrankenError
+
+__all__ = ["FrankenError", "load"]
+__version__ = "0.1.0"
+
+
+def load(path: str | Path, threads: int | None = None, n_ctx: int | None = None, kernels: str = ""):
+    """Load a GGUF file or Hugging Face folder; returns a franken_rt.model.Model ready to generate."""
+    from franken_rt.checkpoint import read_checkpoint
+    from franken_rt.model import Model
+
+    return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels)

@@ -1,0 +1,145 @@
+"""Writing a Checkpoint as a llama GGUF file that llama.cpp loads unchanged.
+
+Tensors are written one at a time (peak memory near the largest tensor), into a temporary file in the output's
+folder that is renamed over the output only once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+from franken_rt.checkpoint.tensors import float_array, raw_array
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
+from franken_rt.config import GGUF_KEYS
+from franken_rt.errors import FrankenError
+
+# How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
+_ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
+
+
+def _add_value(w: gguf.GGUFWriter, key: str, val: Any) -> None:
+    V = gguf.GGUFValueType
+    if isinstance(val, bool):
+        w.add_key_value(key, val, V.BOOL)
+    elif isinstance(val, int):
+        w.add_key_value(key, val, V.UINT32 if val >= 0 else V.INT32)
+    elif isinstance(val, float):
+        w.add_key_value(key, val, V.FLOAT32)
+    elif isinstance(val, str):
+        w.add_key_value(key, val, V.STRING)
+    elif isinstance(val, list | tuple):
+        sub = _ARRAY_TYPES.get(type(val[0]) if val else str, V.STRING)
+        w.add_key_value(key, list(val), V.ARRAY, sub_type=sub)
+    else:
+        raise TypeError(f"cannot store {key} of type {type(val).__name__} in GGUF")
+
+
+def permute_for_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder q/k rows from Hugging Face's RoPE pairing (i, i + d/2) to GGUF's adjacent pairs (2i, 2i + 1)."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def hyperparameters(ckpt: Checkpoint) -> dict[str, Any]:
+    c = ckpt.config
+    return {
+        GGUF_KEYS["n_layers"]: c.n_layers,
+        GGUF_KEYS["dim"]: c.dim,
+        GGUF_KEYS["ffn_dim"]: c.ffn_dim,
+        GGUF_KEYS["n_heads"]: c.n_heads,
+        GGUF_KEYS["n_kv_heads"]: c.n_kv_heads,
+        GGUF_KEYS["head_dim"]: c.head_dim,
+        "llama.attention.value_length": c.head_dim,
+        GGUF_KEYS["rope_dim"]: c.head_dim,
+        GGUF_KEYS["norm_eps"]: float(c.norm_eps),
+        GGUF_KEYS["rope_theta"]: float(c.rope_theta),
+        GGUF_KEYS["context_length"]: c.context_length,
+        GGUF_KEYS["vocab_size"]: c.vocab_size,
+    }
+
+
+@contextmanager
+def atomic_output(out: Path, inputs: list[Path], force: bool = False) -> Iterator[Path]:
+    """A temporary path beside `out`, renamed to `out` when the block succeeds and removed when it fails."""
+    out = Path(out)
+    for src in inputs:
+        if out.exists() and src.exists() and os.path.samefile(out, src):
+            raise FrankenError(f"refusing to overwrite the input {src}")
+    if out.exists() and not force:
+        raise FrankenError(f"{out} exists (use --force to replace it)")
+    if not out.parent.is_dir():
+        raise FrankenError(f"output folder {out.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_gguf(
+    ckpt: Checkpoint,
+    out: Path,
+    dtype: Callable[[TensorInfo], DType] | DType = DType.F32,
+    force: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
+    Norm gains (1-D) stay F32, as llama.cpp expects."""
+    policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
+    sources = sorted({t.file for t in ckpt.tensors.values()})
+    plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
+    for name, _, d in plan:
+        if d not in (DType.F32, DType.F16):
+            raise FrankenError(f"tensor {name}: writing {d.name} is not supported yet")
+    with atomic_output(out, sources, force=force) as tmp:
+        w = gguf.GGUFWriter(tmp, arch="llama")
+        for key, val in {**hyperparameters(ckpt), **ckpt.tokenizer.gguf_metadata(), **(extra_metadata or {})}.items():
+            _add_value(w, key, val)
+        w.add_file_type(1 if any(d == DType.F16 for _, _, d in plan) else 0)
+        freqs = _rope_freqs(ckpt)
+        if freqs is not None:
+            w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
+        for name, t, d in plan:
+            np_dtype = np.dtype(np.float32 if d == DType.F32 else np.float16)
+            w.add_tensor_info(name, t.shape, np_dtype, int(np.prod(t.shape)) * np_dtype.itemsize)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        if freqs is not None:
+            w.write_tensor_data(freqs)
+        for name, t, d in plan:  # one tensor in memory at a time
+            w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d))
+        w.close()
+
+
+def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
+    if t.dtype == d and (ckpt.rope_interleaved or not name.endswith(("attn_q.weight", "attn_k.weight"))):
+        return np.ascontiguousarray(raw_array(t)).view(np.float32 if d == DType.F32 else np.float16).reshape(t.shape)
+    arr = float_array(t)
+    if not ckpt.rope_interleaved and name.endswith("attn_q.weight"):
+        arr = permute_for_gguf(arr, ckpt.config.n_heads)
+    elif not ckpt.rope_interleaved and name.endswith("attn_k.weight"):
+        arr = permute_for_gguf(arr, ckpt.config.n_kv_heads)
+    return np.ascontiguousarray(arr, dtype=np.float32 if d == DType.F32 else np.float16)
+
+
+def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:
+    """Llama 3 RoPE scaling travels in GGUF as per-frequency divisors, as llama.cpp's converter writes it."""
+    c = ckpt.config
+    if c.rope_scaling is None and c.rope_freq_factors is None:
+        return None
+    from dataclasses import replace
+
+    plain = replace(c, rope_scaling=None, rope_freq_factors=None).inv_freq().astype(np.float64)
+    return (plain / c.inv_freq().astype(np.float64)).astype(np.float32)

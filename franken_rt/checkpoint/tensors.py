@@ -1,0 +1,28 @@
+"""Tensor bytes as numpy arrays, memory-mapped: used by writers and tests, never by the runtime's hot path."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType, TensorInfo
+
+
+def raw_array(t: TensorInfo) -> np.ndarray:
+    """The stored bytes, shape (rows..., bytes per row), without copying."""
+    block, size = BLOCK_LAYOUT[t.dtype]
+    row_bytes = t.shape[-1] // block * size
+    return np.memmap(t.file, dtype=np.uint8, mode="r", offset=t.offset, shape=(*t.shape[:-1], row_bytes))
+
+
+def float_array(t: TensorInfo) -> np.ndarray:
+    """The tensor as float32 (a copy for F16/BF16); quantized types need franken_rt.quant to decode."""
+    if t.dtype == DType.F32:
+        return np.memmap(t.file, dtype="<f4", mode="r", offset=t.offset, shape=t.shape)
+    if t.dtype == DType.F16:
+        return np.memmap(t.file, dtype="<f2", mode="r", offset=t.offset, shape=t.shape).astype(np.float32)
+    if t.dtype == DType.BF16:
+        bits = np.memmap(t.file, dtype="<u2", mode="r", offset=t.offset, shape=t.shape)
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    from franken_rt.quant.formats import dequantize
+
+    return dequantize(raw_array(t), t.dtype, t.shape)

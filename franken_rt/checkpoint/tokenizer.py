@@ -1,0 +1,772 @@
+"""Text <-> token ids for LLaMA-family models, from GGUF metadata or a Hugging Face folder.
+
+Encoding is delegated to the reference engines so ids match what the model was trained on:
+`sentencepiece` for sentencepiece vocabularies (GGUF `llama`, HF `tokenizer.model`) and HF `tokenizers`
+for byte-level BPE (GGUF `gpt2`) and `tokenizer.json`. Decoding is our own: every vocabulary is reduced
+to one byte string per id, which makes streaming exact (a token may end in the middle of a UTF-8
+character) and behaves the same whichever engine encoded.
+
+Sentencepiece semantics follow transformers' `LlamaTokenizer` (legacy=False), which is also what
+transformers builds for a GGUF `llama` vocabulary: special tokens in the text are matched whole, the
+text is not normalized, and a dummy-prefix space is added only to text at the very start of the input,
+and not when that text already starts with a space. (`sentencepiece` itself and llama.cpp would add it
+to every piece of text after a special token too, and double a leading space; `legacy: true` in
+tokenizer_config.json selects the former.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from franken_rt.errors import FrankenError
+
+# Token types, shared by GGUF `tokenizer.ggml.token_type` and sentencepiece's ModelProto.SentencePiece.Type.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# Control tokens that end a turn in common chat formats; llama.cpp stops on these even when the file
+# declares no eot/eom id, and so do we.
+_END_OF_TURN_TEXTS = frozenset(
+    {
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<EOT>",
+    }
+)
+
+# Llama 3's split regex (from its tokenizer.json; llama.cpp `llama-bpe`).
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# tokenizer.ggml.pre -> pre-tokenizer family. `default` is what converters write for an unrecognised
+# tokenizer; like transformers we read it as plain GPT-2.
+_PRE_FAMILIES = {
+    "default": "gpt2",
+    "gpt2": "gpt2",
+    "gpt-2": "gpt2",
+    "smollm": "digits+gpt2",
+    "llama-bpe": "llama3",
+    "llama3": "llama3",
+    "llama-v3": "llama3",
+}
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class Tokenizer:
+    """Encode text to ids and decode ids to text, with the model's special tokens and chat template."""
+
+    def __init__(
+        self,
+        *,
+        encode_fn: Callable[[str], list[int]],
+        pieces: list[bytes],
+        transparent: frozenset[int],
+        lead_space: frozenset[int],
+        bos_id: int | None,
+        eos_ids: list[int],
+        add_bos: bool,
+        add_eos: bool,
+        chat_template: str | None,
+    ) -> None:
+        self._encode_fn = encode_fn
+        self._pieces = pieces  # the bytes each id stands for
+        self._transparent = transparent  # control tokens: do not count as the first visible piece
+        self._lead_space = lead_space  # ids whose leading space is sentencepiece's dummy prefix
+        self.vocab_size = len(pieces)
+        self.bos_id = bos_id
+        self.eos_ids = eos_ids
+        self.add_bos = add_bos and bos_id is not None
+        self.add_eos = add_eos and bool(eos_ids)
+        self.chat_template = chat_template
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, eos_ids={self.eos_ids})"
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        """Ids for `text`; special tokens written in it (e.g. `<|im_start|>`) become their ids.
+
+        With `add_special`, BOS (and EOS, for the rare model that wants it) are added as the model's
+        tokenizer configuration says.
+        """
+        ids = self._encode_fn(text)
+        if add_special:
+            if self.add_bos:
+                ids.insert(0, self.bos_id)  # type: ignore[arg-type]  # add_bos implies bos_id is set
+            if self.add_eos:
+                ids.append(self.eos_ids[0])
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text `ids` stand for, special tokens included; invalid UTF-8 becomes U+FFFD."""
+        out = bytearray()
+        at_start = True
+        for token_id in ids:
+            piece, at_start = self._piece(token_id, at_start)
+            out += piece
+        return out.decode("utf-8", errors="replace")
+
+    def stream(self) -> StreamDecoder:
+        """A decoder fed one id at a time, for printing text while it is generated."""
+        return StreamDecoder(self)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt text for a conversation, rendered with the model's own Jinja chat template."""
+        if not self.chat_template:
+            raise FrankenError("this model has no chat template; give a plain prompt instead")
+        import jinja2
+
+        try:
+            template = _compile_chat_template(self.chat_template)
+            return template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self._text_of(self.bos_id),
+                eos_token=self._text_of(self.eos_ids[0] if self.eos_ids else None),
+            )
+        except jinja2.TemplateError as exc:  # includes the template's own raise_exception(...)
+            raise FrankenError(f"chat template: {exc}") from None
+
+    def _text_of(self, token_id: int | None) -> str:
+        return "" if token_id is None else self._pieces[token_id].decode("utf-8", errors="replace")
+
+    def _piece(self, token_id: int, at_start: bool) -> tuple[bytes, bool]:
+        """Bytes of one token, and whether we are still before the first visible piece."""
+        if not 0 <= token_id < len(self._pieces):
+            raise FrankenError(f"token id {token_id} is outside the vocabulary (0..{len(self._pieces) - 1})")
+        piece = self._pieces[token_id]
+        if at_start and token_id not in self._transparent:
+            if token_id in self._lead_space:  # drop the space the encoder added, as sentencepiece does
+                piece = piece[1:]
+            at_start = False
+        return piece, at_start
+
+    # ---------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: dict[str, Any]) -> Tokenizer:
+        """The tokenizer a GGUF file describes (`meta`: key -> value, as `read_gguf_metadata` gives)."""
+        model = meta.get("tokenizer.ggml.model")
+        if model is None:
+            raise FrankenError("GGUF metadata has no tokenizer (tokenizer.ggml.model is missing)")
+        tokens = meta.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise FrankenError("GGUF metadata has no vocabulary (tokenizer.ggml.tokens is missing or empty)")
+        n = len(tokens)
+        types = meta.get("tokenizer.ggml.token_type")
+        if types is not None and len(types) != n:
+            raise FrankenError(f"GGUF tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+
+        def token_id(key: str, default: int | None = None) -> int | None:
+            value = meta.get(f"tokenizer.ggml.{key}", default)
+            if value is None or value == -1 or value == 0xFFFFFFFF:  # converters write -1 for "none"
+                return None
+            if not 0 <= int(value) < n:
+                raise FrankenError(f"GGUF tokenizer.ggml.{key} = {value} is outside the vocabulary of {n}")
+            return int(value)
+
+        if model == "llama":
+            # llama.cpp's defaults for a sentencepiece vocabulary without these keys.
+            bos, eos, unk = (
+                token_id("bos_token_id", 1),
+                token_id("eos_token_id", 2),
+                token_id("unknown_token_id", 0),
+            )
+            parts = _spm_from_gguf(meta, tokens, types, bos, eos, unk)
+            add_bos_default = True
+        elif model == "gpt2":
+            bos, eos = token_id("bos_token_id"), token_id("eos_token_id")
+            parts = _bpe_from_gguf(meta, tokens, types)
+            add_bos_default = False
+        else:
+            raise FrankenError(f"unsupported GGUF tokenizer model {model!r} (supported: 'llama', 'gpt2')")
+        encode_fn, pieces, transparent, lead_space = parts
+
+        declared = [eos, token_id("eot_token_id"), token_id("eom_token_id")]
+        controls = {i for i, t in enumerate(types or ()) if t == CONTROL}
+        return cls(
+            encode_fn=encode_fn,
+            pieces=pieces,
+            transparent=transparent,
+            lead_space=lead_space,
+            bos_id=bos,
+            eos_ids=_end_ids(declared, tokens, controls),
+            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
+            add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+            chat_template=meta.get("tokenizer.chat_template") or None,
+        )
+
+    @classmethod
+    def from_hf_folder(cls, folder: Path) -> Tokenizer:
+        """The tokenizer of a Hugging Face model folder (`tokenizer.json`, else `tokenizer.model`)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FrankenError(f"not a folder: {folder}")
+        config = _read_json(folder / "tokenizer_config.json")
+        special_map = _read_json(folder / "special_tokens_map.json")
+        generation = _read_json(folder / "generation_config.json")
+
+        def named(key: str) -> str | None:  # "<s>" or {"content": "<s>", ...}
+            value = config.get(key, special_map.get(key))
+            return value.get("content") if isinstance(value, dict) else value
+
+        if (folder / "tokenizer.json").is_file():
+            backend = _HfJson(folder / "tokenizer.json")
+        elif (folder / "tokenizer.model").is_file():
+            backend = _HfSentencePiece(folder / "tokenizer.model", config)
+        else:
+            raise FrankenError(f"{folder} has no tokenizer (neither tokenizer.json nor tokenizer.model)")
+
+        bos, eos = backend.id_of(named("bos_token")), backend.id_of(named("eos_token"))
+        if bos is None and named("bos_token") is None:
+            bos = backend.default_bos
+        if eos is None and named("eos_token") is None:
+            eos = backend.default_eos
+        gen_eos = generation.get("eos_token_id")
+        declared = [eos, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])]
+        if "add_bos_token" in config or "add_eos_token" in config:
+            add_bos = bool(config.get("add_bos_token", backend.default_add_bos))
+            add_eos = bool(config.get("add_eos_token", False))
+        else:
+            add_bos, add_eos = backend.probe_add_special(bos, eos)
+
+        template_file = folder / "chat_template.jinja"  # newer transformers save the template here
+        template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
+        return cls(
+            encode_fn=backend.encode,
+            pieces=backend.pieces,
+            transparent=backend.transparent,
+            lead_space=backend.lead_space,
+            bos_id=bos,
+            eos_ids=_end_ids(declared, backend.texts, backend.transparent),
+            add_bos=add_bos,
+            add_eos=add_eos,
+            chat_template=template or _pick_template(config.get("chat_template")),
+        )
+
+
+class StreamDecoder:
+    """Turns ids into text one at a time; text is returned once its UTF-8 bytes are complete."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._at_start = True
+
+    def feed(self, token_id: int) -> str:
+        """The text completed by this token ("" while a multi-byte character is still partial)."""
+        piece, self._at_start = self._tokenizer._piece(token_id, self._at_start)
+        return self._utf8.decode(piece)
+
+    def flush(self) -> str:
+        """Whatever is left (a dangling partial character becomes U+FFFD); the decoder can go on after."""
+        rest = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return rest
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _end_ids(
+    declared: Sequence[int | None], texts: Sequence[str], specials: set[int] | frozenset[int]
+) -> list[int]:
+    """Declared end-of-generation ids first, then the well-known end-of-turn control tokens."""
+    ids = [int(i) for i in declared if i is not None and 0 <= int(i) < len(texts)]
+    ids += sorted(i for i in specials if texts[i] in _END_OF_TURN_TEXTS)
+    return list(dict.fromkeys(ids))
+
+
+def _pick_template(value: Any) -> str | None:
+    """tokenizer_config's chat_template: a string, or a list of {name, template} (we want "default")."""
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        return named.get("default")
+    return value if isinstance(value, str) and value else None
+
+
+@lru_cache(maxsize=8)
+def _compile_chat_template(source: str) -> Any:
+    # The environment transformers renders chat templates in, so prompts come out byte-identical.
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def tojson(
+        x: Any,
+        ensure_ascii: bool = False,
+        indent: Any = None,
+        separators: Any = None,
+        sort_keys: bool = False,
+    ):
+        # Jinja's own tojson HTML-escapes <, >, & and '; templates expect plain JSON.
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FrankenError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise FrankenError(f"{path} is not a JSON object")
+    return data
+
+
+def _special_splitter(specials: dict[str, int]) -> Callable[[str], Iterator[tuple[int, str | int]]]:
+    """Cuts text into (offset, plain text) and (offset, special id) parts, longest special first."""
+    pattern = (
+        re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        if specials
+        else None
+    )
+
+    def split(text: str) -> Iterator[tuple[int, str | int]]:
+        pos = 0
+        if pattern is not None:
+            for m in pattern.finditer(text):
+                if m.start() > pos:
+                    yield pos, text[pos : m.start()]
+                yield m.start(), specials[m.group()]
+                pos = m.end()
+        if pos < len(text):
+            yield pos, text[pos:]
+
+    return split
+
+
+# -------------------------------------------------------------- sentencepiece
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # protobuf writes a negative int32 as its 64-bit two's complement
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _pb_bytes(field: int, data: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def _pb_int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _pb_float(field: int, value: float) -> bytes:
+    return _varint(field << 3 | 5) + struct.pack("<f", value)
+
+
+def _pb_fields(buf: bytes) -> Iterator[tuple[int, int | bytes, bytes]]:
+    """(field number, value, the field's raw bytes) for each field of a protobuf message.
+
+    Varints come back as int, everything else as bytes; enough to read and re-emit a ModelProto.
+    """
+    pos, end = 0, len(buf)
+    while pos < end:
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        wire = key & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 2:
+            size, pos = _read_varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated protobuf message")
+        yield key >> 3, value, buf[start:pos]
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated protobuf varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+# Normalization happens before sentencepiece sees the text (i.e. none, like transformers and llama.cpp):
+# NormalizerSpec{name: "identity", add_dummy_prefix: false, remove_extra_whitespaces: false,
+# escape_whitespaces: true}. The dummy prefix is added by _SentencePieceEncoder, only where it belongs.
+_NORMALIZER = _pb_bytes(3, _pb_bytes(1, b"identity") + _pb_int(3, 0) + _pb_int(4, 0) + _pb_int(5, 1))
+
+
+class _SentencePieceEncoder:
+    def __init__(
+        self, proto: bytes, specials: dict[str, int], add_prefix: bool, prefix_every_part: bool
+    ) -> None:
+        import sentencepiece
+
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        except Exception as exc:  # RuntimeError/OSError with sentencepiece's own message
+            raise FrankenError(f"invalid sentencepiece vocabulary: {_one_line(exc)}") from None
+        self._split = _special_splitter(specials)
+        self._add_prefix = add_prefix
+        self._prefix_every_part = prefix_every_part
+
+    def __call__(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for offset, part in self._split(text):
+            if isinstance(part, int):
+                ids.append(part)
+                continue
+            if (
+                self._add_prefix
+                and (offset == 0 or self._prefix_every_part)
+                and not part.startswith((" ", "▁"))
+            ):
+                part = " " + part
+            ids += self._sp.encode(part)
+        return ids
+
+
+def _spm_tables(
+    texts: list[str], types: Sequence[int], add_prefix: bool
+) -> tuple[list[bytes], frozenset[int], frozenset[int], dict[str, int]]:
+    """pieces, transparent ids, dummy-prefix ids and the specials matched whole in text."""
+    pieces: list[bytes] = []
+    for text, kind in zip(texts, types):
+        m = _BYTE_PIECE.fullmatch(text) if kind == BYTE else None
+        if m:
+            pieces.append(bytes([int(m.group(1), 16)]))
+        elif kind in (CONTROL, UNKNOWN):
+            pieces.append(text.encode())
+        else:
+            pieces.append(text.replace("▁", " ").encode())
+    transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
+    lead = frozenset(
+        i
+        for i, (t, k) in enumerate(zip(texts, types))
+        if add_prefix and k in (NORMAL, USER_DEFINED, UNUSED) and t[:1] == "▁"
+    )
+    specials: dict[str, int] = {}
+    for i, (t, k) in enumerate(zip(texts, types)):
+        if k in (UNKNOWN, CONTROL, USER_DEFINED) and t:
+            specials.setdefault(t, i)
+    return pieces, transparent, lead, specials
+
+
+def _spm_from_gguf(
+    meta: dict[str, Any],
+    tokens: list[str],
+    types: list[int] | None,
+    bos: int | None,
+    eos: int | None,
+    unk: int | None,
+) -> tuple[Callable[[str], list[int]], list[bytes], frozenset[int], frozenset[int]]:
+    """A sentencepiece BPE model serialized from the GGUF vocabulary, so encoding is sentencepiece's."""
+    n = len(tokens)
+    scores = meta.get("tokenizer.ggml.scores") or [0.0] * n
+    if len(scores) != n:
+        raise FrankenError(f"GGUF tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
+    if types is None:  # old files: infer what the converter would have written
+        types = [
+            CONTROL
+            if i in (bos, eos)
+            else UNKNOWN
+            if i == unk
+            else BYTE
+            if _BYTE_PIECE.fullmatch(t)
+            else NORMAL
+            for i, t in enumerate(tokens)
+        ]
+    types = [k if k in (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE) else NORMAL for k in types]
+    if UNKNOWN not in types:
+        if unk is None:
+            raise FrankenError("GGUF sentencepiece vocabulary has no unknown token")
+        types[unk] = UNKNOWN  # sentencepiece refuses a model without one
+    byte_pieces = {t for t, k in zip(tokens, types) if k == BYTE}
+    byte_fallback = all(f"<0x{b:02X}>" in byte_pieces for b in range(256))
+
+    # ModelProto{1: pieces, 2: TrainerSpec, 3: NormalizerSpec}; SentencePiece{1: piece, 2: score, 3: type}.
+    proto = bytearray()
+    for text, score, kind in zip(tokens, scores, types):
+        proto += _pb_bytes(1, _pb_bytes(1, text.encode()) + _pb_float(2, float(score)) + _pb_int(3, kind))
+    # TrainerSpec{3: model_type BPE=2, 4: vocab_size, 35: byte_fallback, 40-43: unk/bos/eos/pad ids}.
+    pad = meta.get("tokenizer.ggml.padding_token_id")
+    trainer = _pb_int(3, 2) + _pb_int(4, n) + _pb_int(35, int(byte_fallback))
+    for field, value in ((40, types.index(UNKNOWN)), (41, bos), (42, eos), (43, pad)):
+        trainer += _pb_int(field, -1 if value is None else int(value))
+    proto += _pb_bytes(2, trainer) + _NORMALIZER
+
+    add_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    pieces, transparent, lead, specials = _spm_tables(tokens, types, add_prefix)
+    encoder = _SentencePieceEncoder(bytes(proto), specials, add_prefix, prefix_every_part=False)
+    return encoder, pieces, transparent, lead
+
+
+class _HfSentencePiece:
+    """An HF folder with only tokenizer.model (plus tokenizer_config.json's added tokens)."""
+
+    default_add_bos = True  # LlamaTokenizer's default
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        try:
+            texts, types, proto, add_prefix = self._read(path.read_bytes())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
+        add_prefix = bool(config.get("add_prefix_space", add_prefix))
+        self.pieces, self.transparent, self.lead_space, specials = _spm_tables(texts, types, add_prefix)
+        # Tokens tokenizer_config adds on top of the sentencepiece vocabulary (e.g. a pad token at 32000).
+        added = config.get("added_tokens_decoder") or {}
+        for key, info in sorted(added.items(), key=lambda kv: int(kv[0])):
+            token_id, content = int(key), info.get("content", "")
+            if token_id >= len(self.pieces):
+                self.pieces += [b""] * (token_id - len(self.pieces)) + [content.encode()]
+                if info.get("special"):
+                    self.transparent = self.transparent | {token_id}
+            if content:
+                specials[content] = token_id
+        self.texts = [p.decode("utf-8", errors="replace") for p in self.pieces]
+        self.texts[: len(texts)] = texts
+        self._ids = {t: i for i, t in reversed(list(enumerate(self.texts)))}
+        self.encode = _SentencePieceEncoder(proto, specials, add_prefix, bool(config.get("legacy", False)))
+        sp = self.encode._sp
+        self.default_bos = sp.bos_id() if sp.bos_id() >= 0 else None
+        self.default_eos = sp.eos_id() if sp.eos_id() >= 0 else None
+
+    @staticmethod
+    def _read(model: bytes) -> tuple[list[str], list[int], bytes, bool]:
+        """Pieces, types, the model with our normalizer in place of its own, and its add_dummy_prefix."""
+        texts: list[str] = []
+        types: list[int] = []
+        rest = bytearray()
+        add_prefix = True
+        for field, value, raw in _pb_fields(model):
+            if field == 1 and isinstance(value, bytes):
+                sub = {f: v for f, v, _ in _pb_fields(value)}
+                texts.append(bytes(sub.get(1, b"")).decode("utf-8"))  # type: ignore[arg-type]
+                types.append(int(sub.get(3, NORMAL)))  # type: ignore[arg-type]
+                rest += raw
+            elif field == 3 and isinstance(value, bytes):
+                add_prefix = bool({f: v for f, v, _ in _pb_fields(value)}.get(3, True))
+            elif field != 5:  # 5 = denormalizer: not used for decoding either
+                rest += raw
+        if not texts:
+            raise ValueError("no pieces: not a sentencepiece model")
+        return texts, types, bytes(rest) + _NORMALIZER, add_prefix
+
+    def id_of(self, text: str | None) -> int | None:
+        return None if text is None else self._ids.get(text)
+
+    def probe_add_special(self, bos: int | None, eos: int | None) -> tuple[bool, bool]:
+        return self.default_add_bos, False
+
+
+# ------------------------------------------------------------- byte-level BPE
+
+
+@lru_cache(maxsize=1)
+def _byte_to_char() -> dict[int, str]:
+    """GPT-2's byte -> printable character table: printable Latin-1 stays, the rest move to U+0100+."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _byte_level_bytes(text: str) -> bytes | None:
+    """The bytes a byte-level token spells, or None if it is not written in the byte alphabet."""
+    to_byte = _char_to_byte()
+    try:
+        return bytes(to_byte[c] for c in text)
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _char_to_byte() -> dict[str, int]:
+    return {c: b for b, c in _byte_to_char().items()}
+
+
+def _bpe_from_gguf(
+    meta: dict[str, Any], tokens: list[str], types: list[int] | None
+) -> tuple[Callable[[str], list[int]], list[bytes], frozenset[int], frozenset[int]]:
+    from tokenizers import AddedToken, Regex, pre_tokenizers
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers.models import BPE
+
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    family = _PRE_FAMILIES.get(pre)
+    if family is None:
+        raise FrankenError(
+            f"unsupported GGUF pre-tokenizer {pre!r} (supported: {', '.join(sorted(_PRE_FAMILIES))})"
+        )
+    merges = meta.get("tokenizer.ggml.merges")
+    if not merges:
+        raise FrankenError("GGUF byte-level vocabulary has no merges (tokenizer.ggml.merges)")
+    types = types or [NORMAL] * len(tokens)
+
+    vocab: dict[str, int] = {}
+    pieces: list[bytes] = []
+    added = []
+    for i, (text, kind) in enumerate(zip(tokens, types)):
+        spelled = _byte_level_bytes(text)
+        if kind in (CONTROL, USER_DEFINED) or spelled is None:
+            # Special tokens, and the odd token a converter stored as raw text, stand for their own text.
+            pieces.append(text.encode())
+            if kind in (CONTROL, USER_DEFINED) and text:
+                added.append(AddedToken(text, special=kind == CONTROL, normalized=False))
+        else:
+            pieces.append(spelled)
+        vocab.setdefault(text, i)
+    try:
+        model = BPE(
+            vocab=vocab,
+            merges=[tuple(m.split(" ", 1)) for m in merges],
+            ignore_merges=family
+            == "llama3",  # Llama 3's tokenizer.json (and llama.cpp) look whole words up first
+        )
+        tok = HfTokenizer(model)
+        byte_level = pre_tokenizers.ByteLevel(
+            add_prefix_space=False, trim_offsets=True, use_regex=family != "llama3"
+        )
+        if family == "digits+gpt2":
+            tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Digits(individual_digits=True), byte_level]
+            )
+        elif family == "llama3":
+            split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False)
+            tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
+        else:
+            tok.pre_tokenizer = byte_level
+        tok.add_special_tokens([t for t in added if t.special])
+        tok.add_tokens([t for t in added if not t.special])
+    except Exception as exc:  # tokenizers raises its own Exception subclasses on bad merges
+        raise FrankenError(f"invalid GGUF byte-level vocabulary: {_one_line(exc)}") from None
+    if tok.get_vocab_size(with_added_tokens=True) != len(
+        tokens
+    ):  # an added token got a new id: ids would drift
+        raise FrankenError("GGUF byte-level vocabulary has duplicate tokens")
+
+    def encode(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False).ids
+
+    transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
+    return encode, pieces, transparent, frozenset()
+
+
+# ------------------------------------------------------------- tokenizer.json
+
+
+class _HfJson:
+    """An HF tokenizer.json, run by `tokenizers`; decoding table derived from its decoder."""
+
+    default_add_bos = False
+    default_bos = None
+    default_eos = None
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer as HfTokenizer
+
+        try:
+            source = path.read_text(encoding="utf-8")
+            data = json.loads(source)
+            self._tok = HfTokenizer.from_str(source)
+        except Exception as exc:  # OSError, JSON errors, tokenizers' own Exception
+            raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        self.texts = [""] * (max(vocab.values()) + 1)
+        for text, i in vocab.items():
+            self.texts[i] = text
+        added = {t["id"]: bool(t.get("special")) for t in data.get("added_tokens") or []}
+        self.transparent = frozenset(i for i, special in added.items() if special)
+
+        steps = _decoder_steps(data.get("decoder"))
+        kinds = {s.get("type") for s in steps}
+        metaspace = any(
+            s.get("type") == "Metaspace" or (s.get("type") == "Replace" and s.get("content") == " ")
+            for s in steps
+        )
+        strip_first = any(s.get("type") == "Strip" and s.get("start", 0) >= 1 for s in steps) or any(
+            s.get("type") == "Metaspace"
+            and s.get("prepend_scheme", "always" if s.get("add_prefix_space", True) else "never") != "never"
+            for s in steps
+        )
+        self.pieces = []
+        lead = set()
+        for i, text in enumerate(self.texts):
+            if i in added:
+                piece = text.encode()
+            elif "ByteLevel" in kinds:
+                piece = _byte_level_bytes(text) or text.encode()
+            elif metaspace:
+                m = _BYTE_PIECE.fullmatch(text) if "ByteFallback" in kinds else None
+                piece = bytes([int(m.group(1), 16)]) if m else text.replace("▁", " ").encode()
+                if strip_first and text[:1] == "▁":
+                    lead.add(i)
+            else:  # e.g. WordPiece: no byte-level pieces, let the library spell each token
+                piece = self._tok.decode([i], skip_special_tokens=False).encode()
+            self.pieces.append(piece)
+        self.lead_space = frozenset(lead)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def id_of(self, text: str | None) -> int | None:
+        return None if text is None else self._tok.token_to_id(text)
+
+    def probe_add_special(self, bos: int | None, eos: int | None) -> tuple[bool, bool]:
+        """What the file's own post-processor adds around a sequence (used when the config does not say)."""
+        ids = self._tok.encode("", add_special_tokens=True).ids
+        add_bos = bos is not None and ids[:1] == [bos]
+        add_eos = eos is not None and ids[-1:] == [eos] and len(ids) > int(add_bos)
+        return add_bos, add_eos
+
+
+def _decoder_steps(decoder: Any) -> list[dict[str, Any]]:
+    if not isinstance(decoder, dict):
+        return []
+    if decoder.get("type") == "Sequence":
+        return [s for d in decoder.get("decoders", []) for s in _decoder_steps(d)]
+    return [decoder]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,102 @@
+"""franken-run MODEL -p PROMPT: stream generated text to stdout; speed and memory to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+
+from franken_rt.cli import user_errors
+from franken_rt.errors import FrankenError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="franken-run", description="Generate text with a LLaMA-family model.")
+    ap.add_argument("model", help="GGUF file or Hugging Face model folder")
+    ap.add_argument("-p", "--prompt", default=None, help="prompt text (with -i: the first user message)")
+    ap.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128)")
+    ap.add_argument("--temp", type=float, default=0.8, help="temperature; 0 is greedy (default 0.8)")
+    ap.add_argument("--top-k", type=int, default=40, help="0 disables (default 40)")
+    ap.add_argument("--top-p", type=float, default=0.95, help="1 disables (default 0.95)")
+    ap.add_argument("--min-p", type=float, default=0.05, help="0 disables (default 0.05)")
+    ap.add_argument("--repeat-penalty", type=float, default=1.0, help="1 disables (default 1.0)")
+    ap.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back (default 64)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
+    ap.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
+    ap.add_argument("--ctx", "-c", type=int, default=None, help="context size in tokens (default min(model, 2048))")
+    ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    ap.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    ap.add_argument("-i", "--interactive", action="store_true", help="interactive chat loop (implies --chat)")
+    ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
+    return ap.parse_args(argv)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def stream(model, prompt, args: argparse.Namespace) -> str:  # noqa: ANN001
+    pieces = []
+    for piece in model.generate(
+        prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+        min_p=args.min_p, repetition_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+        seed=args.seed, stop=args.stop,
+    ):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def report(model) -> None:  # noqa: ANN001
+    s = model.last_stats
+    print(
+        f"\n[prompt: {s.prompt_tokens} tokens, {s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens, "
+        f"{s.generate_tps:.1f} tok/s | threads {model.threads}, kernels {model.kernels} | "
+        f"peak RSS {peak_rss_mib():.0f} MiB | stop: {s.finish_reason}]",
+        file=sys.stderr,
+    )
+
+
+def interactive(model, args: argparse.Namespace) -> int:  # noqa: ANN001
+    messages: list[dict[str, str]] = []
+    first = args.prompt
+    while True:
+        if first is not None:
+            user, first = first, None
+            print(f"> {user}", file=sys.stderr)
+        else:
+            try:
+                user = input("> ")
+            except EOFError:
+                return 0
+        if not user.strip():
+            continue
+        messages.append({"role": "user", "content": user})
+        reply = stream(model, model.chat_prompt(messages), args)
+        print()
+        report(model)
+        messages.append({"role": "assistant", "content": reply})
+
+
+@user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.n_predict < 0:
+        raise FrankenError(f"-n must be >= 0, got {args.n_predict}")
+    import franken_rt
+
+    model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels)
+    if args.interactive:
+        return interactive(model, args)
+    if args.prompt is None:
+        raise FrankenError("no prompt: give -p PROMPT (or -i for a chat)")
+    prompt = model.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    stream(model, prompt, args)
+    print()
+    report(model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

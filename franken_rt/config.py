@@ -1,0 +1,179 @@
+"""Model hyperparameters: the one place their names are defined, read from config.json or GGUF metadata."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from franken_rt.errors import FrankenError
+
+# GGUF metadata keys for the llama architecture (facts of the format), by our field name.
+GGUF_KEYS = {
+    "n_layers": "llama.block_count",
+    "dim": "llama.embedding_length",
+    "ffn_dim": "llama.feed_forward_length",
+    "n_heads": "llama.attention.head_count",
+    "n_kv_heads": "llama.attention.head_count_kv",
+    "head_dim": "llama.attention.key_length",
+    "rope_dim": "llama.rope.dimension_count",
+    "norm_eps": "llama.attention.layer_norm_rms_epsilon",
+    "rope_theta": "llama.rope.freq_base",
+    "context_length": "llama.context_length",
+    "vocab_size": "llama.vocab_size",
+    "rope_scaling_type": "llama.rope.scaling.type",
+    "rope_scaling_factor": "llama.rope.scaling.factor",
+    "rope_scaling_orig_ctx": "llama.rope.scaling.original_context_length",
+}
+
+
+@dataclass(frozen=True)
+class Llama3RopeScaling:
+    """Llama 3.1's frequency-dependent RoPE stretch (`rope_scaling.rope_type == "llama3"`)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_context_length: int
+
+    def apply(self, inv_freq: np.ndarray) -> np.ndarray:
+        # Long wavelengths are slowed by `factor`, short ones kept, the band between blended smoothly.
+        low_wavelen = self.original_context_length / self.low_freq_factor
+        high_wavelen = self.original_context_length / self.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (self.original_context_length / wavelen - self.low_freq_factor) / (
+            self.high_freq_factor - self.low_freq_factor
+        )
+        blended = (1 - smooth) * inv_freq / self.factor + smooth * inv_freq
+        out = np.where(wavelen > low_wavelen, inv_freq / self.factor, inv_freq)
+        mid = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
+        return np.where(mid, blended, out)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int
+    dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    vocab_size: int
+    context_length: int
+    norm_eps: float
+    rope_theta: float
+    tie_embeddings: bool
+    rope_scaling: Llama3RopeScaling | None = None
+    rope_freq_factors: tuple[float, ...] | None = None  # GGUF's `rope_freqs` divisors (Llama 3 scaling)
+
+    def __post_init__(self) -> None:
+        ints = {
+            "n_layers": self.n_layers, "dim": self.dim, "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads, "head_dim": self.head_dim, "ffn_dim": self.ffn_dim,
+            "vocab_size": self.vocab_size, "context_length": self.context_length,
+        }
+        for name, value in ints.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 24:
+                raise FrankenError(f"config: {name} = {value!r} is not a positive integer in range")
+        if self.n_heads % self.n_kv_heads:
+            raise FrankenError(f"config: {self.n_heads} heads are not a multiple of {self.n_kv_heads} KV heads")
+        if self.head_dim % 2:
+            raise FrankenError(f"config: head_dim {self.head_dim} must be even for RoPE")
+        if not (0 < self.norm_eps < 1) or not math.isfinite(self.norm_eps):
+            raise FrankenError(f"config: rms_norm_eps = {self.norm_eps!r} is out of range")
+        if not (1 < self.rope_theta < 1e12) or not math.isfinite(self.rope_theta):
+            raise FrankenError(f"config: rope_theta = {self.rope_theta!r} is out of range")
+
+    def inv_freq(self) -> np.ndarray:
+        """RoPE inverse frequencies (head_dim/2 floats), scaling applied, computed as transformers does."""
+        exps = np.arange(0, self.head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(self.head_dim)
+        inv = (1.0 / (np.float32(self.rope_theta) ** exps)).astype(np.float32)
+        if self.rope_scaling is not None:
+            inv = self.rope_scaling.apply(inv.astype(np.float64)).astype(np.float32)
+        if self.rope_freq_factors is not None:
+            inv = (inv / np.asarray(self.rope_freq_factors, dtype=np.float32)).astype(np.float32)
+        return inv
+
+    # ---- readers -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any], tie_default: bool = False) -> ModelConfig:
+        """From a Hugging Face `config.json` of a LlamaForCausalLM."""
+        archs = cfg.get("architectures") or []
+        model_type = cfg.get("model_type")
+        if model_type != "llama" and "LlamaForCausalLM" not in archs:
+            raise FrankenError(f"unsupported architecture: model_type={model_type!r} architectures={archs!r}")
+        if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+            raise FrankenError("unsupported: attention or MLP biases")
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise FrankenError(f"unsupported activation {cfg.get('hidden_act')!r}")
+        try:
+            dim = cfg["hidden_size"]
+            n_heads = cfg["num_attention_heads"]
+            kwargs = dict(
+                n_layers=cfg["num_hidden_layers"],
+                dim=dim,
+                n_heads=n_heads,
+                n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
+                head_dim=cfg.get("head_dim") or (dim // n_heads if isinstance(dim, int) else dim),
+                ffn_dim=cfg["intermediate_size"],
+                vocab_size=cfg["vocab_size"],
+                context_length=cfg.get("max_position_embeddings", 2048),
+                norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(cfg.get("rope_theta", 10000.0)),
+                tie_embeddings=bool(cfg.get("tie_word_embeddings", tie_default)),
+            )
+        except KeyError as e:
+            raise FrankenError(f"config.json: missing field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise FrankenError(f"config.json: bad field value ({e})") from None
+        scaling = cfg.get("rope_scaling")
+        if scaling:
+            kind = scaling.get("rope_type", scaling.get("type"))
+            if kind == "llama3":
+                try:
+                    kwargs["rope_scaling"] = Llama3RopeScaling(
+                        factor=float(scaling["factor"]),
+                        low_freq_factor=float(scaling["low_freq_factor"]),
+                        high_freq_factor=float(scaling["high_freq_factor"]),
+                        original_context_length=int(scaling["original_max_position_embeddings"]),
+                    )
+                except (KeyError, TypeError, ValueError) as e:
+                    raise FrankenError(f"config.json: bad llama3 rope_scaling ({e})") from None
+            elif kind != "default":
+                raise FrankenError(f"unsupported rope_scaling type {kind!r}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], vocab_size: int, tie_embeddings: bool) -> ModelConfig:
+        """From GGUF metadata of architecture `llama`. Llama 3 scaling comes as the `rope_freqs` tensor."""
+
+        def get(name: str, default: Any = None) -> Any:
+            key = GGUF_KEYS[name]
+            if key not in meta and default is None:
+                raise FrankenError(f"GGUF: missing metadata key {key!r}")
+            return meta.get(key, default)
+
+        dim = int(get("dim"))
+        n_heads = int(get("n_heads"))
+        head_dim = int(get("head_dim", 0) or get("rope_dim", 0) or dim // n_heads)
+        if int(get("rope_dim", head_dim)) != head_dim:
+            raise FrankenError("unsupported: partial RoPE (rope.dimension_count != head dim)")
+        scaling = get("rope_scaling_type", "none")
+        if scaling not in ("none", "linear") or (scaling == "linear" and float(get("rope_scaling_factor")) != 1):
+            raise FrankenError(f"unsupported RoPE scaling {scaling!r} in GGUF metadata")
+        return cls(
+            n_layers=int(get("n_layers")),
+            dim=dim,
+            n_heads=n_heads,
+            n_kv_heads=int(get("n_kv_heads", n_heads)),
+            head_dim=head_dim,
+            ffn_dim=int(get("ffn_dim")),
+            vocab_size=int(get("vocab_size", vocab_size)),
+            context_length=int(get("context_length")),
+            norm_eps=float(get("norm_eps")),
+            rope_theta=float(get("rope_theta", 10000.0)),
+            tie_embeddings=tie_embeddings,
+        )

@@ -1,0 +1,253 @@
+"""The Python face of the core model: tokenize, logits, generate (streaming text pieces)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from franken_rt import _core
+from franken_rt.checkpoint import Checkpoint
+from franken_rt.errors import FrankenError
+from franken_rt.sampling import SamplingParams
+
+DEFAULT_CTX = 2048
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0
+    decode_steps: int = 0  # single-token forward passes (the first generated token comes from the prompt's)
+    decode_seconds: float = 0.0
+    finish_reason: str = ""  # "eos", "stop", "length" or "context"
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generate_tps(self) -> float:
+        return self.decode_steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+def _core_config(ckpt: Checkpoint, n_ctx: int, threads: int, layer_plan: Sequence[int] | None) -> _core.Config:
+    c = ckpt.config
+    cc = _core.Config()
+    cc.n_layers, cc.dim, cc.n_heads, cc.n_kv_heads = c.n_layers, c.dim, c.n_heads, c.n_kv_heads
+    cc.head_dim, cc.ffn_dim, cc.vocab_size, cc.norm_eps = c.head_dim, c.ffn_dim, c.vocab_size, c.norm_eps
+    cc.rope_interleaved = ckpt.rope_interleaved
+    cc.inv_freq = c.inv_freq().tolist()
+    cc.layer_plan = list(layer_plan or [])
+    cc.n_ctx, cc.n_threads = n_ctx, threads
+    return cc
+
+
+class Model:
+    """A loaded model with its KV cache. Not thread-safe: use one Model per thread."""
+
+    def __init__(
+        self,
+        ckpt: Checkpoint,
+        threads: int | None = None,
+        n_ctx: int | None = None,
+        kernels: str = "",
+        layer_plan: Sequence[int] | None = None,
+    ) -> None:
+        n_cpu = os.cpu_count() or 1
+        if threads is not None and not 1 <= threads <= n_cpu:
+            raise FrankenError(f"threads must be between 1 and {n_cpu} (this machine's CPUs), got {threads}")
+        n_ctx = n_ctx if n_ctx is not None else min(ckpt.config.context_length, DEFAULT_CTX)
+        if not 1 <= n_ctx <= ckpt.config.context_length:
+            raise FrankenError(f"context must be between 1 and the model's {ckpt.config.context_length}, got {n_ctx}")
+        self.checkpoint = ckpt
+        self.config = ckpt.config
+        self.tokenizer = ckpt.tokenizer
+        files = sorted({t.file for t in ckpt.tensors.values()})
+        index = {f: i for i, f in enumerate(files)}
+        specs = [
+            _core.TensorSpec(t.name, index[t.file], t.offset, int(t.dtype), list(t.shape))
+            for t in ckpt.tensors.values()
+        ]
+        cfg = _core_config(ckpt, n_ctx, threads or 0, layer_plan)
+        try:
+            self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
+        except _core.CoreError as e:
+            raise FrankenError(f"{ckpt.source}: {e}") from None
+        self._cached: list[int] = []  # tokens whose keys and values are in the cache
+        self.last_stats = GenerationStats()
+
+    # ---- properties --------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return self._core.n_ctx
+
+    @property
+    def threads(self) -> int:
+        return self._core.n_threads
+
+    @property
+    def kernels(self) -> str:
+        return self._core.kernels
+
+    # ---- tokens ------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special=add_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation rendered with the model's chat template, ready for the reply."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special=False)
+
+    # ---- evaluation --------------------------------------------------------------------------------
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of a fresh sequence: shape (len(token_ids), vocab)."""
+        ids = self._check_ids(token_ids)
+        self._core.truncate(0)
+        self._cached = []
+        out = self._core.eval(ids, all_logits=True)
+        self._cached = ids.tolist()
+        return out
+
+    def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise FrankenError("need a non-empty sequence of token ids")
+        if ids.size > self.n_ctx:
+            raise FrankenError(f"{ids.size} tokens do not fit the context of {self.n_ctx}")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise FrankenError("token id out of range of the vocabulary")
+        return ids.astype(np.int32)
+
+    def _feed(self, ids: list[int]) -> np.ndarray:
+        """Make the cache hold exactly `ids`, reusing the longest cached prefix; return tokens still to run."""
+        keep = 0
+        for a, b in zip(self._cached, ids[:-1]):  # the last token always runs: its logits are needed
+            if a != b:
+                break
+            keep += 1
+        self._core.truncate(keep)
+        self._cached = ids[:keep]
+        return np.asarray(ids[keep:], dtype=np.int32)
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repetition_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        ignore_eos: bool = False,
+    ) -> Iterator[str]:
+        """Stream the continuation of `prompt` (text, or token ids), one text piece per generated token.
+
+        Stops at an end-of-sequence token, at any of the `stop` strings (not included), after `max_tokens`,
+        or when the context is full. `self.last_stats` holds counts and timings afterwards.
+        """
+        tokens = self.generate_tokens(
+            prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repetition_penalty=repetition_penalty, repeat_last_n=repeat_last_n, seed=seed, ignore_eos=ignore_eos,
+        )
+        return self._text(tokens, list(stop))
+
+    def generate_tokens(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repetition_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> Iterator[int]:
+        """Like generate(), but yields token ids. Arguments are checked before anything runs."""
+        params = SamplingParams(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repetition_penalty=repetition_penalty, repeat_last_n=repeat_last_n,
+            seed=seed if seed is not None else int.from_bytes(os.urandom(8), "little"),
+        )
+        if max_tokens < 0:
+            raise FrankenError(f"max_tokens must be >= 0, got {max_tokens}")
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise FrankenError("the prompt is empty")
+        if len(ids) >= self.n_ctx:
+            raise FrankenError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
+        self._check_ids(ids)
+        return self._tokens(ids, params, max_tokens, set() if ignore_eos else set(self.tokenizer.eos_ids))
+
+    def _tokens(self, ids: list[int], params: SamplingParams, max_tokens: int, eos: set[int]) -> Iterator[int]:
+        sp = _core.SamplerParams()
+        for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed"):
+            setattr(sp, name, getattr(params, name))
+        sampler = _core.Sampler(sp)
+        stats = self.last_stats = GenerationStats()
+        history = list(ids)
+        todo = self._feed(ids)
+        stats.prompt_tokens = len(todo)
+        stats.finish_reason = "length"
+        first = True
+        while stats.generated_tokens < max_tokens:
+            if len(history) >= self.n_ctx:
+                stats.finish_reason = "context"
+                return
+            t0 = time.perf_counter()
+            token = self._core.eval_sample(todo, sampler, np.asarray(history, dtype=np.int32))
+            elapsed = time.perf_counter() - t0
+            if first:
+                stats.prompt_seconds, first = elapsed, False
+            else:
+                stats.decode_steps += 1
+                stats.decode_seconds += elapsed
+            self._cached.extend(todo.tolist())
+            if token in eos:
+                stats.finish_reason = "eos"
+                return
+            stats.generated_tokens += 1
+            history.append(token)
+            todo = np.asarray([token], dtype=np.int32)
+            yield token
+
+    def _text(self, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:
+        """Token ids to text pieces; text that may be the start of a stop string is held back until it is not."""
+        decoder = self.tokenizer.stream()
+        pending = ""
+        for token in tokens:
+            pending += decoder.feed(token)
+            if not stops:
+                if pending:
+                    yield pending
+                    pending = ""
+                continue
+            hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+            if hit >= 0:
+                if hit:
+                    yield pending[:hit]
+                self.last_stats.finish_reason = "stop"
+                tokens.close()  # type: ignore[attr-defined]
+                return
+            hold = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+            if len(pending) > hold:
+                yield pending[: len(pending) - hold]
+                pending = pending[len(pending) - hold:]
+        tail = pending + decoder.flush()
+        if tail:
+            yield tail

@@ -1,0 +1,1 @@
+"""Block quantization formats: numpy reference codecs and per-tensor policy."""

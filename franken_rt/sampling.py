@@ -1,0 +1,35 @@
+"""Sampling settings, checked before any work is done."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from franken_rt.errors import FrankenError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8  # 0: greedy
+    top_k: int = 40           # 0: off
+    top_p: float = 0.95       # 1: off
+    min_p: float = 0.05       # 0: off
+    repetition_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise FrankenError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise FrankenError(f"top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise FrankenError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p < 1:
+            raise FrankenError(f"min-p must be in [0, 1), got {self.min_p}")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise FrankenError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
+        if self.repeat_last_n < 0:
+            raise FrankenError(f"repeat-last-n must be >= 0, got {self.repeat_last_n}")
+        if not 0 <= self.seed < 1 << 64:
+            raise FrankenError(f"seed must be in [0, 2^64), got {self.seed}")
