@@ -109,6 +109,11 @@ class ModelConfig:
             raise FrankenError("unsupported: attention or MLP biases")
         if cfg.get("hidden_act", "silu") != "silu":
             raise FrankenError(f"unsupported activation {cfg.get('hidden_act')!r}")
+        # transformers >= 5 writes `rope_parameters` (theta and scaling together); older versions
+        # `rope_theta` and `rope_scaling`.
+        rope_params = cfg.get("rope_parameters") or {}
+        if not isinstance(rope_params, dict):
+            raise FrankenError("config.json: rope_parameters is not an object")
         try:
             dim = cfg["hidden_size"]
             n_heads = cfg["num_attention_heads"]
@@ -122,15 +127,17 @@ class ModelConfig:
                 vocab_size=cfg["vocab_size"],
                 context_length=cfg.get("max_position_embeddings", 2048),
                 norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(cfg.get("rope_theta", 10000.0)),
+                rope_theta=float(cfg.get("rope_theta", rope_params.get("rope_theta", 10000.0))),
                 tie_embeddings=bool(cfg.get("tie_word_embeddings", tie_default)),
             )
         except KeyError as e:
             raise FrankenError(f"config.json: missing field {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
             raise FrankenError(f"config.json: bad field value ({e})") from None
-        scaling = cfg.get("rope_scaling")
+        scaling = cfg.get("rope_scaling") or rope_params
         if scaling:
+            if not isinstance(scaling, dict):
+                raise FrankenError("config.json: rope_scaling is not an object")
             kind = scaling.get("rope_type", scaling.get("type"))
             if kind == "llama3":
                 try:

@@ -18,7 +18,16 @@ namespace franken {
 
 namespace {
 constexpr int kSpinIterations = 1 << 15;  // ~0.1-0.5 ms of polling before a worker sleeps
+constexpr int kPauseBeforeYield = 1 << 10;  // then give the core away, in case it is oversubscribed
+
+// One step of a busy wait: pause for a while, then yield so a descheduled peer can run.
+inline void backoff(int spins) {
+    if (spins < kPauseBeforeYield)
+        FRANKEN_PAUSE();
+    else
+        std::this_thread::yield();
 }
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
     for (int t = 1; t < n_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
@@ -44,17 +53,14 @@ void ThreadPool::run(void* ctx, void (*call)(void*, int)) {
         cv_.notify_all();
     }
     call(ctx, 0);
-    while (pending_.load(std::memory_order_acquire) > 0) FRANKEN_PAUSE();
+    for (int spins = 0; pending_.load(std::memory_order_acquire) > 0; ++spins) backoff(spins);
 }
 
 void ThreadPool::worker(int t) {
     uint64_t seen = 0;
     for (;;) {
         int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
-            FRANKEN_PAUSE();
-            ++spins;
-        }
+        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) backoff(spins++);
         if (generation_.load() == seen) {
             sleepers_.fetch_add(1);
             std::unique_lock<std::mutex> lock(mu_);

@@ -162,20 +162,25 @@ class Tokenizer:
         if model is None:
             raise FrankenError("GGUF metadata has no tokenizer (tokenizer.ggml.model is missing)")
         tokens = meta.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens:
+        if not isinstance(tokens, (list, tuple)) or not tokens:
             raise FrankenError("GGUF metadata has no vocabulary (tokenizer.ggml.tokens is missing or empty)")
+        tokens = [str(t) for t in tokens]
         n = len(tokens)
         types = meta.get("tokenizer.ggml.token_type")
-        if types is not None and len(types) != n:
-            raise FrankenError(f"GGUF tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
+        if types is not None:
+            types = [int(t) for t in types]
+            if len(types) != n:
+                raise FrankenError(f"GGUF tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
 
         def token_id(key: str, default: int | None = None) -> int | None:
             value = meta.get(f"tokenizer.ggml.{key}", default)
             if value is None or value == -1 or value == 0xFFFFFFFF:  # converters write -1 for "none"
                 return None
-            if not 0 <= int(value) < n:
-                raise FrankenError(f"GGUF tokenizer.ggml.{key} = {value} is outside the vocabulary of {n}")
-            return int(value)
+            if not isinstance(value, int) or not 0 <= value < n:
+                raise FrankenError(
+                    f"GGUF tokenizer.ggml.{key} = {value!r} is not a token id (vocabulary of {n})"
+                )
+            return value
 
         if model == "llama":
             # llama.cpp's defaults for a sentencepiece vocabulary without these keys.
@@ -466,7 +471,9 @@ def _spm_tables(
 ) -> tuple[list[bytes], frozenset[int], frozenset[int], dict[str, int]]:
     """pieces, transparent ids, dummy-prefix ids and the specials matched whole in text."""
     pieces: list[bytes] = []
-    for text, kind in zip(texts, types):
+    lead: set[int] = set()
+    specials: dict[str, int] = {}
+    for i, (text, kind) in enumerate(zip(texts, types, strict=True)):
         m = _BYTE_PIECE.fullmatch(text) if kind == BYTE else None
         if m:
             pieces.append(bytes([int(m.group(1), 16)]))
@@ -474,17 +481,12 @@ def _spm_tables(
             pieces.append(text.encode())
         else:
             pieces.append(text.replace("▁", " ").encode())
+            if add_prefix and text[:1] == "▁":
+                lead.add(i)
+        if kind in (UNKNOWN, CONTROL, USER_DEFINED) and text:
+            specials.setdefault(text, i)
     transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
-    lead = frozenset(
-        i
-        for i, (t, k) in enumerate(zip(texts, types))
-        if add_prefix and k in (NORMAL, USER_DEFINED, UNUSED) and t[:1] == "▁"
-    )
-    specials: dict[str, int] = {}
-    for i, (t, k) in enumerate(zip(texts, types)):
-        if k in (UNKNOWN, CONTROL, USER_DEFINED) and t:
-            specials.setdefault(t, i)
-    return pieces, transparent, lead, specials
+    return pieces, transparent, frozenset(lead), specials
 
 
 def _spm_from_gguf(
@@ -497,7 +499,8 @@ def _spm_from_gguf(
 ) -> tuple[Callable[[str], list[int]], list[bytes], frozenset[int], frozenset[int]]:
     """A sentencepiece BPE model serialized from the GGUF vocabulary, so encoding is sentencepiece's."""
     n = len(tokens)
-    scores = meta.get("tokenizer.ggml.scores") or [0.0] * n
+    scores = meta.get("tokenizer.ggml.scores")
+    scores = [0.0] * n if scores is None else list(scores)
     if len(scores) != n:
         raise FrankenError(f"GGUF tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
     if types is None:  # old files: infer what the converter would have written
@@ -516,12 +519,12 @@ def _spm_from_gguf(
         if unk is None:
             raise FrankenError("GGUF sentencepiece vocabulary has no unknown token")
         types[unk] = UNKNOWN  # sentencepiece refuses a model without one
-    byte_pieces = {t for t, k in zip(tokens, types) if k == BYTE}
+    byte_pieces = {t for t, k in zip(tokens, types, strict=True) if k == BYTE}
     byte_fallback = all(f"<0x{b:02X}>" in byte_pieces for b in range(256))
 
     # ModelProto{1: pieces, 2: TrainerSpec, 3: NormalizerSpec}; SentencePiece{1: piece, 2: score, 3: type}.
     proto = bytearray()
-    for text, score, kind in zip(tokens, scores, types):
+    for text, score, kind in zip(tokens, scores, types, strict=True):
         proto += _pb_bytes(1, _pb_bytes(1, text.encode()) + _pb_float(2, float(score)) + _pb_int(3, kind))
     # TrainerSpec{3: model_type BPE=2, 4: vocab_size, 35: byte_fallback, 40-43: unk/bos/eos/pad ids}.
     pad = meta.get("tokenizer.ggml.padding_token_id")
@@ -638,14 +641,14 @@ def _bpe_from_gguf(
             f"unsupported GGUF pre-tokenizer {pre!r} (supported: {', '.join(sorted(_PRE_FAMILIES))})"
         )
     merges = meta.get("tokenizer.ggml.merges")
-    if not merges:
+    if merges is None or len(merges) == 0:
         raise FrankenError("GGUF byte-level vocabulary has no merges (tokenizer.ggml.merges)")
     types = types or [NORMAL] * len(tokens)
 
     vocab: dict[str, int] = {}
     pieces: list[bytes] = []
     added = []
-    for i, (text, kind) in enumerate(zip(tokens, types)):
+    for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
         spelled = _byte_level_bytes(text)
         if kind in (CONTROL, USER_DEFINED) or spelled is None:
             # Special tokens, and the odd token a converter stored as raw text, stand for their own text.
@@ -656,12 +659,9 @@ def _bpe_from_gguf(
             pieces.append(spelled)
         vocab.setdefault(text, i)
     try:
-        model = BPE(
-            vocab=vocab,
-            merges=[tuple(m.split(" ", 1)) for m in merges],
-            ignore_merges=family
-            == "llama3",  # Llama 3's tokenizer.json (and llama.cpp) look whole words up first
-        )
+        # Llama 3's tokenizer.json (and llama.cpp) look a whole word up before merging.
+        merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
+        model = BPE(vocab=vocab, merges=merge_pairs, ignore_merges=family == "llama3")
         tok = HfTokenizer(model)
         byte_level = pre_tokenizers.ByteLevel(
             add_prefix_space=False, trim_offsets=True, use_regex=family != "llama3"
@@ -679,10 +679,6 @@ def _bpe_from_gguf(
         tok.add_tokens([t for t in added if not t.special])
     except Exception as exc:  # tokenizers raises its own Exception subclasses on bad merges
         raise FrankenError(f"invalid GGUF byte-level vocabulary: {_one_line(exc)}") from None
-    if tok.get_vocab_size(with_added_tokens=True) != len(
-        tokens
-    ):  # an added token got a new id: ids would drift
-        raise FrankenError("GGUF byte-level vocabulary has duplicate tokens")
 
     def encode(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False).ids
@@ -711,7 +707,7 @@ class _HfJson:
         except Exception as exc:  # OSError, JSON errors, tokenizers' own Exception
             raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
         vocab = self._tok.get_vocab(with_added_tokens=True)
-        self.texts = [""] * (max(vocab.values()) + 1)
+        self.texts = [""] * (max(vocab.values(), default=-1) + 1)
         for text, i in vocab.items():
             self.texts[i] = text
         added = {t["id"]: bool(t.get("special")) for t in data.get("added_tokens") or []}
@@ -719,13 +715,14 @@ class _HfJson:
 
         steps = _decoder_steps(data.get("decoder"))
         kinds = {s.get("type") for s in steps}
-        metaspace = any(
-            s.get("type") == "Metaspace" or (s.get("type") == "Replace" and s.get("content") == " ")
-            for s in steps
+        # Sentencepiece style (Llama 2, Mistral): "▁" for spaces, <0xNN> byte pieces, and the first
+        # space dropped by a Strip step or by Metaspace when it prepends one.
+        metaspace = "Metaspace" in kinds or any(
+            s.get("type") == "Replace" and s.get("content") == " " for s in steps
         )
-        strip_first = any(s.get("type") == "Strip" and s.get("start", 0) >= 1 for s in steps) or any(
-            s.get("type") == "Metaspace"
-            and s.get("prepend_scheme", "always" if s.get("add_prefix_space", True) else "never") != "never"
+        strip_first = any(
+            (s.get("type") == "Strip" and s.get("start", 0) >= 1)
+            or (s.get("type") == "Metaspace" and _metaspace_prepends(s))
             for s in steps
         )
         self.pieces = []
@@ -765,6 +762,11 @@ def _decoder_steps(decoder: Any) -> list[dict[str, Any]]:
     if decoder.get("type") == "Sequence":
         return [s for d in decoder.get("decoders", []) for s in _decoder_steps(d)]
     return [decoder]
+
+
+def _metaspace_prepends(step: dict[str, Any]) -> bool:
+    scheme = step.get("prepend_scheme", "always" if step.get("add_prefix_space", True) else "never")
+    return scheme != "never"
 
 
 def _one_line(exc: BaseException) -> str:

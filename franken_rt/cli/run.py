@@ -32,6 +32,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process. VmHWM, unlike ru_maxrss, is not inherited across exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

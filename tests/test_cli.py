@@ -1,0 +1,94 @@
+"""franken-run end to end, and every bad input it must refuse with one line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+RUN = [sys.executable, "-m", "franken_rt.cli.run"]
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("franken-run: error:") and fragment in lines[0], lines[0]
+
+
+def test_generates_and_reports_speed(smollm_gguf: Path) -> None:
+    proc = run(str(smollm_gguf), "-p", "The capital of France is", "-n", "12", "--temp", "0", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    assert "tok/s" in proc.stderr and "peak RSS" in proc.stderr
+
+
+def test_chat_and_interactive(smollm_gguf: Path) -> None:
+    proc = run(str(smollm_gguf), "--chat", "-p", "What is the capital of France?", "-n", "32", "--temp", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    proc = run(str(smollm_gguf), "-i", "-n", "16", "--temp", "0", stdin="Say hello.\nAnd goodbye.\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("[prompt:") == 2  # one report per turn
+
+
+def test_entry_point_installed() -> None:
+    script = Path(sys.executable).parent / "franken-run"
+    assert script.is_file(), "franken-run is not installed beside this Python"
+    assert subprocess.run([str(script), "--help"], capture_output=True).returncode == 0
+
+
+def write_gguf(path: Path, arch: str = "llama", tensor_type: gguf.GGMLQuantizationType | None = None) -> Path:
+    w = gguf.GGUFWriter(path, arch=arch)
+    w.add_block_count(1)
+    if tensor_type is None:
+        w.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
+    else:
+        raw = np.zeros((8, 144), dtype=np.uint8)  # 8 rows of one 256-element Q4_K block
+        w.add_tensor("token_embd.weight", raw, raw_shape=(8, 256), raw_dtype=tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_bad_paths_and_files(tmp_path: Path) -> None:
+    assert_user_error(run(str(tmp_path / "nope.gguf"), "-p", "hi"), "no such file")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert_user_error(run(str(text), "-p", "hi"), "not a GGUF file")
+    assert_user_error(run(str(tmp_path), "-p", "hi"), "config.json")
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 20)
+    assert_user_error(run(str(truncated), "-p", "hi"), "corrupt")
+
+
+def test_unsupported_architecture_and_type(tmp_path: Path) -> None:
+    assert_user_error(run(str(write_gguf(tmp_path / "a.gguf", arch="gpt2")), "-p", "hi"), "unsupported architecture")
+    bad = write_gguf(tmp_path / "b.gguf", tensor_type=gguf.GGMLQuantizationType.Q4_K)
+    assert_user_error(run(str(bad), "-p", "hi"), "unsupported type")
+
+
+def test_bad_runtime_arguments(smollm_gguf: Path) -> None:
+    m = str(smollm_gguf)
+    assert_user_error(run(m, "-p", "word " * 100, "--ctx", "32"), "context")
+    assert_user_error(run(m, "-p", ""), "empty")
+    assert_user_error(run(m, "-p", "hi", "--temp", "-1"), "temperature")
+    assert_user_error(run(m, "-p", "hi", "--top-p", "0"), "top-p")
+    assert_user_error(run(m, "-p", "hi", "--threads", "4096"), "threads")
+    assert_user_error(run(m, "-p", "hi", "--ctx", "100000000"), "context")
+
+
+@pytest.mark.parametrize("flag", ["-n", "--top-k"])
+def test_negative_counts(smollm_gguf: Path, flag: str) -> None:
+    assert_user_error(run(str(smollm_gguf), "-p", "hi", flag, "-3"), "")

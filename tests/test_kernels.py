@@ -1,0 +1,60 @@
+"""Every kernel path against the scalar reference and a numpy dequantize-then-dot reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from franken_rt import _core
+from franken_rt.checkpoint.types import DType
+from franken_rt.quant.formats import dequantize, quantize
+
+PATHS = _core.available_kernels()
+FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
+QUANT_TYPES = [DType.Q8_0, DType.Q4_0, DType.Q4_1]
+
+
+def encode(x: np.ndarray, dtype: DType) -> np.ndarray:
+    if dtype == DType.F32:
+        return x.astype("<f4").view(np.uint8)
+    if dtype == DType.F16:
+        return x.astype("<f2").view(np.uint8)
+    if dtype == DType.BF16:
+        return (x.astype("<f4").view("<u4") >> 16).astype("<u2").view(np.uint8)
+    return quantize(x[None, :], dtype)[0]
+
+
+def decode(raw: np.ndarray, dtype: DType, n: int) -> np.ndarray:
+    if dtype == DType.F32:
+        return raw.view("<f4").astype(np.float64)
+    if dtype == DType.F16:
+        return raw.view("<f2").astype(np.float64)
+    if dtype == DType.BF16:
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return dequantize(raw[None, :], dtype, (n,)).astype(np.float64)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", FLOAT_TYPES + QUANT_TYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("n", [32, 64, 96, 576, 1536, 4128])
+def test_dot_and_decode_match_reference(path: str, dtype: DType, n: int) -> None:
+    rng = np.random.default_rng(n)
+    if dtype in FLOAT_TYPES and n > 64:
+        n += 7  # float rows need not be whole SIMD widths
+    w = rng.standard_normal(n).astype(np.float32)
+    x = rng.standard_normal(n).astype(np.float32)
+    raw = np.ascontiguousarray(encode(w, dtype))
+    exact = decode(raw, dtype, n)
+    got = _core.kernel_to_f32(path, int(dtype), raw, n)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-6)
+    ref_dot = float(exact @ x.astype(np.float64))
+    tol = 1e-4 * np.sqrt(n) * np.abs(exact).max() * np.abs(x).max()
+    assert abs(_core.kernel_dot(path, int(dtype), raw, x) - ref_dot) <= tol
+    assert abs(_core.kernel_dot("scalar", int(dtype), raw, x) - ref_dot) <= tol
+
+
+def test_kernel_path_errors() -> None:
+    with pytest.raises(_core.CoreError, match="not available"):
+        _core.kernel_dot("no-such-path", int(DType.F32), np.zeros(16, np.uint8), np.zeros(4, np.float32))
+    with pytest.raises(_core.CoreError, match="row size"):
+        _core.kernel_dot("scalar", int(DType.Q8_0), np.zeros(10, np.uint8), np.zeros(32, np.float32))

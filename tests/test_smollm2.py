@@ -1,0 +1,105 @@
+"""The real model, SmolLM2-135M-Instruct (Q4_1 GGUF), against transformers loading the same file dequantized."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import franken_rt
+
+PROMPT = "The capital of France is"
+PARAGRAPH = (
+    "In 1889, the Eiffel Tower opened in Paris; it was 300 metres tall. Today, about 7 million people visit it "
+    "each year, and tickets cost between 10 and 30 euros."
+)
+
+
+@pytest.fixture(scope="module")
+def reference(smollm_gguf: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(gguf_file=smollm_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm_gguf.parent, dtype=torch.float32, **kwargs).eval()
+    return model, AutoTokenizer.from_pretrained(smollm_gguf.parent, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ours(smollm_gguf: Path):
+    return franken_rt.load(smollm_gguf, threads=2)
+
+
+def test_greedy_continuation_matches_transformers(ours, reference) -> None:  # noqa: ANN001
+    import torch
+
+    model, tok = reference
+    ids = tok(PROMPT)["input_ids"]
+    assert ours.tokenize(PROMPT) == ids
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)[0, len(ids):].tolist()
+    eos = set(ours.tokenizer.eos_ids)
+    while out and out[-1] in eos:
+        out.pop()
+    got = list(ours.generate_tokens(PROMPT, max_tokens=32, temperature=0))
+    assert got == out
+    assert "Paris" in ours.detokenize(got)
+
+
+def test_logits_match_transformers(ours, reference) -> None:  # noqa: ANN001
+    import torch
+
+    model, tok = reference
+    ids = tok(PARAGRAPH)["input_ids"]
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0].numpy()
+    mine = ours.logits(ids)
+    assert np.abs(mine[-1] - theirs[-1]).max() <= 1e-3
+    assert np.abs(mine - theirs).max() <= 1e-3
+
+
+def test_threads_and_kernel_paths_agree(smollm_gguf: Path, ours) -> None:  # noqa: ANN001
+    ids = ours.tokenize(PARAGRAPH)
+    base = ours.logits(ids)
+    assert np.array_equal(franken_rt.load(smollm_gguf, threads=1).logits(ids), base)  # same sums, any split
+    scalar = franken_rt.load(smollm_gguf, threads=2, kernels="scalar").logits(ids)
+    assert np.abs(scalar - base).max() <= 1e-3
+
+
+def test_prompt_batching_and_prefix_reuse(ours) -> None:  # noqa: ANN001
+    ids = ours.tokenize(PARAGRAPH * 4)
+    assert len(ids) > 64  # crosses a prompt batch boundary
+    full = ours.logits(ids)
+    again = list(ours.generate_tokens(ids[:-1] + ids[-1:], max_tokens=1, temperature=0))
+    assert again == [int(full[-1].argmax())]
+    assert ours.last_stats.prompt_tokens == 1  # the cached prefix was reused
+
+
+def test_sampling_is_reproducible_and_varied(ours) -> None:  # noqa: ANN001
+    def sample(seed: int) -> list[int]:
+        return list(ours.generate_tokens(PROMPT, max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0,
+                                         seed=seed, ignore_eos=True))
+
+    a, b, c = sample(7), sample(7), sample(8)
+    assert a == b
+    assert a != c
+    greedy = list(ours.generate_tokens(PROMPT, max_tokens=8, temperature=0, ignore_eos=True))
+    assert list(ours.generate_tokens(PROMPT, max_tokens=8, temperature=1.0, top_k=1, seed=3, ignore_eos=True)) == greedy
+
+
+def test_stop_strings_and_budget(ours) -> None:  # noqa: ANN001
+    full = "".join(ours.generate(PROMPT, max_tokens=24, temperature=0, ignore_eos=True))
+    cut = full.strip().split()[2]
+    text = "".join(ours.generate(PROMPT, max_tokens=24, temperature=0, stop=[cut], ignore_eos=True))
+    assert cut not in text and full.startswith(text)
+    assert ours.last_stats.finish_reason == "stop"
+    list(ours.generate(PROMPT, max_tokens=5, temperature=0, ignore_eos=True))
+    assert ours.last_stats.generated_tokens == 5 and ours.last_stats.finish_reason == "length"
+
+
+def test_chat_template_stops_at_end_of_turn(ours) -> None:  # noqa: ANN001
+    prompt = ours.chat_prompt([{"role": "user", "content": "What is the capital of France? One word."}])
+    text = "".join(ours.generate(prompt, max_tokens=48, temperature=0))
+    assert "Paris" in text
+    assert ours.last_stats.finish_reason == "eos"
