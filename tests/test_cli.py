@@ -10,7 +10,7 @@ import gguf
 import numpy as np
 import pytest
 
-RUN = [sys.executable, "-m", "franken_rt.cli.run"]
+RUN = [str(Path(sys.executable).parent / "franken-run")]  # the installed entry point
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,7 +54,7 @@ def write_gguf(path: Path, arch: str = "llama", tensor_type: gguf.GGMLQuantizati
         w.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
     else:
         raw = np.zeros((8, 144), dtype=np.uint8)  # 8 rows of one 256-element Q4_K block
-        w.add_tensor("token_embd.weight", raw, raw_shape=(8, 256), raw_dtype=tensor_type)
+        w.add_tensor("token_embd.weight", raw, raw_dtype=tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

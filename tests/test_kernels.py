@@ -7,21 +7,11 @@ import pytest
 
 from franken_rt import _core
 from franken_rt.checkpoint.types import DType
-from franken_rt.quant.formats import dequantize, quantize
+from franken_rt.quant.formats import dequantize, encode
 
 PATHS = _core.available_kernels()
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
 QUANT_TYPES = [DType.Q8_0, DType.Q4_0, DType.Q4_1]
-
-
-def encode(x: np.ndarray, dtype: DType) -> np.ndarray:
-    if dtype == DType.F32:
-        return x.astype("<f4").view(np.uint8)
-    if dtype == DType.F16:
-        return x.astype("<f2").view(np.uint8)
-    if dtype == DType.BF16:
-        return (x.astype("<f4").view("<u4") >> 16).astype("<u2").view(np.uint8)
-    return quantize(x[None, :], dtype)[0]
 
 
 def decode(raw: np.ndarray, dtype: DType, n: int) -> np.ndarray:
@@ -43,7 +33,7 @@ def test_dot_and_decode_match_reference(path: str, dtype: DType, n: int) -> None
         n += 7  # float rows need not be whole SIMD widths
     w = rng.standard_normal(n).astype(np.float32)
     x = rng.standard_normal(n).astype(np.float32)
-    raw = np.ascontiguousarray(encode(w, dtype))
+    raw = np.ascontiguousarray(encode(w[None, :], dtype)[0])
     exact = decode(raw, dtype, n)
     got = _core.kernel_to_f32(path, int(dtype), raw, n)
     np.testing.assert_allclose(got, exact, rtol=0, atol=1e-6)

@@ -66,3 +66,59 @@ def test_gguf_form_matches_folder(tiny, tmp_path: Path, dtype: DType) -> None:  
                     p.copy_(p.half().float())
         expected = reference_logits(ref, PROMPT)
         assert np.abs(ours - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", [DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_1], ids=lambda d: d.name)
+def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtype: DType) -> None:  # noqa: ANN001
+    """Quantized weights run natively; the reference runs the same weights decoded to float32."""
+    import torch
+
+    from franken_rt.checkpoint.tensors import float_array
+    from franken_rt.checkpoint.types import TensorInfo
+
+    folder, ref = tiny
+    out = tmp_path / f"tiny-{dtype.name}.gguf"
+    write_gguf(read_checkpoint(folder), out, dtype=dtype)
+    ckpt = read_checkpoint(out)
+    ours = franken_rt.load(out, threads=2).logits(PROMPT)
+    # Put the decoded (and un-permuted) GGUF weights back into the reference model.
+    from franken_rt.checkpoint.hf import gguf_name
+
+    def unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
+        rows, cols = w.shape
+        return w.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+    cfg = ckpt.config
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            g = gguf_name(name) or ""
+            t: TensorInfo | None = ckpt.tensors.get(g) or (ckpt.tensors["token_embd.weight"] if name == "lm_head.weight"
+                                                            else None)
+            if t is None:
+                continue
+            w = np.array(float_array(t))
+            if g.endswith("attn_q.weight"):
+                w = unpermute(w, cfg.n_heads)
+            elif g.endswith("attn_k.weight"):
+                w = unpermute(w, cfg.n_kv_heads)
+            p.copy_(torch.from_numpy(w))
+    expected = reference_logits(ref, PROMPT)
+    assert np.abs(ours - expected).max() <= 1e-4
+
+
+def test_sharded_bf16_folder(tmp_path: Path, spm_model: Path) -> None:
+    import torch
+
+    folder = make_tiny_llama(tmp_path / "bf16", spm_model, "gqa_tied", dtype="bfloat16")
+    ref = reference_model(folder)
+    assert (folder / "model.safetensors").is_file()
+    # re-save in shards with an index, as large checkpoints come
+    sharded = tmp_path / "sharded"
+    ref_bf16 = ref.to(torch.bfloat16)
+    ref_bf16.save_pretrained(sharded, max_shard_size="20KB")
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        (sharded / f).write_bytes((folder / f).read_bytes())
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 1
+    ours = franken_rt.load(sharded, threads=2).logits(PROMPT)
+    expected = reference_logits(reference_model(sharded), PROMPT)  # bf16 weights, computed in float32
+    assert np.abs(ours - expected).max() <= 1e-4

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from franken_rt.checkpoint.gguf_meta import read_gguf_metadata
-from franken_rt.checkpoint.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, Tokenizer
+from franken_rt.checkpoint.gguf import read_header
+from franken_rt.checkpoint.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
 from franken_rt.errors import FrankenError
 
 # Punctuation, digits, newlines, runs of spaces and tabs, accents, CJK, emoji (some split across tokens).
@@ -40,15 +40,8 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def smollm_reader(smollm_gguf: Path) -> Any:
-    from gguf import GGUFReader
-
-    return GGUFReader(smollm_gguf)
-
-
-@pytest.fixture(scope="module")
-def smollm_meta(smollm_reader: Any) -> dict[str, Any]:
-    return read_gguf_metadata(smollm_reader)
+def smollm_meta(smollm_gguf: Path) -> dict[str, Any]:
+    return read_header(smollm_gguf).metadata
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +56,15 @@ def smollm_hf(smollm_gguf: Path) -> Any:
     return AutoTokenizer.from_pretrained(smollm_gguf.parent, gguf_file=smollm_gguf.name)
 
 
-def test_gguf_metadata_matches_gguf_reader(smollm_reader: Any, smollm_meta: dict[str, Any]) -> None:
-    keys = [k for k in smollm_reader.fields if not k.startswith("GGUF.")]
+def test_gguf_metadata_matches_gguf_reader(smollm_gguf: Path, smollm_meta: dict[str, Any]) -> None:
+    """Our header parser against the gguf package's reader (slow: seconds for the 49k-token vocabulary)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(smollm_gguf)
+    keys = [k for k in reader.fields if not k.startswith("GGUF.")]
     assert sorted(smollm_meta) == sorted(keys)
     for key in keys:
-        assert smollm_meta[key] == smollm_reader.fields[key].contents(), key
+        assert smollm_meta[key] == reader.fields[key].contents(), key
     assert len(smollm_meta["tokenizer.ggml.tokens"]) == 49152
     assert all(isinstance(t, str) for t in smollm_meta["tokenizer.ggml.tokens"][:100])
     assert isinstance(smollm_meta["tokenizer.ggml.token_type"][0], int)
@@ -259,7 +256,7 @@ def test_spm_gguf_file_matches_transformers(tmp_path: Path, spm_model: Path) -> 
     writer.close()
 
     reference = AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
-    tok = Tokenizer.from_gguf_metadata(read_gguf_metadata(tmp_path / "spm.gguf"))
+    tok = Tokenizer.from_gguf_metadata(read_header(tmp_path / "spm.gguf").metadata)
     for text in SPM_TEXTS:
         assert tok.encode(text) == reference(text)["input_ids"], text
 
@@ -308,6 +305,172 @@ def test_hf_config_details(tmp_path: Path, spm_model: Path) -> None:
     assert not tok.add_bos and tok.encode("a") == tok.encode("a", add_special=False)
     assert tok.eos_ids == [2, 7]
     assert tok.apply_chat_template([]) == "<s>D"
+
+
+# ---------------------------------------------------------------- back to GGUF metadata
+
+# Llama 3's pre-tokenizer regex, as its tokenizer.json spells it (llama.cpp: pre "llama-bpe").
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+PRE_TOKENIZERS = {
+    "gpt2": BYTE_LEVEL,
+    "smollm": {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, BYTE_LEVEL],
+    },
+    "llama-bpe": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
+            {**BYTE_LEVEL, "use_regex": False},
+        ],
+    },
+}
+
+
+def _through_gguf_file(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` stored as the GGUF writer stores it, then read back with our parser."""
+    import gguf
+
+    from franken_rt.checkpoint.gguf_writer import _add_value
+
+    writer = gguf.GGUFWriter(path, "llama")
+    for key, value in meta.items():
+        _add_value(writer, key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {k: v for k, v in read_header(path).metadata.items() if k.startswith("tokenizer.")}
+
+
+def _assert_round_trip(tok: Tokenizer, tmp_path: Path, special_text: str) -> dict[str, Any]:
+    """tok's GGUF metadata survives a GGUF file, and the tokenizer built from it gives tok's ids and text."""
+    meta = tok.gguf_metadata()
+    back = _through_gguf_file(tmp_path / "tokenizer.gguf", meta)
+    assert back == meta  # same values, and of the types llama.cpp reads (float scores, int types, bool flags)
+    copy = Tokenizer.from_gguf_metadata(back)
+    assert (copy.vocab_size, copy.bos_id, copy.add_bos, copy.add_eos) == (
+        tok.vocab_size,
+        tok.bos_id,
+        tok.add_bos,
+        tok.add_eos,
+    )
+    assert copy.eos_ids[:1] == tok.eos_ids[:1] and set(copy.eos_ids) == set(tok.eos_ids)
+    assert copy.chat_template == tok.chat_template
+    for text in [PARAGRAPH + special_text + PARAGRAPH, *SHORT_TEXTS, special_text]:
+        ids = tok.encode(text)
+        assert copy.encode(text) == ids, text
+        assert copy.decode(ids) == tok.decode(ids), text
+    return meta
+
+
+def test_gguf_round_trip_smollm(tmp_path: Path, smollm: Tokenizer, smollm_meta: dict[str, Any]) -> None:
+    meta = _assert_round_trip(smollm, tmp_path, "<|im_start|>user\nhi<|im_end|>")
+    # A tokenizer read from GGUF gives back the keys it was read from.
+    assert meta == {k: v for k, v in smollm_meta.items() if k.startswith("tokenizer.")}
+
+
+def test_gguf_round_trip_spm_folder(tmp_path: Path, spm_model: Path) -> None:
+    tok = Tokenizer.from_hf_folder(_hf_folder(tmp_path, spm_model))
+    meta = _assert_round_trip(tok, tmp_path, "a</s>b c<s>x<unk>y")
+    expected = _spm_gguf_meta(spm_model)  # what llama.cpp's converter writes for it
+    del expected["tokenizer.ggml.add_space_prefix"]
+    assert {k: meta[k] for k in expected} == expected
+    assert meta["tokenizer.ggml.add_space_prefix"] is True
+
+
+def test_gguf_round_trip_spm_folder_with_added_tokens(tmp_path: Path, spm_model: Path) -> None:
+    """Added tokens past the sentencepiece vocabulary, with a hole before them, as llama.cpp's converter writes."""
+    n = 400
+    added = {
+        str(n + 1): {"content": "<|pad|>", "special": True},
+        str(n + 2): {"content": "<tool>", "special": False},
+    }
+    tok = Tokenizer.from_hf_folder(_hf_folder(tmp_path, spm_model, added_tokens_decoder=added, pad_token="<|pad|>"))
+    meta = _assert_round_trip(tok, tmp_path, "<tool>x<|pad|></s>")
+    assert meta["tokenizer.ggml.tokens"][n:] == [f"[PAD{n}]", "<|pad|>", "<tool>"]
+    assert meta["tokenizer.ggml.token_type"][n:] == [UNUSED, CONTROL, USER_DEFINED]
+    assert meta["tokenizer.ggml.scores"][n:] == [-1000.0] * 3
+    assert meta["tokenizer.ggml.padding_token_id"] == n + 1
+
+
+def test_gguf_round_trip_sentencepiece_tokenizer_json(tmp_path: Path, spm_model: Path) -> None:
+    """A Metaspace tokenizer.json (Llama 2 style) goes to GGUF through the tokenizer.model beside it."""
+    from transformers import LlamaTokenizer
+
+    folder = tmp_path / "json"
+    LlamaTokenizer.from_pretrained(_hf_folder(tmp_path, spm_model)).save_pretrained(folder)
+    assert (folder / "tokenizer.json").is_file()
+    _raises_cleanly("not byte-level BPE.*Metaspace", Tokenizer.from_hf_folder(folder).gguf_metadata)
+    shutil.copy(spm_model, folder / "tokenizer.model")
+    meta = _assert_round_trip(Tokenizer.from_hf_folder(folder), tmp_path, "a</s>b c<s>x<unk>y")
+    assert meta["tokenizer.ggml.model"] == "llama"
+    assert meta["tokenizer.ggml.tokens"] == _spm_gguf_meta(spm_model)["tokenizer.ggml.tokens"]
+
+
+@pytest.fixture(scope="module")
+def smollm_json(tmp_path_factory: pytest.TempPathFactory, smollm_hf: Any) -> Path:
+    folder = tmp_path_factory.mktemp("smollm_json")
+    smollm_hf.save_pretrained(folder)
+    return folder
+
+
+def _with_pre_tokenizer(folder: Path, dest: Path, pre: Any, **model: Any) -> Path:
+    shutil.copytree(folder, dest)
+    data = json.loads((dest / "tokenizer.json").read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = pre
+    data["model"].update(model)
+    (dest / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    return dest
+
+
+@pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))
+def test_gguf_round_trip_tokenizer_json(
+    tmp_path: Path, smollm_json: Path, smollm_meta: dict[str, Any], smollm: Tokenizer, pre: str
+) -> None:
+    extra = {"ignore_merges": True} if pre == "llama-bpe" else {}
+    folder = _with_pre_tokenizer(smollm_json, tmp_path / "hf", PRE_TOKENIZERS[pre], **extra)
+    tok = Tokenizer.from_hf_folder(folder)
+    meta = _assert_round_trip(tok, tmp_path, "<|im_start|>user\nhi<|im_end|>")
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == pre
+    # The vocabulary comes out as llama.cpp's converter wrote it in the SmolLM2 GGUF.
+    for key in ("tokens", "token_type", "merges", "bos_token_id", "eos_token_id", "padding_token_id"):
+        assert meta[f"tokenizer.ggml.{key}"] == smollm_meta[f"tokenizer.ggml.{key}"], key
+    assert meta["tokenizer.chat_template"] == smollm_meta["tokenizer.chat_template"]
+    if pre == "smollm":  # SmolLM2's own pre-tokenizer: the GGUF it makes tokenizes as the original file does
+        text = "x = f(\n   2,\n    31)\t7  42 " + PARAGRAPH
+        assert tok.encode(text) == smollm.encode(text)
+
+
+def test_gguf_metadata_refuses_unknown_pre_tokenizer(tmp_path: Path, smollm_json: Path) -> None:
+    whitespace = _with_pre_tokenizer(smollm_json, tmp_path / "ws", {"type": "Whitespace"})
+    _raises_cleanly("Whitespace", Tokenizer.from_hf_folder(whitespace).gguf_metadata)
+    prefix = _with_pre_tokenizer(smollm_json, tmp_path / "prefix", {**BYTE_LEVEL, "add_prefix_space": True})
+    _raises_cleanly("ByteLevel.*add_prefix_space=True", Tokenizer.from_hf_folder(prefix).gguf_metadata)
+
+
+def test_gguf_metadata_pads_to_vocab_size(tmp_path: Path, spm_model: Path, smollm: Tokenizer) -> None:
+    tok = Tokenizer.from_hf_folder(_hf_folder(tmp_path, spm_model))
+    assert tok.gguf_metadata(vocab_size=tok.vocab_size) == tok.gguf_metadata()
+    for source, size in ((tok, 416), (smollm, 49152 + 64)):
+        n = source.vocab_size
+        meta = source.gguf_metadata(vocab_size=size)
+        assert len(meta["tokenizer.ggml.tokens"]) == len(meta["tokenizer.ggml.token_type"]) == size
+        assert meta["tokenizer.ggml.tokens"][n:] == [f"[PAD{i}]" for i in range(n, size)]
+        assert meta["tokenizer.ggml.token_type"][n:] == [UNUSED] * (size - n)
+        if "tokenizer.ggml.scores" in meta:
+            assert meta["tokenizer.ggml.scores"][n:] == [-1000.0] * (size - n)
+        assert len(source.gguf_metadata()["tokenizer.ggml.tokens"]) == n  # the stored keys are not changed
+        padded = Tokenizer.from_gguf_metadata(_through_gguf_file(tmp_path / f"pad{n}.gguf", meta))
+        assert padded.vocab_size == size
+        ids = source.encode(PARAGRAPH)
+        assert padded.encode(PARAGRAPH) == ids
+        assert padded.decode(ids) == source.decode(ids)
+    _raises_cleanly("more than the model's vocabulary", tok.gguf_metadata, tok.vocab_size - 1)
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -365,8 +528,8 @@ def test_bad_files(tmp_path: Path, spm_model: Path) -> None:
 
     not_gguf = tmp_path / "x.gguf"
     not_gguf.write_bytes(b"GGUF" + b"\xff" * 40)
-    _raises_cleanly("GGUF", read_gguf_metadata, not_gguf)
-    _raises_cleanly("no such file", read_gguf_metadata, tmp_path / "nope.gguf")
+    _raises_cleanly("GGUF", read_header, not_gguf)
+    _raises_cleanly("No such file", read_header, tmp_path / "nope.gguf")
 
 
 def test_bad_use(smollm: Tokenizer, spm_model: Path) -> None:

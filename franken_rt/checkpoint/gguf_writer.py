@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import gguf
 import numpy as np
 
 from franken_rt.checkpoint.tensors import float_array, raw_array
-from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, nbytes_of
 from franken_rt.config import GGUF_KEYS
 from franken_rt.errors import FrankenError
+from franken_rt.quant.formats import encode
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -99,20 +101,18 @@ def write_gguf(
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
     plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
-    for name, _, d in plan:
-        if d not in (DType.F32, DType.F16):
-            raise FrankenError(f"tensor {name}: writing {d.name} is not supported yet")
     with atomic_output(out, sources, force=force) as tmp:
         w = gguf.GGUFWriter(tmp, arch="llama")
-        for key, val in {**hyperparameters(ckpt), **ckpt.tokenizer.gguf_metadata(), **(extra_metadata or {})}.items():
+        vocab = ckpt.tokenizer.gguf_metadata(vocab_size=ckpt.config.vocab_size)
+        for key, val in {**hyperparameters(ckpt), **vocab, **(extra_metadata or {})}.items():
             _add_value(w, key, val)
-        w.add_file_type(1 if any(d == DType.F16 for _, _, d in plan) else 0)
+        w.add_file_type(file_type(d for _, _, d in plan))
         freqs = _rope_freqs(ckpt)
         if freqs is not None:
             w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
         for name, t, d in plan:
-            np_dtype = np.dtype(np.float32 if d == DType.F32 else np.float16)
-            w.add_tensor_info(name, t.shape, np_dtype, int(np.prod(t.shape)) * np_dtype.itemsize)
+            nbytes = nbytes_of(d, t.shape)
+            w.add_tensor_info(name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=gguf.GGMLQuantizationType(int(d)))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
@@ -124,14 +124,21 @@ def write_gguf(
 
 
 def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
-    if t.dtype == d and (ckpt.rope_interleaved or not name.endswith(("attn_q.weight", "attn_k.weight"))):
-        return np.ascontiguousarray(raw_array(t)).view(np.float32 if d == DType.F32 else np.float16).reshape(t.shape)
+    """The bytes of one tensor as stored in the output: as it is, or decoded, permuted and re-encoded."""
+    permute = not ckpt.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight"))
+    if t.dtype == d and not permute:
+        return np.ascontiguousarray(raw_array(t))
     arr = float_array(t)
-    if not ckpt.rope_interleaved and name.endswith("attn_q.weight"):
-        arr = permute_for_gguf(arr, ckpt.config.n_heads)
-    elif not ckpt.rope_interleaved and name.endswith("attn_k.weight"):
-        arr = permute_for_gguf(arr, ckpt.config.n_kv_heads)
-    return np.ascontiguousarray(arr, dtype=np.float32 if d == DType.F32 else np.float16)
+    if permute:
+        arr = permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
+    return encode(arr, d)
+
+
+def file_type(dtypes: Iterable[DType]) -> int:
+    """GGUF's general.file_type (llama.cpp's LLAMA_FTYPE): named after the most common 2-D weight type."""
+    ftypes = {DType.F32: 0, DType.F16: 1, DType.Q4_0: 2, DType.Q4_1: 3, DType.Q8_0: 7, DType.BF16: 32}
+    counts = Counter(d for d in dtypes if d != DType.F32)
+    return ftypes[counts.most_common(1)[0][0]] if counts else 0
 
 
 def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:

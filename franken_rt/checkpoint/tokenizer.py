@@ -12,6 +12,10 @@ text is not normalized, and a dummy-prefix space is added only to text at the ve
 and not when that text already starts with a space. (`sentencepiece` itself and llama.cpp would add it
 to every piece of text after a special token too, and double a leading space; `legacy: true` in
 tokenizer_config.json selects the former.)
+
+`Tokenizer.gguf_metadata()` describes the vocabulary back as GGUF `tokenizer.*` keys, written the way llama.cpp's
+converter writes them (`llama` for sentencepiece, `gpt2` for byte-level BPE), so that llama.cpp and
+`Tokenizer.from_gguf_metadata` tokenize as this tokenizer does.
 """
 
 from __future__ import annotations
@@ -62,11 +66,21 @@ _PRE_FAMILIES = {
     "llama3": "llama3",
     "llama-v3": "llama3",
 }
+# Ids that end a turn (GGUF tokenizer.ggml.eot_token_id) or a message (eom) when writing GGUF.
+_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<EOT>")
+_EOM_TEXTS = ("<|eom_id|>",)
+# Score llama.cpp's converter gives tokens that are not sentencepiece pieces (added and padding tokens).
+_NON_PIECE_SCORE = -1000.0
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class Tokenizer:
-    """Encode text to ids and decode ids to text, with the model's special tokens and chat template."""
+    """Encode text to ids and decode ids to text, with the model's special tokens and chat template.
+
+    Attributes: `vocab_size` (ids are 0..vocab_size-1), `bos_id`, `eos_ids` (every id that ends
+    generation, the declared EOS first), `add_bos`/`add_eos` (what `encode(add_special=True)` adds) and
+    `chat_template` (Jinja source, or None).
+    """
 
     def __init__(
         self,
@@ -80,8 +94,10 @@ class Tokenizer:
         add_bos: bool,
         add_eos: bool,
         chat_template: str | None,
+        gguf_keys: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._encode_fn = encode_fn
+        self._gguf_keys = gguf_keys  # builds the tokenizer.* GGUF keys (only when asked: it walks the vocabulary)
         self._pieces = pieces  # the bytes each id stands for
         self._transparent = transparent  # control tokens: do not count as the first visible piece
         self._lead_space = lead_space  # ids whose leading space is sentencepiece's dummy prefix
@@ -117,6 +133,33 @@ class Tokenizer:
             piece, at_start = self._piece(token_id, at_start)
             out += piece
         return out.decode("utf-8", errors="replace")
+
+    def gguf_metadata(self, vocab_size: int | None = None) -> dict[str, Any]:
+        """The GGUF `tokenizer.*` keys that describe this tokenizer, as plain Python values.
+
+        llama.cpp loads the vocabulary from them and tokenizes as this tokenizer does, and
+        `Tokenizer.from_gguf_metadata` of the result encodes and decodes the same. A tokenizer read from GGUF
+        gives back the keys it was built from. With `vocab_size` (the model's embedding rows), a shorter
+        vocabulary is padded with unused `[PAD{id}]` tokens, as llama.cpp's converter does.
+        """
+        if self._gguf_keys is None:
+            raise FrankenError("this tokenizer has no GGUF description")
+        meta = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in self._gguf_keys().items()}
+        tokens = meta["tokenizer.ggml.tokens"]
+        if vocab_size is not None and vocab_size != len(tokens):
+            if vocab_size < len(tokens):
+                raise FrankenError(
+                    f"the tokenizer has {len(tokens)} tokens, more than the model's vocabulary of {vocab_size}"
+                )
+            pads = [f"[PAD{i}]" for i in range(len(tokens), vocab_size)]
+            if not set(pads).isdisjoint(tokens):
+                raise FrankenError("cannot pad the vocabulary: it already holds [PAD<id>] tokens")
+            tokens += pads
+            if "tokenizer.ggml.token_type" in meta:
+                meta["tokenizer.ggml.token_type"] += [UNUSED] * len(pads)
+            if "tokenizer.ggml.scores" in meta:
+                meta["tokenizer.ggml.scores"] += [_NON_PIECE_SCORE] * len(pads)
+        return meta
 
     def stream(self) -> StreamDecoder:
         """A decoder fed one id at a time, for printing text while it is generated."""
@@ -157,7 +200,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf_metadata(cls, meta: dict[str, Any]) -> Tokenizer:
-        """The tokenizer a GGUF file describes (`meta`: key -> value, as `read_gguf_metadata` gives)."""
+        """The tokenizer a GGUF file describes (`meta`: key -> value, as `gguf.read_header(path).metadata`)."""
         model = meta.get("tokenizer.ggml.model")
         if model is None:
             raise FrankenError("GGUF metadata has no tokenizer (tokenizer.ggml.model is missing)")
@@ -201,6 +244,7 @@ class Tokenizer:
 
         declared = [eos, token_id("eot_token_id"), token_id("eom_token_id")]
         controls = {i for i, t in enumerate(types or ()) if t == CONTROL}
+        keys = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
         return cls(
             encode_fn=encode_fn,
             pieces=pieces,
@@ -211,6 +255,7 @@ class Tokenizer:
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
             chat_template=meta.get("tokenizer.chat_template") or None,
+            gguf_keys=lambda: keys,
         )
 
     @classmethod
@@ -248,17 +293,57 @@ class Tokenizer:
             add_bos, add_eos = backend.probe_add_special(bos, eos)
 
         template_file = folder / "chat_template.jinja"  # newer transformers save the template here
-        template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
+        template = None
+        if template_file.is_file():
+            try:
+                template = template_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise FrankenError(f"cannot read {template_file}: {_one_line(exc)}") from None
+        chat_template = template or _pick_template(config.get("chat_template"))
+        eos_ids = _end_ids(declared, backend.texts, backend.transparent)
+
+        def gguf_keys() -> dict[str, Any]:
+            vocab_backend: _HfJson | _HfSentencePiece = backend
+            if isinstance(backend, _HfJson) and not backend.byte_level and (folder / "tokenizer.model").is_file():
+                # A sentencepiece tokenizer.json (Llama 2, Mistral) goes to GGUF from its tokenizer.model,
+                # as llama.cpp's converter does; the ids are the same.
+                vocab_backend = _HfSentencePiece(folder / "tokenizer.model", config)
+            keys = vocab_backend.gguf_vocab()
+            texts = keys["tokenizer.ggml.tokens"]
+
+            def first(candidates: Sequence[str]) -> int | None:
+                return next((i for i in eos_ids if i < len(texts) and texts[i] in candidates), None)
+
+            vocab_unk = keys.pop("tokenizer.ggml.unknown_token_id", None)
+            unk = backend.id_of(named("unk_token"))
+            ids = {
+                "bos": bos,
+                "eos": eos,
+                "unknown": vocab_unk if unk is None else unk,
+                "padding": backend.id_of(named("pad_token")),
+                "eot": first(_EOT_TEXTS),
+                "eom": first(_EOM_TEXTS),
+            }
+            for name, value in ids.items():
+                if value is not None and value < len(texts):
+                    keys[f"tokenizer.ggml.{name}_token_id"] = value
+            keys["tokenizer.ggml.add_bos_token"] = add_bos and bos is not None
+            keys["tokenizer.ggml.add_eos_token"] = add_eos and bool(eos_ids)
+            if chat_template:
+                keys["tokenizer.chat_template"] = chat_template
+            return keys
+
         return cls(
             encode_fn=backend.encode,
             pieces=backend.pieces,
             transparent=backend.transparent,
             lead_space=backend.lead_space,
             bos_id=bos,
-            eos_ids=_end_ids(declared, backend.texts, backend.transparent),
+            eos_ids=eos_ids,
             add_bos=add_bos,
             add_eos=add_eos,
-            chat_template=template or _pick_template(config.get("chat_template")),
+            chat_template=chat_template,
+            gguf_keys=gguf_keys,
         )
 
 
@@ -289,7 +374,7 @@ def _end_ids(
     declared: Sequence[int | None], texts: Sequence[str], specials: set[int] | frozenset[int]
 ) -> list[int]:
     """Declared end-of-generation ids first, then the well-known end-of-turn control tokens."""
-    ids = [int(i) for i in declared if i is not None and 0 <= int(i) < len(texts)]
+    ids = [i for i in declared if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(texts)]
     ids += sorted(i for i in specials if texts[i] in _END_OF_TURN_TEXTS)
     return list(dict.fromkeys(ids))
 
@@ -438,14 +523,14 @@ _NORMALIZER = _pb_bytes(3, _pb_bytes(1, b"identity") + _pb_int(3, 0) + _pb_int(4
 
 class _SentencePieceEncoder:
     def __init__(
-        self, proto: bytes, specials: dict[str, int], add_prefix: bool, prefix_every_part: bool
+        self, source: str, proto: bytes, specials: dict[str, int], add_prefix: bool, prefix_every_part: bool
     ) -> None:
         import sentencepiece
 
         try:
             self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except Exception as exc:  # RuntimeError/OSError with sentencepiece's own message
-            raise FrankenError(f"invalid sentencepiece vocabulary: {_one_line(exc)}") from None
+            raise FrankenError(f"{source}: invalid sentencepiece vocabulary: {_one_line(exc)}") from None
         self._split = _special_splitter(specials)
         self._add_prefix = add_prefix
         self._prefix_every_part = prefix_every_part
@@ -535,7 +620,9 @@ def _spm_from_gguf(
 
     add_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
     pieces, transparent, lead, specials = _spm_tables(tokens, types, add_prefix)
-    encoder = _SentencePieceEncoder(bytes(proto), specials, add_prefix, prefix_every_part=False)
+    encoder = _SentencePieceEncoder(
+        "GGUF metadata", bytes(proto), specials, add_prefix, prefix_every_part=False
+    )
     return encoder, pieces, transparent, lead
 
 
@@ -546,33 +633,66 @@ class _HfSentencePiece:
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         try:
-            texts, types, proto, add_prefix = self._read(path.read_bytes())
+            texts, scores, types, proto, add_prefix = self._read(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
-        add_prefix = bool(config.get("add_prefix_space", add_prefix))
+        if config.get("add_prefix_space") is not None:  # null, as transformers saves it, means unset
+            add_prefix = bool(config["add_prefix_space"])
         self.pieces, self.transparent, self.lead_space, specials = _spm_tables(texts, types, add_prefix)
         # Tokens tokenizer_config adds on top of the sentencepiece vocabulary (e.g. a pad token at 32000).
-        added = config.get("added_tokens_decoder") or {}
-        for key, info in sorted(added.items(), key=lambda kv: int(kv[0])):
-            token_id, content = int(key), info.get("content", "")
+        try:
+            added = sorted(
+                (int(k), v["content"], bool(v.get("special")))
+                for k, v in (config.get("added_tokens_decoder") or {}).items()
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise FrankenError(
+                f"{path.parent / 'tokenizer_config.json'}: malformed added_tokens_decoder"
+            ) from None
+        self._vocab = (texts, scores, types, added, add_prefix)  # for gguf_vocab
+        for token_id, content, special in added:
             if token_id >= len(self.pieces):
                 self.pieces += [b""] * (token_id - len(self.pieces)) + [content.encode()]
-                if info.get("special"):
+                if special:
                     self.transparent = self.transparent | {token_id}
             if content:
                 specials[content] = token_id
         self.texts = [p.decode("utf-8", errors="replace") for p in self.pieces]
         self.texts[: len(texts)] = texts
         self._ids = {t: i for i, t in reversed(list(enumerate(self.texts)))}
-        self.encode = _SentencePieceEncoder(proto, specials, add_prefix, bool(config.get("legacy", False)))
+        legacy = bool(config.get("legacy", False))
+        self.encode = _SentencePieceEncoder(str(path), proto, specials, add_prefix, legacy)
         sp = self.encode._sp
         self.default_bos = sp.bos_id() if sp.bos_id() >= 0 else None
         self.default_eos = sp.eos_id() if sp.eos_id() >= 0 else None
 
+    def gguf_vocab(self) -> dict[str, Any]:
+        """GGUF `llama` vocabulary: the model's pieces, scores and types, then tokenizer_config's added tokens."""
+        texts, scores, types, added, add_prefix = self._vocab
+        tokens, scores, types = list(texts), list(scores), list(types)
+        for token_id, content, special in added:
+            if token_id >= len(tokens):
+                gap = range(len(tokens), token_id)
+                tokens += [f"[PAD{i}]" for i in gap] + [content]
+                scores += [_NON_PIECE_SCORE] * (len(gap) + 1)
+                types += [UNUSED] * len(gap) + [CONTROL if special else USER_DEFINED]
+            elif types[token_id] == NORMAL and content:  # a piece the config makes a special token
+                tokens[token_id] = content
+                types[token_id] = CONTROL if special else USER_DEFINED
+        return {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": scores,
+            "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.unknown_token_id": types.index(UNKNOWN) if UNKNOWN in types else None,
+            "tokenizer.ggml.add_space_prefix": add_prefix,
+        }
+
     @staticmethod
-    def _read(model: bytes) -> tuple[list[str], list[int], bytes, bool]:
-        """Pieces, types, the model with our normalizer in place of its own, and its add_dummy_prefix."""
+    def _read(model: bytes) -> tuple[list[str], list[float], list[int], bytes, bool]:
+        """Pieces, scores, types, the model with our normalizer in place of its own, and its add_dummy_prefix."""
         texts: list[str] = []
+        scores: list[float] = []
         types: list[int] = []
         rest = bytearray()
         add_prefix = True
@@ -580,6 +700,8 @@ class _HfSentencePiece:
             if field == 1 and isinstance(value, bytes):
                 sub = {f: v for f, v, _ in _pb_fields(value)}
                 texts.append(bytes(sub.get(1, b"")).decode("utf-8"))  # type: ignore[arg-type]
+                score = sub.get(2)
+                scores.append(struct.unpack("<f", score)[0] if isinstance(score, bytes) and len(score) == 4 else 0.0)
                 types.append(int(sub.get(3, NORMAL)))  # type: ignore[arg-type]
                 rest += raw
             elif field == 3 and isinstance(value, bytes):
@@ -588,7 +710,7 @@ class _HfSentencePiece:
                 rest += raw
         if not texts:
             raise ValueError("no pieces: not a sentencepiece model")
-        return texts, types, bytes(rest) + _NORMALIZER, add_prefix
+        return texts, scores, types, bytes(rest) + _NORMALIZER, add_prefix
 
     def id_of(self, text: str | None) -> int | None:
         return None if text is None else self._ids.get(text)
@@ -725,6 +847,9 @@ class _HfJson:
             or (s.get("type") == "Metaspace" and _metaspace_prepends(s))
             for s in steps
         )
+        self._path = path
+        model = data.get("model") or {}
+        self.byte_level = model.get("type") == "BPE" and "ByteLevel" in kinds  # written to GGUF as `gpt2`
         self.pieces = []
         lead = set()
         for i, text in enumerate(self.texts):
@@ -748,12 +873,87 @@ class _HfJson:
     def id_of(self, text: str | None) -> int | None:
         return None if text is None else self._tok.token_to_id(text)
 
+    def gguf_vocab(self) -> dict[str, Any]:
+        """GGUF `gpt2` vocabulary: tokens in id order (added ones included), their types, merges, pre-tokenizer."""
+        data = json.loads(self._tok.to_str())  # what we encode with, rather than the file as it is now
+        model = data.get("model") or {}
+        pre = _gguf_pre_tokenizer(data.get("pre_tokenizer"))
+        problem = None
+        if not self.byte_level:
+            problem = (
+                f"it is not byte-level BPE (model {model.get('type')}, pre-tokenizer {_describe(pre)}),"
+                " and there is no tokenizer.model beside it"
+            )
+        elif data.get("normalizer") is not None:
+            problem = f"GGUF has no normalizer like its {_describe(data['normalizer'])}"
+        elif model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+            problem = "GGUF has no continuing_subword_prefix / end_of_word_suffix"
+        elif pre not in _GGUF_PRE_TOKENIZERS.values():
+            problem = f"GGUF names no pre-tokenizer like its {_describe(pre)}"
+        if problem:
+            raise FrankenError(f"{self._path} cannot be written as a GGUF vocabulary: {problem}")
+        special = {t["id"]: bool(t.get("special")) for t in data.get("added_tokens") or []}
+        tokens, types = [], []
+        for i, text in enumerate(self.texts):
+            if i in special:
+                kind = CONTROL if special[i] else USER_DEFINED
+            elif text:
+                kind = NORMAL
+            else:  # an id the file leaves out
+                text, kind = f"[PAD{i}]", UNUSED
+            tokens.append(text)
+            types.append(kind)
+        return {
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": next(name for name, p in _GGUF_PRE_TOKENIZERS.items() if p == pre),
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []],
+            "tokenizer.ggml.unknown_token_id": self.id_of(model.get("unk_token")),
+        }
+
     def probe_add_special(self, bos: int | None, eos: int | None) -> tuple[bool, bool]:
         """What the file's own post-processor adds around a sequence (used when the config does not say)."""
         ids = self._tok.encode("", add_special_tokens=True).ids
         add_bos = bos is not None and ids[:1] == [bos]
         add_eos = eos is not None and ids[-1:] == [eos] and len(ids) > int(add_bos)
         return add_bos, add_eos
+
+
+def _byte_level_step(use_regex: bool) -> dict[str, Any]:
+    return {"type": "ByteLevel", "add_prefix_space": False, "use_regex": use_regex}
+
+
+# tokenizer.ggml.pre -> the tokenizer.json pre-tokenizer it stands for (normalized by _gguf_pre_tokenizer).
+_GGUF_PRE_TOKENIZERS = {
+    "gpt2": [_byte_level_step(True)],
+    "smollm": [{"type": "Digits", "individual_digits": True}, _byte_level_step(True)],
+    "llama-bpe": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+        _byte_level_step(False),
+    ],
+}
+
+
+def _gguf_pre_tokenizer(pre: Any) -> Any:
+    """A tokenizer.json pre-tokenizer as a list of steps, keeping only the settings that change the split."""
+    if not isinstance(pre, dict):
+        return pre
+    if pre.get("type") == "Sequence":
+        return [s for p in pre.get("pretokenizers") or [] for s in _gguf_pre_tokenizer(p)]
+    if pre.get("type") == "ByteLevel":  # trim_offsets only moves offsets
+        return [_byte_level_step(bool(pre.get("use_regex", True))) | {"add_prefix_space": pre.get("add_prefix_space")}]
+    return [pre]
+
+
+def _describe(value: Any) -> str:
+    """A pre-tokenizer or normalizer from tokenizer.json, short enough for an error message."""
+    if isinstance(value, list):
+        return " + ".join(_describe(v) for v in value) or "none"
+    if not isinstance(value, dict):
+        return repr(value)
+    args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "type")
+    return f"{value.get('type')}({args})"
 
 
 def _decoder_steps(decoder: Any) -> list[dict[str, Any]]:

@@ -18,3 +18,13 @@ def dequantize(raw: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndar
 def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     """float32 (rows, cols) -> stored bytes (rows, bytes per row), round-to-nearest as ggml's reference."""
     return np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(dtype))))
+
+
+def encode(x: np.ndarray, dtype: DType) -> np.ndarray:
+    """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == DType.F32:
+        return x.view(np.uint8)
+    if dtype == DType.F16:
+        return x.astype("<f2").view(np.uint8)
+    return quantize(x, dtype)
