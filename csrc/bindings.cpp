@@ -32,6 +32,19 @@ py::array_t<float> eval(Model& m, const Int32Array& tokens, bool all_logits) {
     return out;
 }
 
+py::array_t<float> score(Model& m, const Int32Array& tokens) {
+    if (tokens.ndim() != 1) throw Error("tokens must be a 1-D array");
+    const int n = static_cast<int>(tokens.shape(0));
+    std::vector<float> nll(std::max(n, 1));
+    {
+        py::gil_scoped_release release;
+        m.score(tokens.data(), n, nll.data());
+    }
+    py::array_t<float> out(std::max(n - 1, 0));
+    std::copy(nll.begin(), nll.begin() + out.size(), out.mutable_data());
+    return out;
+}
+
 // Forward the tokens and draw the next one, without handing the logits to Python.
 int eval_sample(Model& m, const Int32Array& tokens, Sampler& s, const Int32Array& history) {
     const int n = static_cast<int>(tokens.size());
@@ -49,6 +62,35 @@ float kernel_dot(const std::string& table, int dtype, const ByteArray& row, cons
     if (n % dtype_block_elems(t) || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
         throw Error("row size does not match the type and length");
     return kernels_by_name(table).dot(t)(row.data(), x.data(), n);
+}
+
+// Quantize float activations with one table, then a quantized row times them with the same table.
+float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
+    if (!dtype_known(dtype) || !dtype_quantized(static_cast<DType>(dtype))) throw Error("not a quantized dtype");
+    const DType t = static_cast<DType>(dtype);
+    const int n = static_cast<int>(x.size());
+    if (n % kQK || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
+        throw Error("row size does not match the type and length");
+    const KernelTable& k = kernels_by_name(table);
+    std::vector<BlockQ8A> act(n / kQK);
+    k.quantize_act(x.data(), act.data(), n);
+    return k.dotq(t)(row.data(), act.data(), n);
+}
+
+// Activations quantized by one table, as (scales, sums, int8 values).
+py::tuple kernel_quantize_act(const std::string& table, const FloatArray& x) {
+    const int n = static_cast<int>(x.size());
+    if (n % kQK) throw Error("length must be a multiple of 32");
+    std::vector<BlockQ8A> act(n / kQK);
+    kernels_by_name(table).quantize_act(x.data(), act.data(), n);
+    py::array_t<float> d(n / kQK), s(n / kQK);
+    py::array_t<int8_t> q(n);
+    for (int i = 0; i < n / kQK; ++i) {
+        d.mutable_data()[i] = act[i].d;
+        s.mutable_data()[i] = act[i].s;
+        std::copy(act[i].qs, act[i].qs + kQK, q.mutable_data() + i * kQK);
+    }
+    return py::make_tuple(d, s, q);
 }
 
 py::array_t<float> kernel_to_f32(const std::string& table, int dtype, const ByteArray& row, int n) {
@@ -89,7 +131,8 @@ PYBIND11_MODULE(_core, mod) {
         .def_readwrite("layer_plan", &Config::layer_plan)
         .def_readwrite("n_ctx", &Config::n_ctx)
         .def_readwrite("n_batch", &Config::n_batch)
-        .def_readwrite("n_threads", &Config::n_threads);
+        .def_readwrite("n_threads", &Config::n_threads)
+        .def_readwrite("float_activations", &Config::float_activations);
 
     py::class_<TensorSpec>(mod, "TensorSpec")
         .def(py::init([](std::string name, int file, uint64_t offset, int dtype, std::vector<int64_t> shape) {
@@ -103,6 +146,8 @@ PYBIND11_MODULE(_core, mod) {
              py::call_guard<py::gil_scoped_release>())
         .def("eval", &eval, py::arg("tokens"), py::arg("all_logits") = false,
              "Run tokens after the cached ones; logits of the last (or every) position.")
+        .def("score", &score, py::arg("tokens"),
+             "Run tokens after the cached ones; negative log-likelihood of each next token (n - 1 values).")
         .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"))
         .def("truncate", &Model::truncate, py::arg("n"))
         .def_property_readonly("n_past", &Model::n_past)
@@ -134,5 +179,7 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("default_kernels", [] { return std::string(kernels().name); });
     mod.def("physical_cores", &physical_cores);
     mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
+    mod.def("kernel_dotq", &kernel_dotq, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
+    mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
     mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
 }

@@ -10,9 +10,19 @@ __all__ = ["FrankenError", "load"]
 __version__ = "0.1.0"
 
 
-def load(path: str | Path, threads: int | None = None, n_ctx: int | None = None, kernels: str = ""):
-    """Load a GGUF file or Hugging Face folder; returns a franken_rt.model.Model ready to generate."""
+def load(
+    path: str | Path,
+    threads: int | None = None,
+    n_ctx: int | None = None,
+    kernels: str = "",
+    activations: str = "q8",
+):  # noqa: ANN201 (franken_rt.model.Model; imported lazily to keep `import franken_rt` light)
+    """Load a GGUF file or Hugging Face folder; returns a franken_rt.model.Model ready to generate.
+
+    threads: default physical cores. n_ctx: KV cache size, default min(model's, 2048). kernels: force a kernel
+    path ("scalar", "avx2", ...). activations: "q8" (integer kernels, default) or "f32" (reference precision).
+    """
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.model import Model
 
-    return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels)
+    return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels, activations=activations)

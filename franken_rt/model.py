@@ -35,6 +35,9 @@ class GenerationStats:
         return self.decode_steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
+ACTIVATIONS = ("q8", "f32")
+
+
 def _core_config(ckpt: Checkpoint, n_ctx: int, threads: int, layer_plan: Sequence[int] | None) -> _core.Config:
     c = ckpt.config
     cc = _core.Config()
@@ -57,7 +60,10 @@ class Model:
         n_ctx: int | None = None,
         kernels: str = "",
         layer_plan: Sequence[int] | None = None,
+        activations: str = "q8",
     ) -> None:
+        """`activations`: "q8" (default) multiplies quantized weights by activations quantized to 8-bit blocks,
+        with integer kernels; "f32" keeps activations in float, the reference-precision path."""
         n_cpu = os.cpu_count() or 1
         if threads is not None and not 1 <= threads <= n_cpu:
             raise FrankenError(f"threads must be between 1 and {n_cpu} (this machine's CPUs), got {threads}")
@@ -73,7 +79,10 @@ class Model:
             _core.TensorSpec(t.name, index[t.file], t.offset, int(t.dtype), list(t.shape))
             for t in ckpt.tensors.values()
         ]
+        if activations not in ACTIVATIONS:
+            raise FrankenError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
         cfg = _core_config(ckpt, n_ctx, threads or 0, layer_plan)
+        cfg.float_activations = activations == "f32"
         try:
             self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
         except _core.CoreError as e:

@@ -48,3 +48,36 @@ def test_kernel_path_errors() -> None:
         _core.kernel_dot("no-such-path", int(DType.F32), np.zeros(16, np.uint8), np.zeros(4, np.float32))
     with pytest.raises(_core.CoreError, match="row size"):
         _core.kernel_dot("scalar", int(DType.Q8_0), np.zeros(10, np.uint8), np.zeros(32, np.float32))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n", [32, 96, 576, 1536, 4128])
+def test_activation_quantization(path: str, n: int) -> None:
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3
+    x[5] = 0.0
+    d, s, q = _core.kernel_quantize_act(path, x)
+    blocks = x.reshape(-1, 32)
+    np.testing.assert_allclose(d, np.abs(blocks).max(axis=1) / 127, rtol=1e-6)
+    np.testing.assert_array_equal(q, np.rint(blocks / d[:, None]).astype(np.int8).ravel())
+    np.testing.assert_allclose(s, d * q.reshape(-1, 32).sum(axis=1, dtype=np.int64), rtol=1e-6)
+    ref = _core.kernel_quantize_act("scalar", x)
+    for ours, theirs in zip(ref, (d, s, q)):
+        np.testing.assert_array_equal(ours, theirs)  # SIMD and scalar quantize identically
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", QUANT_TYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("n", [32, 96, 576, 1536, 4128])
+def test_integer_dot_matches_reference(path: str, dtype: DType, n: int) -> None:
+    rng = np.random.default_rng(n + int(dtype))
+    w = rng.standard_normal(n).astype(np.float32)
+    x = rng.standard_normal(n).astype(np.float32)
+    raw = np.ascontiguousarray(encode(w[None, :], dtype)[0])
+    d, _, q = _core.kernel_quantize_act(path, x)
+    x_deq = (q.reshape(-1, 32).astype(np.float64) * d[:, None]).ravel()
+    exact = float(decode(raw, dtype, n) @ x_deq)  # float64 of the very products the kernel forms
+    got = _core.kernel_dotq(path, int(dtype), raw, x)
+    assert abs(got - exact) <= 1e-5 * np.sqrt(n) * (1 + abs(exact))
+    assert abs(_core.kernel_dotq("scalar", int(dtype), raw, x) - got) <= 1e-5 * np.sqrt(n) * (1 + abs(exact))
+    # and the quantized activations cost little against the float dot product
+    assert abs(got - float(decode(raw, dtype, n) @ x)) <= 0.02 * np.sqrt(n)

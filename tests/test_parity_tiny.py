@@ -80,7 +80,7 @@ def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtyp
     out = tmp_path / f"tiny-{dtype.name}.gguf"
     write_gguf(read_checkpoint(folder), out, dtype=dtype)
     ckpt = read_checkpoint(out)
-    ours = franken_rt.load(out, threads=2).logits(PROMPT)
+    ours = franken_rt.load(out, threads=2, activations="f32").logits(PROMPT)
     # Put the decoded (and un-permuted) GGUF weights back into the reference model.
     from franken_rt.checkpoint.hf import gguf_name
 

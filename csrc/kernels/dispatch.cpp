@@ -48,6 +48,15 @@ const KernelTable& choose() {
 
 }  // namespace
 
+const float* fp16_table() {
+    static const std::vector<float> table = [] {
+        std::vector<float> t(1 << 16);
+        for (uint32_t h = 0; h < t.size(); ++h) t[h] = fp16_to_f32(static_cast<uint16_t>(h));
+        return t;
+    }();
+    return table.data();
+}
+
 DotFn KernelTable::dot(DType t) const {
     switch (t) {
         case DType::F32: return dot_f32;
@@ -58,6 +67,15 @@ DotFn KernelTable::dot(DType t) const {
         case DType::Q4_1: return dot_q4_1;
     }
     return nullptr;
+}
+
+DotQFn KernelTable::dotq(DType t) const {
+    switch (t) {
+        case DType::Q8_0: return dotq_q8_0;
+        case DType::Q4_0: return dotq_q4_0;
+        case DType::Q4_1: return dotq_q4_1;
+        default: return nullptr;
+    }
 }
 
 void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {

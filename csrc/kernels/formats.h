@@ -29,9 +29,18 @@ struct BlockQ4_1 {
     uint16_t m;
     uint8_t qs[kQK / 2];
 };
+// Activations, quantized on the fly (never stored in files): a float scale, the block's sum d * sum(q) for the
+// minimum term of Q4_1 weights, and 32 signed bytes. value = d * q
+struct BlockQ8A {
+    float d;
+    float s;
+    int8_t qs[kQK];
+};
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
+
+inline bool dtype_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
 
 inline bool dtype_known(int t) {
     switch (static_cast<DType>(t)) {
@@ -55,7 +64,7 @@ inline const char* dtype_name(DType t) {
 
 // Elements per block and bytes per block.
 inline int dtype_block_elems(DType t) {
-    return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1) ? kQK : 1;
+    return dtype_quantized(t) ? kQK : 1;
 }
 inline int dtype_block_bytes(DType t) {
     switch (t) {
@@ -95,6 +104,10 @@ inline float fp16_to_f32(uint16_t h) {
     std::memcpy(&f, &bits, 4);
     return f;
 }
+// All 65536 half values as floats (256 KiB, built once, read-only): a kernel reads a block scale with one
+// load that can broadcast straight into a vector, instead of a convert that competes for the shuffle port.
+const float* fp16_table();
+
 inline float bf16_to_f32(uint16_t h) {
     const uint32_t bits = (uint32_t)h << 16;
     float f;

@@ -13,6 +13,8 @@ namespace franken {
 using DotFn = float (*)(const void* row, const float* x, int n);
 // to_f32(row, out, n): decode n elements of a stored row.
 using ToF32Fn = void (*)(const void* row, float* out, int n);
+// dot_q(row, act, n): one quantized row times activations quantized to 8-bit blocks (integer products).
+using DotQFn = float (*)(const void* row, const BlockQ8A* act, int n);
 
 struct KernelTable {
     const char* name;
@@ -20,8 +22,12 @@ struct KernelTable {
     ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1;
     // y += a * x (attention's weighted sum of values)
     void (*axpy)(float a, const float* x, float* y, int n);
+    // Activations to 8-bit blocks (n a multiple of 32), and quantized weight rows times them.
+    void (*quantize_act)(const float* x, BlockQ8A* out, int n);
+    DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1;
 
     DotFn dot(DType t) const;
+    DotQFn dotq(DType t) const;  // null for float types
     void to_f32(DType t, const void* row, float* out, int n) const;
 };
 

@@ -51,6 +51,7 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     att_.resize(B * q_dim);
     hb_.resize(B * c.ffn_dim);
     hb2_.resize(B * c.ffn_dim);
+    xq_.resize(B * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}) / kQK + 1);
     scores_.resize(static_cast<size_t>(pool_.size()) * c.n_ctx);
     rows_f32_.resize(static_cast<size_t>(pool_.size()) * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}));
     cos_.resize(B * c.head_dim / 2);
@@ -59,18 +60,44 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
 
 void Model::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
 
-void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits) {
+void Model::check_tokens(const int32_t* tokens, int n) const {
     if (n <= 0) throw Error("no tokens to evaluate");
     if (n > cfg_.n_ctx - n_past_)
         throw Error("context is full: " + std::to_string(n_past_) + " + " + std::to_string(n) + " tokens exceed n_ctx = " +
                     std::to_string(cfg_.n_ctx));
     for (int i = 0; i < n; ++i)
         if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size) throw Error("token id " + std::to_string(tokens[i]) + " is out of range");
+}
+
+void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits) {
+    check_tokens(tokens, n);
     for (int done = 0; done < n;) {  // prompt in batches: each weight row is read once per batch, not per token
         const int b = std::min(cfg_.n_batch, n - done);
         const bool last = done + b == n;
         float* out = all_logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : logits;
         forward_batch(tokens + done, b, all_logits, (all_logits || last) ? out : nullptr);
+        done += b;
+    }
+}
+
+void Model::score(const int32_t* tokens, int n, float* nll) {
+    check_tokens(tokens, n);
+    const int V = cfg_.vocab_size;
+    batch_logits_.resize(static_cast<size_t>(cfg_.n_batch) * V);
+    for (int done = 0; done < n;) {
+        const int b = std::min(cfg_.n_batch, n - done);
+        forward_batch(tokens + done, b, true, batch_logits_.data());
+        pool_.parallel_for(b, [&](int begin, int end, int) {
+            for (int r = begin; r < end; ++r) {
+                const int pos = done + r;
+                if (pos + 1 >= n) continue;
+                const float* l = &batch_logits_[static_cast<size_t>(r) * V];
+                const float mx = *std::max_element(l, l + V);
+                double sum = 0;
+                for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
+                nll[pos] = static_cast<float>(std::log(sum) + mx - l[tokens[pos + 1]]);
+            }
+        });
         done += b;
     }
 }
@@ -96,27 +123,29 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         const Block& b = w_.blocks[c.layer_plan[slot]];
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
-        matmul(b.wq, xb_.data(), n, q_.data());
-        matmul(b.wk, xb_.data(), n, k_.data());
-        matmul(b.wv, xb_.data(), n, v_.data());
+        const Act xn = activations(xb_.data(), n, c.dim, {&b.wq, &b.wk, &b.wv});
+        matmul(b.wq, xn, q_.data());
+        matmul(b.wk, xn, k_.data());
+        matmul(b.wv, xn, v_.data());
         rope(q_.data(), n, c.n_heads);
         rope(k_.data(), n, c.n_kv_heads);
         const size_t cache_at = (static_cast<size_t>(slot) * c.n_ctx + pos0) * kv_dim;
         std::memcpy(&k_cache_[cache_at], k_.data(), sizeof(float) * n * kv_dim);
         std::memcpy(&v_cache_[cache_at], v_.data(), sizeof(float) * n * kv_dim);
         attention(slot, n, pos0);
-        matmul(b.wo, att_.data(), n, xb_.data());
+        matmul(b.wo, activations(att_.data(), n, c.n_heads * c.head_dim, {&b.wo}), xb_.data());
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
-        matmul(b.w_gate, xb_.data(), n, hb_.data());
-        matmul(b.w_up, xb_.data(), n, hb2_.data());
+        const Act hn = activations(xb_.data(), n, c.dim, {&b.w_gate, &b.w_up});
+        matmul(b.w_gate, hn, hb_.data());
+        matmul(b.w_up, hn, hb2_.data());
         for (size_t i = 0; i < static_cast<size_t>(n) * c.ffn_dim; ++i) {
             const float g = hb_[i];
             hb_[i] = g / (1.f + std::exp(-g)) * hb2_[i];
         }
-        matmul(b.w_down, hb_.data(), n, xb_.data());
+        matmul(b.w_down, activations(hb_.data(), n, c.ffn_dim, {&b.w_down}), xb_.data());
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
     }
     n_past_ += n;
@@ -125,7 +154,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
     // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model.
     const int first = all_logits ? 0 : n - 1;
     rmsnorm(&x_[first * c.dim], w_.output_norm, xb_.data(), n - first);
-    matmul(w_.output, xb_.data(), n - first, logits);
+    matmul(w_.output, activations(xb_.data(), n - first, c.dim, {&w_.output}), logits);
 }
 
 void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows) {
@@ -140,14 +169,35 @@ void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, 
     }
 }
 
-// out[r][i] = dot(w.row(i), x[r]) for n_rows activation rows, split over threads by weight rows.
-void Model::matmul(const Matrix& w, const float* x, int n_rows, float* out) {
+Model::Act Model::activations(const float* x, int n_rows, int cols, std::initializer_list<const Matrix*> readers) {
+    Act a{x, nullptr, n_rows, cols};
+    bool needed = false;
+    for (const Matrix* m : readers) needed |= dtype_quantized(m->dtype);
+    if (!needed || cfg_.float_activations) return a;
+    const int blocks = cols / kQK;  // quantized weights have whole blocks, so cols is a multiple of 32
+    for (int r = 0; r < n_rows; ++r) kern_->quantize_act(x + static_cast<size_t>(r) * cols, &xq_[r * blocks], cols);
+    a.q = xq_.data();
+    return a;
+}
+
+// out[r][i] = dot(w.row(i), x[r]) for every activation row r, split over threads by weight rows.
+void Model::matmul(const Matrix& w, const Act& x, float* out) {
+    const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
+    const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
+    if (dotq) {  // integer products; each weight row is read once and stays in L1 for all tokens
+        const int blocks = cols / kQK;
+        pool_.parallel_for(rows, [&](int begin, int end, int) {
+            for (int i = begin; i < end; ++i)
+                for (int r = 0; r < n_rows; ++r)
+                    out[static_cast<size_t>(r) * rows + i] = dotq(w.row(i), x.q + static_cast<size_t>(r) * blocks, cols);
+        });
+        return;
+    }
     const DotFn dot = kern_->dot(w.dtype);
-    const int cols = w.cols, rows = w.rows;
     const size_t scratch = rows_f32_.size() / pool_.size();
     pool_.parallel_for(rows, [&](int begin, int end, int t) {
         if (n_rows == 1) {
-            for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x, cols);
+            for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
             return;
         }
         // Several tokens: decode each weight row once, then reuse it from L1 for every token.
@@ -155,7 +205,7 @@ void Model::matmul(const Matrix& w, const float* x, int n_rows, float* out) {
         for (int i = begin; i < end; ++i) {
             kern_->to_f32(w.dtype, w.row(i), row, cols);
             for (int r = 0; r < n_rows; ++r)
-                out[static_cast<size_t>(r) * rows + i] = kern_->dot_f32(row, x + static_cast<size_t>(r) * cols, cols);
+                out[static_cast<size_t>(r) * rows + i] = kern_->dot_f32(row, x.f + static_cast<size_t>(r) * cols, cols);
         }
     });
 }

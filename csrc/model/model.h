@@ -1,6 +1,7 @@
 // The LLaMA forward pass over a KV cache. One Model owns its mapped weights, cache, scratch and threads.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -19,6 +20,10 @@ public:
     // Writes logits to `logits`: n rows of vocab_size if all_logits, else only the last token's row.
     void forward(const int32_t* tokens, int n, bool all_logits, float* logits);
 
+    // Runs `n` tokens like forward() and writes, for each position i < n-1, the negative log-likelihood of
+    // tokens[i+1]: perplexity without handing n x vocab logits to the caller.
+    void score(const int32_t* tokens, int n, float* nll);
+
     int n_past() const { return n_past_; }
     void truncate(int n);  // forget cached positions >= n
     const Config& config() const { return cfg_; }
@@ -26,9 +31,18 @@ public:
     int depth() const { return static_cast<int>(cfg_.layer_plan.size()); }
 
 private:
+    // The input of a group of matrix products: float rows and, when a quantized weight will read them,
+    // the same rows as 8-bit blocks (quantized once, shared by Q/K/V or by gate/up).
+    struct Act {
+        const float* f;
+        const BlockQ8A* q;
+        int n_rows, cols;
+    };
+    Act activations(const float* x, int n_rows, int cols, std::initializer_list<const Matrix*> readers);
+    void check_tokens(const int32_t* tokens, int n) const;
     void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
     void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);
-    void matmul(const Matrix& w, const float* x, int n_rows, float* out);
+    void matmul(const Matrix& w, const Act& x, float* out);
     void rope(float* vec, int n_rows, int n_heads);  // angles of the batch: cos_, sin_
     void attention(int slot, int n_rows, int pos0);
 
@@ -43,9 +57,11 @@ private:
     std::vector<float> k_cache_, v_cache_;
     // Activations for one batch of n_batch tokens.
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
+    std::vector<BlockQ8A> xq_;    // quantized activations of one Act
     std::vector<float> scores_;   // [n_threads][n_ctx] attention scores
     std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
     std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
+    std::vector<float> batch_logits_; // [n_batch][vocab], for score()
 };
 
 }  // namespace franken

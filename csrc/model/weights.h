@@ -27,6 +27,9 @@ struct Config {
     int n_ctx = 2048;               // KV cache capacity in tokens
     int n_batch = 64;               // prompt tokens processed per matrix-matrix step
     int n_threads = 0;              // 0: physical cores
+    // Quantized weights multiply 8-bit activations (integer kernels) unless this asks for float activations,
+    // the reference-precision path that matches a float implementation to ~1e-5.
+    bool float_activations = false;
 };
 
 // Where one tensor's bytes are: file index, byte offset, type and shape (outermost first).

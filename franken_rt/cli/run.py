@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     ap.add_argument("-i", "--interactive", action="store_true", help="interactive chat loop (implies --chat)")
     ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
+    ap.add_argument("--activations", default="q8", choices=["q8", "f32"],
+                    help="q8: integer kernels (default); f32: float activations, reference precision")
     return ap.parse_args(argv)
 
 
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FrankenError(f"-n must be >= 0, got {args.n_predict}")
     import franken_rt
 
-    model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels)
+    model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
+                            activations=args.activations)
     if args.interactive:
         return interactive(model, args)
     if args.prompt is None:

@@ -1,4 +1,7 @@
 // Scalar reference kernels: the plain definition every SIMD kernel is tested against.
+#include <algorithm>
+#include <cmath>
+
 #include "../kernels.h"
 
 namespace franken {
@@ -108,11 +111,64 @@ void axpy(float a, const float* x, float* y, int n) {
     for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void quantize_act(const float* x, BlockQ8A* out, int n) {
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        float amax = 0.f;
+        for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        int sum = 0;
+        for (int j = 0; j < kQK; ++j) {
+            const int q = static_cast<int>(std::nearbyint(x[j] * id));  // round half to even, as SIMD does
+            out[i].qs[j] = static_cast<int8_t>(q);
+            sum += q;
+        }
+        out[i].d = d;
+        out[i].s = d * static_cast<float>(sum);
+    }
+}
+
+float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        int acc = 0;
+        for (int j = 0; j < kQK; ++j) acc += b[i].qs[j] * a[i].qs[j];
+        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
+    }
+    return s;
+}
+
+float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        int acc = 0;
+        for (int j = 0; j < kQK / 2; ++j)
+            acc += ((b[i].qs[j] & 0x0f) - 8) * a[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * a[i].qs[j + kQK / 2];
+        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
+    }
+    return s;
+}
+
+float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        int acc = 0;
+        for (int j = 0; j < kQK / 2; ++j)
+            acc += (b[i].qs[j] & 0x0f) * a[i].qs[j] + (b[i].qs[j] >> 4) * a[i].qs[j + kQK / 2];
+        // sum((d q + m) x) = d dx sum(q qx) + m sum(x)
+        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc) + fp16_to_f32(b[i].m) * a[i].s;
+    }
+    return s;
+}
+
 const KernelTable kTable = {
     "scalar",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
     axpy,
+    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
 };
 
 }  // namespace

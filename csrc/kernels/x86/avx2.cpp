@@ -171,11 +171,102 @@ void axpy(float a, const float* x, float* y, int n) {
     for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// ---- integer kernels: weights times activations quantized to 8-bit blocks ----
+
+void quantize_act(const float* x, BlockQ8A* out, int n) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.f);
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        __m256 v[4];
+        __m256 amax = _mm256_setzero_ps();
+        for (int k = 0; k < 4; ++k) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float d = _mm_cvtss_f32(m) / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));  // round to nearest even
+        const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_hadd_epi32(s4, s4);
+        s4 = _mm_hadd_epi32(s4, s4);
+        // int32 -> int8 with saturation; packs interleave 128-bit lanes, the permute restores the order
+        const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), p8);
+        out[i].d = d;
+        out[i].s = d * static_cast<float>(_mm_cvtsi128_si32(s4));
+    }
+}
+
+// 32 nibbles (Q4 layout) -> 32 bytes 0..15, elements in order. The 16 bytes are loaded into both lanes and the
+// high lane shifted by 4: no cross-lane shuffle, which would compete with maddubs for port 5.
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+    const __m256i shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
+}
+
+// Sum of products of 32 unsigned bytes u and 32 signed bytes s, as 8 int32 partial sums.
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+// The same for two signed operands: |a| * (b with a's sign).
+inline __m256i dot_s8s8(__m256i a, __m256i b) { return dot_u8s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)); }
+
+inline __m256i load_act(const BlockQ8A& a) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs)); }
+
+// Block scale d_w * d_x, both broadcast from memory (the half through the table).
+inline __m256 scale(const float* f16, uint16_t dw, const BlockQ8A& a) {
+    return _mm256_mul_ps(_mm256_broadcast_ss(&f16[dw]), _mm256_broadcast_ss(&a.d));
+}
+
+// Two accumulators, so consecutive blocks' FMAs do not wait on each other.
+template <class Block, class BlockDot>
+inline float dotq_blocks(const Block* b, const BlockQ8A* a, int nb, BlockDot block_dot) {
+    const float* f16 = fp16_table();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        acc0 = _mm256_fmadd_ps(scale(f16, b[i].d, a[i]), _mm256_cvtepi32_ps(block_dot(b[i], a[i])), acc0);
+        acc1 = _mm256_fmadd_ps(scale(f16, b[i + 1].d, a[i + 1]), _mm256_cvtepi32_ps(block_dot(b[i + 1], a[i + 1])), acc1);
+    }
+    if (i < nb) acc0 = _mm256_fmadd_ps(scale(f16, b[i].d, a[i]), _mm256_cvtepi32_ps(block_dot(b[i], a[i])), acc0);
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
+    return dotq_blocks(static_cast<const BlockQ8_0*>(row), a, n / kQK, [](const BlockQ8_0& b, const BlockQ8A& x) {
+        return dot_s8s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), load_act(x));
+    });
+}
+
+float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
+    return dotq_blocks(static_cast<const BlockQ4_0*>(row), a, n / kQK, [](const BlockQ4_0& b, const BlockQ8A& x) {
+        return dot_s8s8(_mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8)), load_act(x));
+    });
+}
+
+float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+    const float* f16 = fp16_table();
+    float mins = 0.f;  // sum over blocks of m * sum(x)
+    for (int i = 0; i < n / kQK; ++i) mins += f16[b[i].m] * a[i].s;
+    return mins + dotq_blocks(b, a, n / kQK, [](const BlockQ4_1& w, const BlockQ8A& x) {
+        return dot_u8s8(unpack_nibbles(w.qs), load_act(x));
+    });
+}
+
 const KernelTable kTable = {
     "avx2",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
     axpy,
+    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
 };
 
 }  // namespace
