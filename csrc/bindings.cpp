@@ -77,6 +77,21 @@ float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, con
     return k.dotq(t)(row.data(), act.data(), n);
 }
 
+// A quantized matrix (rows x n, stored bytes) times activation rows (n_act x n, float), with one table's gemm.
+py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x) {
+    if (!dtype_known(dtype) || !dtype_quantized(static_cast<DType>(dtype))) throw Error("not a quantized dtype");
+    const DType t = static_cast<DType>(dtype);
+    if (w.ndim() != 2 || x.ndim() != 2) throw Error("need 2-D weights and activations");
+    const int n = static_cast<int>(x.shape(1)), n_act = static_cast<int>(x.shape(0)), rows = static_cast<int>(w.shape(0));
+    if (n % kQK || w.shape(1) != static_cast<py::ssize_t>(row_bytes(t, n))) throw Error("row size does not match");
+    const KernelTable& k = kernels_by_name(table);
+    std::vector<BlockQ8A> act(static_cast<size_t>(n_act) * (n / kQK));
+    for (int r = 0; r < n_act; ++r) k.quantize_act(x.data() + static_cast<size_t>(r) * n, &act[r * (n / kQK)], n);
+    py::array_t<float> out({n_act, rows});
+    k.gemmq(t)(w.data(), rows, row_bytes(t, n), act.data(), n_act, n, out.mutable_data(), rows);
+    return out;
+}
+
 // Activations quantized by one table, as (scales, sums, int8 values).
 py::tuple kernel_quantize_act(const std::string& table, const FloatArray& x) {
     const int n = static_cast<int>(x.size());
@@ -180,6 +195,7 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("physical_cores", &physical_cores);
     mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
     mod.def("kernel_dotq", &kernel_dotq, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
+    mod.def("kernel_gemmq", &kernel_gemmq, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"));
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
     mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
 }

@@ -128,6 +128,15 @@ class Model:
         self._cached = ids.tolist()
         return out
 
+    def nll(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Negative log-likelihood (nats) of each token after the first, in a fresh context: len - 1 values."""
+        ids = self._check_ids(token_ids)
+        self._core.truncate(0)
+        self._cached = []
+        out = self._core.score(ids)
+        self._cached = ids.tolist()
+        return out
+
     def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
         ids = np.asarray(token_ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:

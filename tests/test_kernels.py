@@ -81,3 +81,17 @@ def test_integer_dot_matches_reference(path: str, dtype: DType, n: int) -> None:
     assert abs(_core.kernel_dotq("scalar", int(dtype), raw, x) - got) <= 1e-5 * np.sqrt(n) * (1 + abs(exact))
     # and the quantized activations cost little against the float dot product
     assert abs(got - float(decode(raw, dtype, n) @ x)) <= 0.02 * np.sqrt(n)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", QUANT_TYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize(("rows", "n_act", "n"), [(5, 1, 64), (7, 6, 96), (33, 13, 576)])
+def test_matrix_matrix_matches_dots(path: str, dtype: DType, rows: int, n_act: int, n: int) -> None:
+    rng = np.random.default_rng(rows * n_act)
+    w = rng.standard_normal((rows, n)).astype(np.float32)
+    x = rng.standard_normal((n_act, n)).astype(np.float32)
+    raw = np.ascontiguousarray(encode(w, dtype))
+    got = _core.kernel_gemmq(path, int(dtype), raw, x)
+    dots = np.array([[_core.kernel_dotq("scalar", int(dtype), raw[i], x[t]) for i in range(rows)]
+                     for t in range(n_act)])
+    np.testing.assert_allclose(got, dots, rtol=1e-5, atol=1e-4)

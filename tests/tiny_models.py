@@ -11,9 +11,9 @@ import numpy as np
 
 
 def corpus_text(n_chars: int = 200_000) -> str:
-    from pydoc_data.topics import topics
+    from franken_rt.eval.corpus import pydoc_text
 
-    return "\n\n".join(topics[k] for k in sorted(topics))[:n_chars]
+    return pydoc_text()[:n_chars]
 
 
 def train_sentencepiece(folder: Path, vocab_size: int = 400) -> Path:

@@ -1,5 +1,9 @@
 // Chooses the kernel table once per process from the CPU's features (or FRANKEN_KERNELS).
 #include <cstdlib>
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include "../runtime/error.h"
 #include "kernels.h"
@@ -14,6 +18,7 @@ const KernelTable* avx512_kernels() { return nullptr; }
 #endif
 #if !defined(__aarch64__)
 const KernelTable* neon_kernels() { return nullptr; }
+const KernelTable* neon_dotprod_kernels() { return nullptr; }
 #endif
 
 namespace {
@@ -29,6 +34,9 @@ bool cpu_runs(const std::string& name) {
 #endif
 #if defined(__aarch64__)
     if (name == "neon") return true;  // Advanced SIMD is mandatory on AArch64
+#if defined(__linux__)
+    if (name == "neon_dotprod") return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#endif
 #endif
     return name == "scalar";
 }
@@ -38,6 +46,7 @@ const KernelTable* table_named(const std::string& name) {
     if (name == "avx2") return avx2_kernels();
     if (name == "avx512") return avx512_kernels();
     if (name == "neon") return neon_kernels();
+    if (name == "neon_dotprod") return neon_dotprod_kernels();
     return nullptr;
 }
 
@@ -78,6 +87,15 @@ DotQFn KernelTable::dotq(DType t) const {
     }
 }
 
+GemmQFn KernelTable::gemmq(DType t) const {
+    switch (t) {
+        case DType::Q8_0: return gemmq_q8_0;
+        case DType::Q4_0: return gemmq_q4_0;
+        case DType::Q4_1: return gemmq_q4_1;
+        default: return nullptr;
+    }
+}
+
 void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
     switch (t) {
         case DType::F32: {
@@ -95,7 +113,7 @@ void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
 
 std::vector<std::string> available_kernels() {
     std::vector<std::string> out;
-    for (const char* name : {"avx512", "avx2", "neon", "scalar"})
+    for (const char* name : {"avx512", "avx2", "neon_dotprod", "neon", "scalar"})
         if (table_named(name) && cpu_runs(name)) out.emplace_back(name);
     return out;
 }

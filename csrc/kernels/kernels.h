@@ -15,6 +15,11 @@ using DotFn = float (*)(const void* row, const float* x, int n);
 using ToF32Fn = void (*)(const void* row, float* out, int n);
 // dot_q(row, act, n): one quantized row times activations quantized to 8-bit blocks (integer products).
 using DotQFn = float (*)(const void* row, const BlockQ8A* act, int n);
+// gemm_q(rows, n_rows, row_stride, act, n_act, n, out, ldo): out[t * ldo + i] = dot_q(row i, act row t) for
+// n_rows weight rows and n_act activation rows of n elements: the prompt's matrix-matrix product, which decodes
+// each weight row once for all activation rows.
+using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
+                         float* out, size_t ldo);
 
 struct KernelTable {
     const char* name;
@@ -25,17 +30,28 @@ struct KernelTable {
     // Activations to 8-bit blocks (n a multiple of 32), and quantized weight rows times them.
     void (*quantize_act)(const float* x, BlockQ8A* out, int n);
     DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1;
+    GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1;
 
     DotFn dot(DType t) const;
     DotQFn dotq(DType t) const;  // null for float types
+    GemmQFn gemmq(DType t) const;
     void to_f32(DType t, const void* row, float* out, int n) const;
 };
+
+// The matrix-matrix product as a loop over dot products: the scalar definition, and the fallback of any table.
+template <DotQFn dot>
+void gemm_by_dots(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
+                  float* out, size_t ldo) {
+    for (int i = 0; i < n_rows; ++i)
+        for (int t = 0; t < n_act; ++t) out[t * ldo + i] = dot(rows + i * row_stride, act + static_cast<size_t>(t) * (n / kQK), n);
+}
 
 // Tables each architecture file provides (null when not compiled for this target).
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();
 const KernelTable* avx512_kernels();
 const KernelTable* neon_kernels();
+const KernelTable* neon_dotprod_kernels();
 
 // The table chosen for this process (decided once, at first use).
 const KernelTable& kernels();

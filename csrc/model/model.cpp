@@ -184,12 +184,16 @@ Model::Act Model::activations(const float* x, int n_rows, int cols, std::initial
 void Model::matmul(const Matrix& w, const Act& x, float* out) {
     const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
-    if (dotq) {  // integer products; each weight row is read once and stays in L1 for all tokens
-        const int blocks = cols / kQK;
+    if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
         pool_.parallel_for(rows, [&](int begin, int end, int) {
-            for (int i = begin; i < end; ++i)
-                for (int r = 0; r < n_rows; ++r)
-                    out[static_cast<size_t>(r) * rows + i] = dotq(w.row(i), x.q + static_cast<size_t>(r) * blocks, cols);
+            for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
+        });
+        return;
+    }
+    if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
+        const GemmQFn gemm = kern_->gemmq(w.dtype);
+        pool_.parallel_for(rows, [&](int begin, int end, int) {
+            gemm(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);
         });
         return;
     }

@@ -7,6 +7,7 @@ folder that is renamed over the output only once complete.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -95,9 +96,11 @@ def write_gguf(
     dtype: Callable[[TensorInfo], DType] | DType = DType.F32,
     force: bool = False,
     extra_metadata: dict[str, Any] | None = None,
+    rounding: str = "rtn",
+    progress: bool = False,
 ) -> None:
     """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
-    Norm gains (1-D) stay F32, as llama.cpp expects."""
+    Norm gains (1-D) stay F32, as llama.cpp expects. `rounding`: "rtn" or "search" for 4-bit types."""
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
     plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
@@ -118,12 +121,18 @@ def write_gguf(
         w.write_ti_data_to_file()
         if freqs is not None:
             w.write_tensor_data(freqs)
-        for name, t, d in plan:  # one tensor in memory at a time
-            w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d))
+        from tqdm import tqdm
+
+        total = sum(t.nbytes for _, t, _ in plan)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
+                  file=sys.stderr) as bar:
+            for name, t, d in plan:  # one tensor in memory at a time
+                w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d, rounding))
+                bar.update(t.nbytes)
         w.close()
 
 
-def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
+def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rounding: str) -> np.ndarray:
     """The bytes of one tensor as stored in the output: as it is, or decoded, permuted and re-encoded."""
     permute = not ckpt.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight"))
     if t.dtype == d and not permute:
@@ -131,7 +140,7 @@ def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np
     arr = float_array(t)
     if permute:
         arr = permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
-    return encode(arr, d)
+    return encode(arr, d, rounding)
 
 
 def file_type(dtypes: Iterable[DType]) -> int:

@@ -1,5 +1,8 @@
-"""Numpy reference codecs of the block formats (the byte layouts are ggml's, defined in csrc/kernels/formats.h
-for the core). Decoding uses the `gguf` package's reference implementation."""
+"""Numpy codecs of the block formats (byte layouts are ggml's; csrc/kernels/formats.h defines them for the core).
+
+Decoding and round-to-nearest encoding use the `gguf` package's reference implementation. `search` encodes into
+the same standard blocks with error-minimizing scales (and minimums), so files stay readable by llama.cpp.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ import gguf
 import numpy as np
 
 from franken_rt.checkpoint.types import DType
+
+QK = 32
+ROUNDINGS = ("rtn", "search")
+_CHUNK_BLOCKS = 1 << 16  # blocks optimized at once: bounds the search's temporaries to a few tens of MB
 
 
 def dequantize(raw: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
@@ -20,11 +27,93 @@ def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     return np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(dtype))))
 
 
-def encode(x: np.ndarray, dtype: DType) -> np.ndarray:
+def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn") -> np.ndarray:
     """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == DType.F32:
         return x.view(np.uint8)
     if dtype == DType.F16:
         return x.astype("<f2").view(np.uint8)
+    if rounding == "search" and dtype in (DType.Q4_0, DType.Q4_1):
+        rows = x.reshape(-1, x.shape[-1])
+        blocks = rows.reshape(-1, QK)
+        out = [(_q4_0_search if dtype == DType.Q4_0 else _q4_1_search)(blocks[i:i + _CHUNK_BLOCKS])
+               for i in range(0, len(blocks), _CHUNK_BLOCKS)]
+        return np.concatenate(out).reshape(*x.shape[:-1], -1)
     return quantize(x, dtype)
+
+
+def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """(blocks, 32) values 0..15 -> (blocks, 16) bytes: element j in the low nibble of byte j, j+16 in the high."""
+    q = q.astype(np.uint8)
+    return q[:, :16] | (q[:, 16:] << 4)
+
+
+def _f16_bytes(v: np.ndarray) -> np.ndarray:
+    return v.astype("<f2").reshape(-1, 1).view(np.uint8)
+
+
+def _q4_0_search(x: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (value = d * (q - 8), q in 0..15) with the scale that minimizes the squared error.
+
+    Candidates: the extreme value mapped to each level near the ends of [-8, 7], then each refitted by least
+    squares for its rounding; the best (after the scale is rounded to f16) wins.
+    """
+    idx = np.abs(x).argmax(axis=1)
+    extreme = x[np.arange(len(x)), idx][:, None]  # signed value of largest magnitude
+    best_err = np.full(len(x), np.inf, dtype=np.float32)
+    best_d = np.zeros(len(x), dtype=np.float32)
+    for level in (-8.5, -8.0, -7.5, -7.0, 7.0, 7.5):
+        d = extreme[:, 0] / level
+        for refit in (False, True):
+            q = _q4_0_levels(x, d)
+            if refit:  # least-squares scale for this rounding
+                num, den = (x * q).sum(axis=1), (q * q).sum(axis=1)
+                d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
+                q = _q4_0_levels(x, d)
+            d16 = d.astype(np.float16).astype(np.float32)
+            err = ((x - d16[:, None] * _q4_0_levels(x, d16)) ** 2).sum(axis=1)
+            better = err < best_err
+            best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
+    q = _q4_0_levels(x, best_d) + 8
+    return np.concatenate([_f16_bytes(best_d), _pack_nibbles(q)], axis=1)
+
+
+def _q4_0_levels(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d[:, None] != 0, np.rint(x / d[:, None]), 0)
+    return np.clip(q, -8, 7)
+
+
+def _q4_1_search(x: np.ndarray) -> np.ndarray:
+    """Q4_1 blocks (value = d * q + m, q in 0..15) minimizing the squared error: from several starting ranges,
+    alternate rounding and a least-squares fit of (d, m)."""
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    best_err = np.full(len(x), np.inf, dtype=np.float32)
+    best_d, best_m = np.zeros_like(lo), lo.copy()
+    for shrink in (1.0, 0.95, 0.9, 0.85):
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 * shrink
+        m, d = mid - half, 2 * half / 15
+        for _ in range(4):
+            q = _q4_1_levels(x, d, m)
+            # normal equations of min sum (x - d q - m)^2 over (d, m)
+            n, sq, sqq = QK, q.sum(axis=1), (q * q).sum(axis=1)
+            sx, sxq = x.sum(axis=1), (x * q).sum(axis=1)
+            det = n * sqq - sq * sq
+            ok = det > 0
+            d = np.where(ok, (n * sxq - sq * sx) / np.where(ok, det, 1), d)
+            m = np.where(ok, (sx - d * sq) / n, m)
+        d16 = d.astype(np.float16).astype(np.float32)
+        m16 = m.astype(np.float16).astype(np.float32)
+        err = ((x - d16[:, None] * _q4_1_levels(x, d16, m16) - m16[:, None]) ** 2).sum(axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_d, best_m = np.where(better, d16, best_d), np.where(better, m16, best_m)
+    q = _q4_1_levels(x, best_d, best_m)
+    return np.concatenate([_f16_bytes(best_d), _f16_bytes(best_m), _pack_nibbles(q)], axis=1)
+
+
+def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d[:, None] > 0, np.rint((x - m[:, None]) / d[:, None]), 0)
+    return np.clip(q, 0, 15)

@@ -169,6 +169,7 @@ const KernelTable kTable = {
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
+    gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>,
 };
 
 }  // namespace

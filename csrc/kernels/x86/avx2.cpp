@@ -2,6 +2,8 @@
 // after checking the CPU has them, so one build runs on any x86-64.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "../kernels.h"
 
 namespace franken {
@@ -261,12 +263,105 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     });
 }
 
+// ---- matrix-matrix: each weight row decoded once to bytes (0..15 or -128..127) and float scales, then
+// multiplied with four activation rows at a time, sharing every weight load. ----
+
+constexpr int kMaxBlocks = 1024;  // rows up to 32768 elements; longer rows fall back to dot products
+
+// A weight row decoded for reuse: unsigned (Q4) or signed (Q8) bytes, the scale d and the per-block offset term
+// m (the value is d*q + m; Q4_0's -8 offset becomes m = -8d, so all 4-bit kinds run unsigned x signed).
+struct DecodedRow {
+    alignas(32) uint8_t q[kMaxBlocks * kQK];
+    float d[kMaxBlocks];
+    float m[kMaxBlocks];
+};
+
+template <bool kSigned>
+inline void gemm_row(const DecodedRow& w, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    int t = 0;
+    for (; t + 4 <= n_act; t += 4) {
+        const BlockQ8A* a[4] = {act + (t + 0) * nb, act + (t + 1) * nb, act + (t + 2) * nb, act + (t + 3) * nb};
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        float mins[4] = {0, 0, 0, 0};
+        for (int b = 0; b < nb; ++b) {
+            const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(w.q + b * kQK));
+            const __m256i wabs = kSigned ? _mm256_sign_epi8(wq, wq) : wq;
+            const __m256 dw = _mm256_broadcast_ss(&w.d[b]);
+            for (int k = 0; k < 4; ++k) {
+                const __m256i x = load_act(a[k][b]);
+                const __m256i p = dot_u8s8(wabs, kSigned ? _mm256_sign_epi8(x, wq) : x);
+                acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a[k][b].d)), _mm256_cvtepi32_ps(p), acc[k]);
+                if (!kSigned) mins[k] += w.m[b] * a[k][b].s;
+            }
+        }
+        for (int k = 0; k < 4; ++k) out[(t + k) * ldo] = hsum(acc[k]) + mins[k];
+    }
+    for (; t < n_act; ++t) {
+        const BlockQ8A* a = act + t * nb;
+        __m256 acc = _mm256_setzero_ps();
+        float mins = 0;
+        for (int b = 0; b < nb; ++b) {
+            const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(w.q + b * kQK));
+            const __m256i x = load_act(a[b]);
+            const __m256i p = kSigned ? dot_s8s8(wq, x) : dot_u8s8(wq, x);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d[b] * a[b].d), _mm256_cvtepi32_ps(p), acc);
+            if (!kSigned) mins += w.m[b] * a[b].s;
+        }
+        out[t * ldo] = hsum(acc) + mins;
+    }
+}
+
+template <class Block, bool kSigned, class Decode, DotQFn kDot>
+void gemm_decoded(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
+                  float* out, size_t ldo, Decode decode) {
+    const int nb = n / kQK;
+    if (nb > kMaxBlocks) return gemm_by_dots<kDot>(rows, n_rows, row_stride, act, n_act, n, out, ldo);
+    DecodedRow w;
+    const float* f16 = fp16_table();
+    for (int i = 0; i < n_rows; ++i) {
+        const Block* blocks = reinterpret_cast<const Block*>(rows + i * row_stride);
+        for (int b = 0; b < nb; ++b) decode(blocks[b], f16, w.q + b * kQK, w.d[b], w.m[b]);
+        gemm_row<kSigned>(w, nb, act, n_act, out + i, ldo);
+    }
+}
+
+void gemmq_q8_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+                size_t ldo) {
+    auto decode = [](const BlockQ8_0& b, const float* f16, uint8_t* q, float& d, float& m) {
+        std::memcpy(q, b.qs, kQK);
+        d = f16[b.d];
+        m = 0.f;
+    };
+    gemm_decoded<BlockQ8_0, true, decltype(decode), dotq_q8_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
+void gemmq_q4_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+                size_t ldo) {
+    auto decode = [](const BlockQ4_0& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), unpack_nibbles(b.qs));
+        d = f16[b.d];
+        m = -8.f * d;
+    };
+    gemm_decoded<BlockQ4_0, false, decltype(decode), dotq_q4_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
+void gemmq_q4_1(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+                size_t ldo) {
+    auto decode = [](const BlockQ4_1& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), unpack_nibbles(b.qs));
+        d = f16[b.d];
+        m = f16[b.m];
+    };
+    gemm_decoded<BlockQ4_1, false, decltype(decode), dotq_q4_1>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
 const KernelTable kTable = {
     "avx2",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
+    gemmq_q8_0, gemmq_q4_0, gemmq_q4_1,
 };
 
 }  // namespace

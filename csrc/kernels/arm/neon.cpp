@@ -1,0 +1,136 @@
+// AArch64 Advanced SIMD kernels, built twice: plain (int8 products by widening multiplies) and with the
+// dot-product extension (FRANKEN_DOTPROD: SDOT, four int8 products summed per lane in one instruction).
+// Entries without an ARM-specific version come from the scalar table.
+#include <arm_neon.h>
+
+#include "../kernels.h"
+
+namespace franken {
+namespace {
+
+float dot_f32(const void* row, const float* x, int n) {
+    const float* w = static_cast<const float*>(row);
+    float32x4_t a0 = vdupq_n_f32(0.f), a1 = vdupq_n_f32(0.f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 = vfmaq_f32(a0, vld1q_f32(w + i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, vld1q_f32(w + i + 4), vld1q_f32(x + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(a0, a1));
+    for (; i < n; ++i) s += w[i] * x[i];
+    return s;
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+    const float32x4_t av = vdupq_n_f32(a);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), av, vld1q_f32(x + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void quantize_act(const float* x, BlockQ8A* out, int n) {
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        float32x4_t v[8];
+        float32x4_t amax = vdupq_n_f32(0.f);
+        for (int k = 0; k < 8; ++k) {
+            v[k] = vld1q_f32(x + 4 * k);
+            amax = vmaxq_f32(amax, vabsq_f32(v[k]));
+        }
+        const float d = vmaxvq_f32(amax) / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k += 2) {
+            const int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[k], id));  // round to nearest, ties to even
+            const int32x4_t q1 = vcvtnq_s32_f32(vmulq_n_f32(v[k + 1], id));
+            sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+            const int16x8_t q16 = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));
+            vst1_s8(out[i].qs + 4 * k, vqmovn_s16(q16));
+        }
+        out[i].d = d;
+        out[i].s = d * static_cast<float>(vaddvq_s32(sum));
+    }
+}
+
+// Sum of the products of 16 + 16 int8 pairs, accumulated into four int32 lanes.
+inline int32x4_t dot_s8(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(FRANKEN_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    const int16x8_t hi = vmull_s8(vget_high_s8(a), vget_high_s8(b));
+    return vpadalq_s16(vpadalq_s16(acc, lo), hi);
+#endif
+}
+
+// One block's integer sum: the 32 weights as two int8x16 halves (elements 0..15, 16..31) times activations.
+inline float block_sum(int8x16_t w0, int8x16_t w1, const BlockQ8A& a) {
+    int32x4_t acc = dot_s8(vdupq_n_s32(0), w0, vld1q_s8(a.qs));
+    acc = dot_s8(acc, w1, vld1q_s8(a.qs + 16));
+    return static_cast<float>(vaddvq_s32(acc));
+}
+
+float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i)
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(vld1q_s8(b[i].qs), vld1q_s8(b[i].qs + 16), a[i]);
+    return s;
+}
+
+float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+    const uint8x16_t mask = vdupq_n_u8(0x0f);
+    const int8x16_t eight = vdupq_n_s8(8);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const uint8x16_t raw = vld1q_u8(b[i].qs);
+        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, mask)), eight);
+        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), eight);
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(lo, hi, a[i]);
+    }
+    return s;
+}
+
+float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+    const uint8x16_t mask = vdupq_n_u8(0x0f);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const uint8x16_t raw = vld1q_u8(b[i].qs);
+        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, mask));  // 0..15 fits int8
+        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(lo, hi, a[i]) + fp16_to_f32(b[i].m) * a[i].s;
+    }
+    return s;
+}
+
+KernelTable make_table() {
+    KernelTable t = *scalar_kernels();
+#if defined(FRANKEN_DOTPROD)
+    t.name = "neon_dotprod";
+#else
+    t.name = "neon";
+#endif
+    t.dot_f32 = dot_f32;
+    t.axpy = axpy;
+    t.quantize_act = quantize_act;
+    t.dotq_q8_0 = dotq_q8_0;
+    t.dotq_q4_0 = dotq_q4_0;
+    t.dotq_q4_1 = dotq_q4_1;
+    t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
+    t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
+    t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
+    return t;
+}
+
+}  // namespace
+
+#if defined(FRANKEN_DOTPROD)
+const KernelTable* neon_dotprod_kernels() {
+#else
+const KernelTable* neon_kernels() {
+#endif
+    static const KernelTable table = make_table();
+    return &table;
+}
+
+}  // namespace franken

@@ -1,0 +1,1 @@
+"""Measuring models: perplexity (and, later, multiple choice and the cost model)."""

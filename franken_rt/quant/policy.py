@@ -1,0 +1,55 @@
+"""Per-tensor storage types: what `franken-convert --quant` means for each tensor, and user overrides."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType, TensorInfo
+from franken_rt.errors import FrankenError
+
+QUANT_NAMES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0,
+               "q4_1": DType.Q4_1}
+_FOUR_BIT = (DType.Q4_0, DType.Q4_1)
+
+
+def parse_dtype(name: str) -> DType:
+    try:
+        return QUANT_NAMES[name.lower()]
+    except KeyError:
+        raise FrankenError(f"unknown type {name!r} (choose from {', '.join(QUANT_NAMES)})") from None
+
+
+@dataclass
+class QuantPolicy:
+    """`base` for 2-D weights; norms stay F32. With a 4-bit base, the embedding/output matrix is kept at Q8_0,
+    as llama.cpp's mixes keep it above 4 bits: it is read by every token and errors there reach every logit.
+    `overrides`: (regex, type) pairs matched against tensor names before any default, first match wins."""
+
+    base: DType
+    overrides: list[tuple[re.Pattern[str], DType]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, quant: str, overrides: list[str] = ()) -> QuantPolicy:  # type: ignore[assignment]
+        pairs = []
+        for item in overrides:
+            pattern, sep, type_name = item.rpartition("=")
+            if not sep or not pattern:
+                raise FrankenError(f"--tensor-type wants PATTERN=TYPE, got {item!r}")
+            try:
+                pairs.append((re.compile(pattern), parse_dtype(type_name)))
+            except re.error as e:
+                raise FrankenError(f"--tensor-type: bad pattern {pattern!r} ({e})") from None
+        return cls(parse_dtype(quant), pairs)
+
+    def __call__(self, t: TensorInfo) -> DType:
+        if len(t.shape) != 2:
+            return DType.F32
+        chosen = next((d for rx, d in self.overrides if rx.search(t.name)), None)
+        if chosen is None:
+            chosen = self.base
+            if self.base in _FOUR_BIT and t.name in ("token_embd.weight", "output.weight"):
+                chosen = DType.Q8_0
+        if t.shape[-1] % BLOCK_LAYOUT[chosen][0]:
+            return DType.F16  # rows that are not whole blocks cannot be quantized
+        return chosen

@@ -1,0 +1,102 @@
+// Every kernel table this CPU runs, against the scalar table, on random data and odd sizes. A standalone program
+// so the same check runs natively and, cross-compiled, under qemu (tests/test_cross.py).
+// Prints one line per table and a closing "N passed, N failed"; exits non-zero on any failure.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+using namespace franken;
+
+namespace {
+
+std::mt19937 rng(12345);
+
+float randn() { return std::normal_distribution<float>(0.f, 1.f)(rng); }
+uint16_t f16_of(float f) {  // simple truncating encoder: any half value is a valid test input
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    const int e = static_cast<int>((b >> 23) & 0xff) - 127 + 15;
+    if (e <= 0) return static_cast<uint16_t>((b >> 16) & 0x8000);
+    return static_cast<uint16_t>(((b >> 16) & 0x8000) | (std::min(e, 30) << 10) | ((b >> 13) & 0x3ff));
+}
+
+std::vector<uint8_t> random_row(DType t, int n) {
+    std::vector<uint8_t> row(row_bytes(t, n));
+    for (auto& byte : row) byte = static_cast<uint8_t>(rng());
+    const int bb = dtype_block_bytes(t);
+    for (size_t off = 0; off < row.size(); off += bb) {  // sane scales (random bits could be NaN/inf)
+        if (t == DType::F32) {
+            const float v = randn();
+            std::memcpy(&row[off], &v, 4);
+        } else if (t == DType::F16 || t == DType::BF16) {
+            const float v = randn();
+            uint32_t b;
+            std::memcpy(&b, &v, 4);
+            const uint16_t h = t == DType::F16 ? f16_of(v) : static_cast<uint16_t>(b >> 16);
+            std::memcpy(&row[off], &h, 2);
+        } else {
+            const uint16_t d = f16_of(0.01f + 0.05f * std::fabs(randn())), m = f16_of(-0.3f * std::fabs(randn()));
+            std::memcpy(&row[off], &d, 2);
+            if (t == DType::Q4_1) std::memcpy(&row[off + 2], &m, 2);
+        }
+    }
+    return row;
+}
+
+bool close(double a, double b, double scale) { return std::fabs(a - b) <= 1e-4 * (1 + scale); }
+
+}  // namespace
+
+int main() {
+    int passed = 0, failed = 0;
+    const KernelTable& ref = *scalar_kernels();
+    auto check = [&](bool ok, const std::string& what) {
+        ok ? ++passed : ++failed;
+        if (!ok) std::printf("FAIL %s\n", what.c_str());
+    };
+    for (const std::string& name : available_kernels()) {
+        const KernelTable& k = kernels_by_name(name);
+        for (int n : {32, 64, 96, 576, 1536, 4128}) {
+            std::vector<float> x(n);
+            for (auto& v : x) v = randn();
+            std::vector<BlockQ8A> qa(n / kQK), qr(n / kQK);
+            k.quantize_act(x.data(), qa.data(), n);
+            ref.quantize_act(x.data(), qr.data(), n);
+            check(std::memcmp(qa.data(), qr.data(), qa.size() * sizeof(BlockQ8A)) == 0, name + " quantize_act n=" + std::to_string(n));
+            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+                const int len = dtype_block_elems(t) == 1 && n > 64 ? n - 7 : n;  // float rows: odd lengths too
+                const auto row = random_row(t, len);
+                std::vector<float> a(len), b(len);
+                k.to_f32(t, row.data(), a.data(), len);
+                ref.to_f32(t, row.data(), b.data(), len);
+                double mag = 0;
+                for (int i = 0; i < len; ++i) mag += std::fabs(b[i] * x[i]);
+                check(a == b, name + " to_f32 " + dtype_name(t) + " n=" + std::to_string(len));
+                check(close(k.dot(t)(row.data(), x.data(), len), ref.dot(t)(row.data(), x.data(), len), mag),
+                      name + " dot " + dtype_name(t) + " n=" + std::to_string(len));
+                if (!dtype_quantized(t)) continue;
+                check(close(k.dotq(t)(row.data(), qr.data(), n), ref.dotq(t)(row.data(), qr.data(), n), mag),
+                      name + " dotq " + dtype_name(t) + " n=" + std::to_string(n));
+                // matrix-matrix: 3 rows (this one three times) x 5 activation rows
+                std::vector<uint8_t> rows;
+                for (int r = 0; r < 3; ++r) rows.insert(rows.end(), row.begin(), row.end());
+                std::vector<BlockQ8A> acts;
+                for (int r = 0; r < 5; ++r) acts.insert(acts.end(), qr.begin(), qr.end());
+                std::vector<float> g(15), h(15);
+                k.gemmq(t)(rows.data(), 3, row.size(), acts.data(), 5, n, g.data(), 3);
+                ref.gemmq(t)(rows.data(), 3, row.size(), acts.data(), 5, n, h.data(), 3);
+                bool ok = true;
+                for (int i = 0; i < 15; ++i) ok &= close(g[i], h[i], mag);
+                check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
+            }
+        }
+        std::printf("%s: checked against scalar\n", name.c_str());
+    }
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

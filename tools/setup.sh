@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up this checkout: a venv (.venv) with franken-rt installed and the demo model in the cache.
+#   tools/setup.sh          to run models
+#   tools/setup.sh --test   also the test tools: torch (CPU) + transformers, cross compilers and qemu-user for the
+#                           ARM/RISC-V kernel tests, llama.cpp's Python bindings for the interop tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+test_mode=false
+[ "${1:-}" = "--test" ] && test_mode=true
+
+if $test_mode; then
+  need=()
+  for tool in aarch64-linux-gnu-g++ riscv64-linux-gnu-g++ qemu-aarch64 qemu-riscv64; do
+    command -v "$tool" >/dev/null || need+=("$tool")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user >/dev/null
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if $test_mode; then
+  .venv/bin/pip install -q ".[test]"
+else
+  .venv/bin/pip install -q .
+fi
+.venv/bin/python tools/fetch_model.py >/dev/null
