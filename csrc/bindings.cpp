@@ -92,6 +92,32 @@ py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteA
     return out;
 }
 
+// A quantized matrix times one float vector, single-threaded, as a decode step does it (activations quantized
+// once, one integer dot product per row): the benchmarks' matrix-vector product.
+py::array_t<float> kernel_matvec(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x) {
+    if (!dtype_known(dtype)) throw Error("unknown dtype");
+    const DType t = static_cast<DType>(dtype);
+    const int n = static_cast<int>(x.size()), rows = w.ndim() == 2 ? static_cast<int>(w.shape(0)) : 0;
+    if (w.ndim() != 2 || n % dtype_block_elems(t) || w.shape(1) != static_cast<py::ssize_t>(row_bytes(t, n)))
+        throw Error("matrix shape does not match the type and vector length");
+    const KernelTable& k = kernels_by_name(table);
+    py::array_t<float> out(rows);
+    float* o = out.mutable_data();
+    const uint8_t* base = w.data();
+    const size_t stride = row_bytes(t, n);
+    py::gil_scoped_release release;
+    if (dtype_quantized(t)) {
+        std::vector<BlockQ8A> act(n / kQK);
+        k.quantize_act(x.data(), act.data(), n);
+        const DotQFn dot = k.dotq(t);
+        for (int i = 0; i < rows; ++i) o[i] = dot(base + i * stride, act.data(), n);
+    } else {
+        const DotFn dot = k.dot(t);
+        for (int i = 0; i < rows; ++i) o[i] = dot(base + i * stride, x.data(), n);
+    }
+    return out;
+}
+
 // Activations quantized by one table, as (scales, sums, int8 values).
 py::tuple kernel_quantize_act(const std::string& table, const FloatArray& x) {
     const int n = static_cast<int>(x.size());
@@ -195,6 +221,7 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("physical_cores", &physical_cores);
     mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
     mod.def("kernel_dotq", &kernel_dotq, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
+    mod.def("kernel_matvec", &kernel_matvec, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"));
     mod.def("kernel_gemmq", &kernel_gemmq, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"));
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
     mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));

@@ -29,13 +29,12 @@ def bin_dir(version: str = DEFAULT_VERSION) -> Path:
     return cache_dir() / f"llama.cpp-{version}" / "build" / "bin"
 
 
-def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
-    out = bin_dir(version)
-    if all((out / t).is_file() for t in TARGETS):
-        return out
+def source_dir(version: str = DEFAULT_VERSION) -> Path:
+    """llama.cpp's source tree, from the sdist (downloaded and unpacked once)."""
     root = cache_dir() / f"llama.cpp-{version}"
     src = root / "src"
     if not (src / "CMakeLists.txt").is_file():
+        cache_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
                             "llama-cpp-python", "--dest", tmp, f"llama-cpp-python=={version}"], check=True)
@@ -45,7 +44,15 @@ def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
             vendored = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
             root.mkdir(parents=True, exist_ok=True)
             vendored.rename(src)
-    build_dir = root / "build"
+    return src
+
+
+def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
+    out = bin_dir(version)
+    if all((out / t).is_file() for t in TARGETS):
+        return out
+    src = source_dir(version)
+    build_dir = src.parent / "build"
     subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
                     "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
                     "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)

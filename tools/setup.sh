@@ -23,6 +23,17 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 if $test_mode; then
   .venv/bin/pip install -q ".[test]"
+  # llama.cpp's Python bindings (interop tests) compile for ~10 minutes: build the wheel once, keep it in the cache
+  if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    wheels="${FRANKEN_CACHE:-$HOME/.cache/franken-rt}/wheels"
+    mkdir -p "$wheels"
+    if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+      CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF" \
+        .venv/bin/pip wheel -q --no-deps "llama-cpp-python==0.3.36" -w "$wheels"
+    fi
+    .venv/bin/pip install -q --no-deps "$wheels"/llama_cpp_python-0.3.36-*.whl
+    .venv/bin/pip install -q diskcache  # its one runtime dependency beyond numpy, jinja2, typing-extensions
+  fi
 else
   .venv/bin/pip install -q .
 fi

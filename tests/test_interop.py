@@ -1,0 +1,57 @@
+"""Interop with llama.cpp both ways: files franken-convert writes run in llama.cpp (llama-cpp-python) with the same
+perplexity; files llama.cpp's own tools write run in franken-rt with the same numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import make_tiny_llama, reference_logits, reference_model
+
+import franken_rt
+from franken_rt.eval.corpus import pydoc_text
+from franken_rt.eval.llamacpp import llamacpp_perplexity
+from franken_rt.eval.perplexity import perplexity
+
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+
+@pytest.fixture(scope="module")
+def float_demo(smollm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model dequantized: the float original every format is made from."""
+    out = tmp_path_factory.mktemp("float") / "smollm2-f32.gguf"
+    subprocess.run([BIN / "franken-convert", smollm_gguf, "-o", out, "--quant", "f32", "-q"], check=True)
+    return out
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0"])
+def test_our_files_run_in_llamacpp_with_same_perplexity(float_demo: Path, tmp_path: Path, quant: str) -> None:
+    out = tmp_path / f"smollm2-{quant}.gguf"
+    subprocess.run([BIN / "franken-convert", float_demo, "-o", out, "--quant", quant, "-q"], check=True)
+    text = pydoc_text()[:60000]
+    ours = perplexity(franken_rt.load(out, threads=2), text, ctx=512, max_windows=4)
+    ids = franken_rt.load(out, threads=1).tokenize(text)
+    theirs = llamacpp_perplexity(out, ids, ctx=512, max_windows=4)
+    assert ours.tokens == theirs.tokens == 4 * 511
+    assert abs(ours.ppl / theirs.ppl - 1) <= 0.01, (ours.ppl, theirs.ppl)
+
+
+def test_llamacpp_files_run_in_ours(smollm_gguf: Path, tmp_path: Path, spm_model: Path) -> None:
+    """The demo GGUF itself was written by llama.cpp's converter (see test_smollm2); here its converter script,
+    from the llama.cpp sources, turns a tiny Hugging Face model into GGUF, and we match transformers on it."""
+    from llamacpp import source_dir
+
+    folder = make_tiny_llama(tmp_path / "tiny", spm_model, "gqa_tied")
+    out = tmp_path / "tiny-by-llamacpp.gguf"
+    script = source_dir() / "convert_hf_to_gguf.py"
+    env_path = str(source_dir() / "gguf-py")
+    proc = subprocess.run([sys.executable, script, folder, "--outfile", out, "--outtype", "f32"],
+                          capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prompt = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64]
+    ours = franken_rt.load(out, threads=2).logits(prompt)
+    assert np.abs(ours - reference_logits(reference_model(folder), prompt)).max() <= 1e-4

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Perplexity of the demo model in every format, ours and llama.cpp's, on the pydoc text: docs/quality.md.
+
+    python tools/quality_table.py [--windows 24] [--ctx 512]
+
+The float original is the demo GGUF dequantized (franken-convert --quant f32). Our files come from franken-convert,
+llama.cpp's from its llama-quantize (tools/llamacpp.py builds it). Every file is scored by llama.cpp
+(llama-cpp-python) with the same windows, and ours also by franken-eval: the two must agree within 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+from fetch_model import cache_dir, fetch  # noqa: E402
+from llamacpp import build  # noqa: E402
+
+OURS = [  # (label, franken-convert arguments)
+    ("f16", ["--quant", "f16"]),
+    ("q8_0", ["--quant", "q8_0"]),
+    ("q4_0 rtn", ["--quant", "q4_0", "--rounding", "rtn"]),
+    ("q4_0 search", ["--quant", "q4_0", "--rounding", "search"]),
+    ("q4_1 search", ["--quant", "q4_1", "--rounding", "search"]),
+    ("q4_1 search + q8_0 attn_v/ffn_down", ["--quant", "q4_1", "--tensor-type", r"attn_v|ffn_down=q8_0"]),
+]
+THEIRS = ["Q8_0", "Q4_0", "Q4_K_M"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=24)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
+    args = ap.parse_args()
+
+    import franken_rt
+    from franken_rt.eval.corpus import pydoc_text
+    from franken_rt.eval.llamacpp import llamacpp_perplexity
+    from franken_rt.eval.perplexity import perplexity
+
+    work = cache_dir() / "quality"
+    work.mkdir(parents=True, exist_ok=True)
+    bin_dir = build()
+    venv_bin = Path(sys.executable).parent
+    demo = fetch()
+    f32 = work / "smollm2-f32.gguf"
+    if not f32.exists():
+        subprocess.run([venv_bin / "franken-convert", demo, "-o", f32, "--quant", "f32", "-q"], check=True)
+    files: list[tuple[str, str, Path]] = [("float original", "f32", f32)]
+    for label, conv_args in OURS:
+        out = work / f"ours-{label.replace(' ', '_').replace('/', '-')}.gguf"
+        if not out.exists():
+            subprocess.run([venv_bin / "franken-convert", f32, "-o", out, "-q", *conv_args], check=True)
+        files.append(("franken-convert", label, out))
+    for q in THEIRS:
+        out = work / f"llamacpp-{q}.gguf"
+        if not out.exists():
+            subprocess.run([bin_dir / "llama-quantize", f32, out, q], check=True, capture_output=True)
+        files.append(("llama-quantize", q, out))
+
+    text = pydoc_text()
+    ids = franken_rt.load(f32, threads=2).tokenize(text)
+    rows = []
+    for tool, label, path in files:
+        theirs = llamacpp_perplexity(path, ids, ctx=args.ctx, max_windows=args.windows)
+        row = {"tool": tool, "format": label, "file": path.name, "MiB": os.path.getsize(path) / 2**20,
+               "ppl_llamacpp": theirs.ppl, "se": theirs.stderr, "tokens": theirs.tokens}
+        if tool != "llama-quantize" or label in ("Q8_0", "Q4_0"):  # formats our runtime runs
+            ours = perplexity(franken_rt.load(path, threads=2), text, ctx=args.ctx, max_windows=args.windows)
+            row["ppl_ours"] = ours.ppl
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    base = rows[0]["ppl_llamacpp"]
+    lines = [
+        "# Quality of each format: SmolLM2-135M-Instruct on the pydoc text",
+        "",
+        f"Perplexity over {rows[0]['tokens']} tokens ({args.windows} windows of {args.ctx}) of the standard library's "
+        "pydoc topics. `llama.cpp` scores every file with llama-cpp-python; `franken-rt` scores the files our "
+        "runtime runs (8-bit activations, as llama.cpp). Reproduce: `python tools/quality_table.py`.",
+        "",
+        "| made by | format | size (MiB) | ppl (llama.cpp) | vs float | ppl (franken-rt) | ours vs llama.cpp |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ours = f"{r['ppl_ours']:.3f}" if "ppl_ours" in r else "—"
+        agree = f"{r['ppl_ours'] / r['ppl_llamacpp'] - 1:+.2%}" if "ppl_ours" in r else "—"
+        lines.append(f"| {r['tool']} | {r['format']} | {r['MiB']:.1f} | {r['ppl_llamacpp']:.3f} ± {r['se']:.3f} | "
+                     f"{r['ppl_llamacpp'] / base - 1:+.2%} | {ours} | {agree} |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
