@@ -1,27 +1,19 @@
-"""Shared pieces of the benchmarks: random weight matrices in each storage format, the shapes we care about."""
+"""The demo model for the end-to-end benchmarks (tools/fetch_model.py puts it in the cache)."""
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType
+import pytest
 
-# (rows, cols) of weight matrices: SmolLM2-135M's and a 7B LLaMA's
-SMOL_SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]
-LLAMA7B_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
-QUANT = [DType.Q8_0, DType.Q4_0, DType.Q4_1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from fetch_model import model_path  # noqa: E402
 
 
-def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarray:
-    """Stored bytes (rows, bytes per row) of a random matrix: random codes, sane f16 scales. Fast at 7B sizes,
-    where quantizing real floats would take longer than the benchmark."""
-    rng = np.random.default_rng(seed)
-    block, size = BLOCK_LAYOUT[dtype]
-    if dtype == DType.F32:
-        return rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8)
-    raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
-    scales = (0.01 + 0.02 * rng.random((rows, cols // block))).astype("<f2").view(np.uint8).reshape(rows, -1, 2)
-    raw[:, :, 0:2] = scales
-    if dtype == DType.Q4_1:
-        raw[:, :, 2:4] = (-0.1 * rng.random((rows, cols // block))).astype("<f2").view(np.uint8).reshape(rows, -1, 2)
-    return raw.reshape(rows, -1)
+@pytest.fixture(scope="session")
+def smollm_gguf() -> Path:
+    path = model_path()
+    if not path.is_file():
+        pytest.fail(f"demo model missing at {path}: run `python tools/fetch_model.py` (or set FRANKEN_MODEL)")
+    return path

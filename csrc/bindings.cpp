@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -144,6 +146,32 @@ py::array_t<float> kernel_to_f32(const std::string& table, int dtype, const Byte
     return out;
 }
 
+// Read bandwidth of this machine in bytes/s: `threads` threads stream disjoint parts of a buffer of `bytes`
+// (choose it far larger than the caches), best of `repeats`.
+double memory_bandwidth(size_t bytes, int threads, int repeats) {
+    if (bytes < (1u << 20) || threads < 1 || repeats < 1) throw Error("need >= 1 MiB, >= 1 thread, >= 1 repeat");
+    std::vector<uint64_t> buf(bytes / 8, 1);
+    ThreadPool pool(threads);
+    std::vector<uint64_t> sums(threads);
+    double best = 0;
+    py::gil_scoped_release release;
+    for (int r = 0; r < repeats; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.parallel_for(threads, [&](int begin, int end, int) {
+            for (int t = begin; t < end; ++t) {
+                const size_t lo = buf.size() * t / threads, hi = buf.size() * (t + 1) / threads;
+                uint64_t a = 0, b = 0, c = 0, d = 0;
+                for (size_t i = lo; i + 4 <= hi; i += 4) { a += buf[i]; b += buf[i + 1]; c += buf[i + 2]; d += buf[i + 3]; }
+                sums[t] = a + b + c + d;
+            }
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, static_cast<double>(buf.size() * 8) / s);
+    }
+    if (sums[0] == 0) throw Error("bandwidth probe read nothing");  // keeps the sums alive
+    return best;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, mod) {
@@ -173,7 +201,8 @@ PYBIND11_MODULE(_core, mod) {
         .def_readwrite("n_ctx", &Config::n_ctx)
         .def_readwrite("n_batch", &Config::n_batch)
         .def_readwrite("n_threads", &Config::n_threads)
-        .def_readwrite("float_activations", &Config::float_activations);
+        .def_readwrite("float_activations", &Config::float_activations)
+        .def_readwrite("kv_type", &Config::kv_type);
 
     py::class_<TensorSpec>(mod, "TensorSpec")
         .def(py::init([](std::string name, int file, uint64_t offset, int dtype, std::vector<int64_t> shape) {
@@ -195,6 +224,7 @@ PYBIND11_MODULE(_core, mod) {
         .def_property_readonly("n_ctx", [](const Model& m) { return m.config().n_ctx; })
         .def_property_readonly("n_threads", [](const Model& m) { return m.config().n_threads; })
         .def_property_readonly("kernels", &Model::kernel_name)
+        .def_property_readonly("kv_cache_bytes", &Model::kv_cache_bytes)
         .def_property_readonly("layer_plan", [](const Model& m) { return m.config().layer_plan; });
 
     py::class_<SamplerParams>(mod, "SamplerParams")
@@ -219,6 +249,8 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("available_kernels", &available_kernels, "Kernel paths this CPU can run, best first.");
     mod.def("default_kernels", [] { return std::string(kernels().name); });
     mod.def("physical_cores", &physical_cores);
+    mod.def("memory_bandwidth", &memory_bandwidth, py::arg("bytes") = size_t(1) << 30, py::arg("threads") = 1,
+            py::arg("repeats") = 3, "Read bandwidth (bytes/s) streaming a buffer with this many threads.");
     mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
     mod.def("kernel_dotq", &kernel_dotq, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
     mod.def("kernel_matvec", &kernel_matvec, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"));

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class GenerationStats:
 
 
 ACTIVATIONS = ("q8", "f32")
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q8": 8}  # GGUF type ids of F32, F16, Q8_0
 
 
 def _core_config(ckpt: Checkpoint, n_ctx: int, threads: int, layer_plan: Sequence[int] | None) -> _core.Config:
@@ -61,9 +63,11 @@ class Model:
         kernels: str = "",
         layer_plan: Sequence[int] | None = None,
         activations: str = "q8",
+        kv_cache: str = "f16",
     ) -> None:
         """`activations`: "q8" (default) multiplies quantized weights by activations quantized to 8-bit blocks,
-        with integer kernels; "f32" keeps activations in float, the reference-precision path."""
+        with integer kernels; "f32" keeps activations in float, the reference-precision path.
+        `kv_cache`: "f16" (default), "q8" (8-bit blocks: half the memory) or "f32" (reference precision)."""
         n_cpu = os.cpu_count() or 1
         if threads is not None and not 1 <= threads <= n_cpu:
             raise FrankenError(f"threads must be between 1 and {n_cpu} (this machine's CPUs), got {threads}")
@@ -83,6 +87,9 @@ class Model:
             raise FrankenError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
         cfg = _core_config(ckpt, n_ctx, threads or 0, layer_plan)
         cfg.float_activations = activations == "f32"
+        if kv_cache not in KV_CACHE_TYPES:
+            raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
+        cfg.kv_type = KV_CACHE_TYPES[kv_cache]
         try:
             self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
         except _core.CoreError as e:
@@ -158,30 +165,15 @@ class Model:
         self._cached = ids[:keep]
         return np.asarray(ids[keep:], dtype=np.int32)
 
-    def generate(
-        self,
-        prompt: str | Sequence[int],
-        max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repetition_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        ignore_eos: bool = False,
-    ) -> Iterator[str]:
+    def generate(self, prompt: str | Sequence[int], stop: Sequence[str] = (), **sampling: Any) -> Iterator[str]:
         """Stream the continuation of `prompt` (text, or token ids), one text piece per generated token.
 
-        Stops at an end-of-sequence token, at any of the `stop` strings (not included), after `max_tokens`,
-        or when the context is full. `self.last_stats` holds counts and timings afterwards.
+        `sampling`: the keyword arguments of generate_tokens (max_tokens, temperature, top_k, top_p, min_p,
+        repetition_penalty, repeat_last_n, seed, ignore_eos). Stops at an end-of-sequence token, at any of the
+        `stop` strings (not included), after `max_tokens`, or when the context is full. `self.last_stats` holds
+        counts and timings afterwards.
         """
-        tokens = self.generate_tokens(
-            prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-            repetition_penalty=repetition_penalty, repeat_last_n=repeat_last_n, seed=seed, ignore_eos=ignore_eos,
-        )
-        return self._text(tokens, list(stop))
+        return self._text(self.generate_tokens(prompt, **sampling), list(stop))
 
     def generate_tokens(
         self,

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
-DEMO_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def demo_model_path() -> Path:
-    env = os.environ.get("FRANKEN_MODEL")
-    return Path(env) if env else Path.home() / ".cache" / "franken-rt" / DEMO_MODEL_NAME
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from fetch_model import model_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
     """SmolLM2-135M-Instruct (Q4_1 GGUF); `python tools/fetch_model.py` puts it in the cache."""
-    path = demo_model_path()
+    path = model_path()
     if not path.is_file():
         pytest.fail(f"demo model missing at {path}: run `python tools/fetch_model.py` (or set FRANKEN_MODEL)")
     return path

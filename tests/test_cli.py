@@ -35,7 +35,7 @@ def test_generates_and_reports_speed(smollm_gguf: Path) -> None:
 def test_chat_and_interactive(smollm_gguf: Path) -> None:
     # reference precision: with 8-bit activations "L'..." and "The ..." are within 0.1 logit of each other here
     proc = run(str(smollm_gguf), "--chat", "-p", "What is the capital of France?", "-n", "32", "--temp", "0",
-               "--activations", "f32")
+               "--activations", "f32", "--kv-cache", "f32")
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
     proc = run(str(smollm_gguf), "-i", "-n", "16", "--temp", "0", stdin="Say hello.\nAnd goodbye.\n")

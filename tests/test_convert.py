@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,9 @@ def test_never_overwrites_input_or_existing_output(tiny: Path, tmp_path: Path) -
     assert proc.returncode == 2 and "--force" in proc.stderr and out.read_bytes() == b"keep me"
     assert cli("franken-convert", str(src), "-o", str(out), "--quant", "q8_0", "--force").returncode == 0
     assert out.read_bytes()[:4] == b"GGUF"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
 
 
 def test_failed_conversion_leaves_nothing(tiny: Path, tmp_path: Path) -> None:
@@ -123,7 +127,7 @@ def test_perplexity_matches_transformers(tiny: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(text)
     proc = cli("franken-eval", str(tiny), "--ppl", str(corpus), "--ctx", "64", "--max-windows", "6",
-               "--activations", "f32", "--json", str(tmp_path / "ppl.json"))
+               "--activations", "f32", "--kv-cache", "f32", "--json", str(tmp_path / "ppl.json"))
     assert proc.returncode == 0, proc.stderr
     import json
 

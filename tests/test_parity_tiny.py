@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import VARIANTS, make_tiny_llama, reference_greedy, reference_logits, reference_model
+from tiny_models import (
+    VARIANTS,
+    load_reference_precision,
+    make_tiny_llama,
+    reference_greedy,
+    reference_logits,
+    reference_model,
+)
 
-import franken_rt
 from franken_rt.checkpoint import DType, read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
 
@@ -25,7 +31,7 @@ def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def test_logits_match_transformers(tiny) -> None:  # noqa: ANN001
     folder, ref = tiny
-    ours = franken_rt.load(folder, threads=2).logits(PROMPT)
+    ours = load_reference_precision(folder).logits(PROMPT)
     theirs = reference_logits(ref, PROMPT)
     assert ours.shape == theirs.shape
     assert np.abs(ours[-1] - theirs[-1]).max() <= 1e-4
@@ -34,14 +40,14 @@ def test_logits_match_transformers(tiny) -> None:  # noqa: ANN001
 
 def test_greedy_continuation_matches_transformers(tiny) -> None:  # noqa: ANN001
     folder, ref = tiny
-    model = franken_rt.load(folder, threads=2)
+    model = load_reference_precision(folder)
     ours = list(model.generate_tokens(PROMPT, max_tokens=20, temperature=0, ignore_eos=True))
     assert ours == reference_greedy(ref, PROMPT, 20)
 
 
 def test_kv_cache_equals_recompute(tiny) -> None:  # noqa: ANN001
     folder, _ = tiny
-    model = franken_rt.load(folder, threads=2)
+    model = load_reference_precision(folder)
     full = model.logits(PROMPT)
     model.logits(PROMPT[:5])  # then one token at a time, through the cache
     steps = [model._core.eval(np.array([t], dtype=np.int32))[0] for t in PROMPT[5:]]
@@ -55,9 +61,9 @@ def test_gguf_form_matches_folder(tiny, tmp_path: Path, dtype: DType) -> None:  
     folder, ref = tiny
     out = tmp_path / "tiny.gguf"
     write_gguf(read_checkpoint(folder), out, dtype=dtype)
-    ours = franken_rt.load(out, threads=2).logits(PROMPT)
+    ours = load_reference_precision(out).logits(PROMPT)
     if dtype == DType.F32:
-        expected = franken_rt.load(folder, threads=2).logits(PROMPT)
+        expected = load_reference_precision(folder).logits(PROMPT)
         assert np.abs(ours - expected).max() <= 1e-5
     else:  # the reference with the same f16 rounding of its 2-D weights
         with torch.no_grad():
@@ -80,7 +86,7 @@ def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtyp
     out = tmp_path / f"tiny-{dtype.name}.gguf"
     write_gguf(read_checkpoint(folder), out, dtype=dtype)
     ckpt = read_checkpoint(out)
-    ours = franken_rt.load(out, threads=2, activations="f32").logits(PROMPT)
+    ours = load_reference_precision(out).logits(PROMPT)
     # Put the decoded (and un-permuted) GGUF weights back into the reference model.
     from franken_rt.checkpoint.hf import gguf_name
 
@@ -119,6 +125,6 @@ def test_sharded_bf16_folder(tmp_path: Path, spm_model: Path) -> None:
     for f in ("tokenizer.model", "tokenizer_config.json"):
         (sharded / f).write_bytes((folder / f).read_bytes())
     assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 1
-    ours = franken_rt.load(sharded, threads=2).logits(PROMPT)
+    ours = load_reference_precision(sharded).logits(PROMPT)
     expected = reference_logits(reference_model(sharded), PROMPT)  # bf16 weights, computed in float32
     assert np.abs(ours - expected).max() <= 1e-4

@@ -97,3 +97,10 @@ def reference_greedy(model, ids: list[int], n: int) -> list[int]:  # noqa: ANN00
     for _ in range(n):
         out.append(int(reference_logits(model, out)[-1].argmax()))
     return out[len(ids):]
+
+
+def load_reference_precision(path: Path, **kwargs: Any):  # noqa: ANN201
+    """Our model with float activations and a float KV cache: the path held to transformers' numbers."""
+    import franken_rt
+
+    return franken_rt.load(path, threads=2, activations="f32", kv_cache="f32", **kwargs)

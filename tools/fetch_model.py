@@ -25,6 +25,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FRANKEN_CACHE", Path.home() / ".cache" / "franken-rt"))
 
 
+def model_path() -> Path:
+    """Where the demo model is (or will be): $FRANKEN_MODEL, else the cache."""
+    env = os.environ.get("FRANKEN_MODEL")
+    return Path(env) if env else cache_dir() / Path(MEMBER).name
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -12,9 +12,7 @@ namespace franken {
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const KernelTable* avx2_kernels() { return nullptr; }
-#endif
-#if !defined(FRANKEN_HAVE_AVX512)
-const KernelTable* avx512_kernels() { return nullptr; }
+const KernelTable* avx512_vnni_kernels() { return nullptr; }
 #endif
 #if !defined(__aarch64__)
 const KernelTable* neon_kernels() { return nullptr; }
@@ -28,9 +26,9 @@ bool cpu_runs(const std::string& name) {
     __builtin_cpu_init();
     if (name == "avx2")
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    if (name == "avx512")
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+    if (name == "avx512_vnni")
+        return cpu_runs("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(__aarch64__)
     if (name == "neon") return true;  // Advanced SIMD is mandatory on AArch64
@@ -44,7 +42,7 @@ bool cpu_runs(const std::string& name) {
 const KernelTable* table_named(const std::string& name) {
     if (name == "scalar") return scalar_kernels();
     if (name == "avx2") return avx2_kernels();
-    if (name == "avx512") return avx512_kernels();
+    if (name == "avx512_vnni") return avx512_vnni_kernels();
     if (name == "neon") return neon_kernels();
     if (name == "neon_dotprod") return neon_dotprod_kernels();
     return nullptr;
@@ -113,7 +111,7 @@ void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
 
 std::vector<std::string> available_kernels() {
     std::vector<std::string> out;
-    for (const char* name : {"avx512", "avx2", "neon_dotprod", "neon", "scalar"})
+    for (const char* name : {"avx512_vnni", "avx2", "neon_dotprod", "neon", "scalar"})
         if (table_named(name) && cpu_runs(name)) out.emplace_back(name);
     return out;
 }

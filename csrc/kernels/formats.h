@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 namespace franken {
@@ -104,6 +105,35 @@ inline float fp16_to_f32(uint16_t h) {
     std::memcpy(&f, &bits, 4);
     return f;
 }
+// float -> IEEE half, rounding to nearest even (overflow to infinity, underflow through subnormals).
+inline uint16_t f32_to_fp16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t abs = x & 0x7fffffffu;
+    if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
+    if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds beyond the largest half
+    if (abs < 0x38800000u) {  // subnormal half: scale into the integer range and round
+        float a;
+        const uint32_t ab = abs;
+        std::memcpy(&a, &ab, 4);
+        return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.f)));
+    }
+    const uint32_t mant_round = abs + 0xfffu + ((abs >> 13) & 1u);  // round half to even at bit 13
+    return static_cast<uint16_t>(sign | ((mant_round - 0x38000000u) >> 13));
+}
+
+// A float row as Q8_0 blocks (round to nearest), as ggml's reference quantizer.
+inline void quantize_row_q8_0(const float* x, BlockQ8_0* out, int n) {
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        float amax = 0.f;
+        for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+        const float d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        out[i].d = f32_to_fp16(d);
+        for (int j = 0; j < kQK; ++j) out[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    }
+}
+
 // All 65536 half values as floats (256 KiB, built once, read-only): a kernel reads a block scale with one
 // load that can broadcast straight into a vector, instead of a convert that competes for the shuffle port.
 const float* fp16_table();

@@ -49,7 +49,7 @@ void gemm_by_dots(const uint8_t* rows, int n_rows, size_t row_stride, const Bloc
 // Tables each architecture file provides (null when not compiled for this target).
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();
-const KernelTable* avx512_kernels();
+const KernelTable* avx512_vnni_kernels();
 const KernelTable* neon_kernels();
 const KernelTable* neon_dotprod_kernels();
 

@@ -24,6 +24,9 @@ void check_config(Config& c) {
         for (int l = 0; l < c.n_layers; ++l) c.layer_plan.push_back(l);
     for (int b : c.layer_plan)
         if (b < 0 || b >= c.n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
+    const DType kv = static_cast<DType>(c.kv_type);
+    if (kv != DType::F32 && kv != DType::F16 && kv != DType::Q8_0) throw Error("KV cache type must be F32, F16 or Q8_0");
+    if (kv == DType::Q8_0 && c.head_dim % kQK) throw Error("a Q8_0 KV cache needs a head dim that is a multiple of 32");
 }
 
 const KernelTable* pick(const std::string& name) { return name.empty() ? &kernels() : &kernels_by_name(name); }
@@ -39,9 +42,12 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       pool_(cfg_.n_threads) {
     const Config& c = cfg_;
     const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
-    const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_dim;
-    k_cache_.assign(cache, 0.f);
-    v_cache_.assign(cache, 0.f);
+    kv_type_ = static_cast<DType>(c.kv_type);
+    kv_row_bytes_ = row_bytes(kv_type_, static_cast<int64_t>(kv_dim));
+    const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_row_bytes_;
+    k_cache_.assign(cache, 0);
+    v_cache_.assign(cache, 0);
+    v_row_.resize(static_cast<size_t>(pool_.size()) * c.head_dim);
     const size_t B = c.n_batch, q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
     x_.resize(B * c.dim);
     xb_.resize(B * std::max<size_t>(c.dim, q_dim));
@@ -106,8 +112,6 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
 void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits) {
     const Config& c = cfg_;
     const int pos0 = n_past_;
-    const int kv_dim = c.n_kv_heads * c.head_dim;
-
     for (int r = 0; r < n; ++r) kern_->to_f32(w_.token_embd.dtype, w_.token_embd.row(tokens[r]), &x_[r * c.dim], c.dim);
 
     // The rotation angles of this batch's positions, shared by every block. Float32 throughout, as the reference.
@@ -123,29 +127,22 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         const Block& b = w_.blocks[c.layer_plan[slot]];
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
-        const Act xn = activations(xb_.data(), n, c.dim, {&b.wq, &b.wk, &b.wv});
-        matmul(b.wq, xn, q_.data());
-        matmul(b.wk, xn, k_.data());
-        matmul(b.wv, xn, v_.data());
+        project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}});
         rope(q_.data(), n, c.n_heads);
         rope(k_.data(), n, c.n_kv_heads);
-        const size_t cache_at = (static_cast<size_t>(slot) * c.n_ctx + pos0) * kv_dim;
-        std::memcpy(&k_cache_[cache_at], k_.data(), sizeof(float) * n * kv_dim);
-        std::memcpy(&v_cache_[cache_at], v_.data(), sizeof(float) * n * kv_dim);
+        store_kv(slot, pos0, n);
         attention(slot, n, pos0);
-        matmul(b.wo, activations(att_.data(), n, c.n_heads * c.head_dim, {&b.wo}), xb_.data());
+        project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}});
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
-        const Act hn = activations(xb_.data(), n, c.dim, {&b.w_gate, &b.w_up});
-        matmul(b.w_gate, hn, hb_.data());
-        matmul(b.w_up, hn, hb2_.data());
+        project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}});
         for (size_t i = 0; i < static_cast<size_t>(n) * c.ffn_dim; ++i) {
             const float g = hb_[i];
             hb_[i] = g / (1.f + std::exp(-g)) * hb2_[i];
         }
-        matmul(b.w_down, activations(hb_.data(), n, c.ffn_dim, {&b.w_down}), xb_.data());
+        project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}});
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
     }
     n_past_ += n;
@@ -154,7 +151,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
     // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model.
     const int first = all_logits ? 0 : n - 1;
     rmsnorm(&x_[first * c.dim], w_.output_norm, xb_.data(), n - first);
-    matmul(w_.output, activations(xb_.data(), n - first, c.dim, {&w_.output}), logits);
+    project(xb_.data(), n - first, c.dim, {{&w_.output, logits}});
 }
 
 void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows) {
@@ -169,49 +166,53 @@ void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, 
     }
 }
 
-Model::Act Model::activations(const float* x, int n_rows, int cols, std::initializer_list<const Matrix*> readers) {
+// The rows of x as 8-bit blocks, for quantized weights (unless float activations were asked for).
+Model::Act Model::activations(const float* x, int n_rows, int cols) {
     Act a{x, nullptr, n_rows, cols};
-    bool needed = false;
-    for (const Matrix* m : readers) needed |= dtype_quantized(m->dtype);
-    if (!needed || cfg_.float_activations) return a;
+    if (cfg_.float_activations) return a;
     const int blocks = cols / kQK;  // quantized weights have whole blocks, so cols is a multiple of 32
     for (int r = 0; r < n_rows; ++r) kern_->quantize_act(x + static_cast<size_t>(r) * cols, &xq_[r * blocks], cols);
     a.q = xq_.data();
     return a;
 }
 
-// out[r][i] = dot(w.row(i), x[r]) for every activation row r, split over threads by weight rows.
-void Model::matmul(const Matrix& w, const Act& x, float* out) {
+// Products of several matrices with the same input (Q/K/V; gate/up) in one parallel loop over all their rows:
+// one dispatch instead of several, and the threads balance over the group.
+void Model::project(const float* x, int n_rows, int cols, std::initializer_list<Product> products) {
+    int total = 0;
+    for (const Product& p : products) total += p.w->rows;
+    bool quantized = false;
+    for (const Product& p : products) quantized |= dtype_quantized(p.w->dtype);
+    const Act act = quantized ? activations(x, n_rows, cols) : Act{x, nullptr, n_rows, cols};
+    pool_.parallel_for(total, [&](int begin, int end, int t) {
+        int base = 0;
+        for (const Product& p : products) {
+            const int lo = std::max(begin, base), hi = std::min(end, base + p.w->rows);
+            if (lo < hi) rows_times(*p.w, act, p.out, lo - base, hi - base, t);
+            base += p.w->rows;
+        }
+    });
+}
+
+// out[r][i] = dot(w.row(i), x[r]) for weight rows i in [begin, end) and every activation row r.
+void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread) {
     const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
     if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
-        pool_.parallel_for(rows, [&](int begin, int end, int) {
-            for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
-        });
-        return;
-    }
-    if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
-        const GemmQFn gemm = kern_->gemmq(w.dtype);
-        pool_.parallel_for(rows, [&](int begin, int end, int) {
-            gemm(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);
-        });
-        return;
-    }
-    const DotFn dot = kern_->dot(w.dtype);
-    const size_t scratch = rows_f32_.size() / pool_.size();
-    pool_.parallel_for(rows, [&](int begin, int end, int t) {
-        if (n_rows == 1) {
-            for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
-            return;
-        }
-        // Several tokens: decode each weight row once, then reuse it from L1 for every token.
-        float* row = &rows_f32_[t * scratch];
+        for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
+    } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
+        kern_->gemmq(w.dtype)(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);
+    } else if (n_rows == 1) {
+        const DotFn dot = kern_->dot(w.dtype);
+        for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
+    } else {  // float activations, several tokens: decode each weight row once, reuse it from L1 for every token
+        float* row = &rows_f32_[thread * (rows_f32_.size() / pool_.size())];
         for (int i = begin; i < end; ++i) {
             kern_->to_f32(w.dtype, w.row(i), row, cols);
             for (int r = 0; r < n_rows; ++r)
                 out[static_cast<size_t>(r) * rows + i] = kern_->dot_f32(row, x.f + static_cast<size_t>(r) * cols, cols);
         }
-    });
+    }
 }
 
 // Rotates each head's (query or key) vector by its position's angles.
@@ -234,24 +235,47 @@ void Model::rope(float* vec, int n_rows, int n_heads) {
     }
 }
 
+// Appends the batch's keys and values (k_, v_) to the cache of block slot `slot`, in the cache's type.
+void Model::store_kv(int slot, int pos0, int n) {
+    const int kv_dim = cfg_.n_kv_heads * cfg_.head_dim;
+    for (int r = 0; r < n; ++r) {
+        const size_t at = (static_cast<size_t>(slot) * cfg_.n_ctx + pos0 + r) * kv_row_bytes_;
+        for (auto [src, cache] : {std::pair{&k_, &k_cache_}, std::pair{&v_, &v_cache_}}) {
+            const float* x = src->data() + static_cast<size_t>(r) * kv_dim;
+            uint8_t* dst = cache->data() + at;
+            if (kv_type_ == DType::F32) {
+                std::memcpy(dst, x, sizeof(float) * kv_dim);
+            } else if (kv_type_ == DType::F16) {
+                for (int i = 0; i < kv_dim; ++i) {
+                    const uint16_t h = f32_to_fp16(x[i]);
+                    std::memcpy(dst + 2 * i, &h, 2);
+                }
+            } else {
+                quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), kv_dim);
+            }
+        }
+    }
+}
+
 // Causal attention of the batch's queries over the cache of block slot `slot`; GQA: query head h reads
 // KV head h / (n_heads / n_kv_heads).
 void Model::attention(int slot, int n_rows, int pos0) {
     const Config& c = cfg_;
-    const int hd = c.head_dim, kv_dim = c.n_kv_heads * hd, group = c.n_heads / c.n_kv_heads;
+    const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-    const float* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_dim];
-    const float* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_dim];
+    const uint8_t* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
+    const uint8_t* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
+    const DotFn dot = kern_->dot(kv_type_);
     pool_.parallel_for(n_rows * c.n_heads, [&](int begin, int end, int t) {
         float* scores = &scores_[static_cast<size_t>(t) * c.n_ctx];
         for (int task = begin; task < end; ++task) {
             const int r = task / c.n_heads, h = task % c.n_heads;
             const int n_keys = pos0 + r + 1;
             const float* q = &q_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
-            const size_t kv_off = static_cast<size_t>(h / group) * hd;
+            const size_t kv_off = row_bytes(kv_type_, static_cast<int64_t>(h / group) * hd);  // bytes into a row
             float max_s = -INFINITY;
             for (int j = 0; j < n_keys; ++j) {
-                scores[j] = kern_->dot_f32(kc + static_cast<size_t>(j) * kv_dim + kv_off, q, hd) * scale;
+                scores[j] = dot(kc + static_cast<size_t>(j) * kv_row_bytes_ + kv_off, q, hd) * scale;
                 max_s = std::max(max_s, scores[j]);
             }
             float sum = 0.f;
@@ -262,7 +286,16 @@ void Model::attention(int slot, int n_rows, int pos0) {
             float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
             std::fill(out, out + hd, 0.f);
             const float inv = 1.f / sum;
-            for (int j = 0; j < n_keys; ++j) kern_->axpy(scores[j] * inv, vc + static_cast<size_t>(j) * kv_dim + kv_off, out, hd);
+            float* v = &v_row_[static_cast<size_t>(t) * hd];
+            for (int j = 0; j < n_keys; ++j) {
+                const uint8_t* row = vc + static_cast<size_t>(j) * kv_row_bytes_ + kv_off;
+                if (kv_type_ == DType::F32) {
+                    kern_->axpy(scores[j] * inv, reinterpret_cast<const float*>(row), out, hd);
+                } else {
+                    kern_->to_f32(kv_type_, row, v, hd);
+                    kern_->axpy(scores[j] * inv, v, out, hd);
+                }
+            }
         }
     });
 }

@@ -29,6 +29,7 @@ public:
     const Config& config() const { return cfg_; }
     const char* kernel_name() const { return kern_->name; }
     int depth() const { return static_cast<int>(cfg_.layer_plan.size()); }
+    size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
 
 private:
     // The input of a group of matrix products: float rows and, when a quantized weight will read them,
@@ -38,11 +39,16 @@ private:
         const BlockQ8A* q;
         int n_rows, cols;
     };
-    Act activations(const float* x, int n_rows, int cols, std::initializer_list<const Matrix*> readers);
+    struct Product {
+        const Matrix* w;
+        float* out;
+    };
+    Act activations(const float* x, int n_rows, int cols);
+    void project(const float* x, int n_rows, int cols, std::initializer_list<Product> products);
+    void rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread);
     void check_tokens(const int32_t* tokens, int n) const;
     void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
     void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);
-    void matmul(const Matrix& w, const Act& x, float* out);
     void rope(float* vec, int n_rows, int n_heads);  // angles of the batch: cos_, sin_
     void attention(int slot, int n_rows, int pos0);
 
@@ -53,8 +59,14 @@ private:
     ThreadPool pool_;
     int n_past_ = 0;
 
-    // KV cache: per executed block (a repeated block has a cache per repeat), [n_ctx][kv_dim] floats.
-    std::vector<float> k_cache_, v_cache_;
+    void store_kv(int slot, int pos0, int n);
+
+    // KV cache: per executed block (a repeated block has a cache per repeat), n_ctx rows of kv_dim values,
+    // each row stored as kv_type.
+    DType kv_type_;
+    size_t kv_row_bytes_;
+    std::vector<uint8_t> k_cache_, v_cache_;
+    std::vector<float> v_row_;  // [n_threads][head_dim] a decoded value vector
     // Activations for one batch of n_batch tokens.
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
     std::vector<BlockQ8A> xq_;    // quantized activations of one Act

@@ -30,6 +30,8 @@ struct Config {
     // Quantized weights multiply 8-bit activations (integer kernels) unless this asks for float activations,
     // the reference-precision path that matches a float implementation to ~1e-5.
     bool float_activations = false;
+    // Storage of the KV cache: F32 (reference precision), F16 (default) or Q8_0 (half of F16's memory).
+    int kv_type = static_cast<int>(DType::F16);
 };
 
 // Where one tensor's bytes are: file index, byte offset, type and shape (outermost first).

@@ -20,7 +20,7 @@ import numpy as np
 
 from franken_rt.checkpoint.tensors import float_array, raw_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, nbytes_of
-from franken_rt.config import GGUF_KEYS
+from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.quant.formats import encode
 
@@ -51,8 +51,8 @@ def permute_for_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def hyperparameters(ckpt: Checkpoint) -> dict[str, Any]:
-    c = ckpt.config
+def hyperparameters(c: ModelConfig) -> dict[str, Any]:
+    """The llama.* metadata of a model, as llama.cpp reads it."""
     return {
         GGUF_KEYS["n_layers"]: c.n_layers,
         GGUF_KEYS["dim"]: c.dim,
@@ -82,6 +82,9 @@ def atomic_output(out: Path, inputs: list[Path], force: bool = False) -> Iterato
         raise FrankenError(f"output folder {out.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, out)
@@ -107,7 +110,7 @@ def write_gguf(
     with atomic_output(out, sources, force=force) as tmp:
         w = gguf.GGUFWriter(tmp, arch="llama")
         vocab = ckpt.tokenizer.gguf_metadata(vocab_size=ckpt.config.vocab_size)
-        for key, val in {**hyperparameters(ckpt), **vocab, **(extra_metadata or {})}.items():
+        for key, val in {**hyperparameters(ckpt.config), **vocab, **(extra_metadata or {})}.items():
             _add_value(w, key, val)
         w.add_file_type(file_type(d for _, _, d in plan))
         freqs = _rope_freqs(ckpt)

@@ -19,6 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-windows", type=int, default=None, help="score at most this many windows")
     ap.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--activations", default="q8", choices=["q8", "f32"], help="as franken-run (q8)")
+    ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"], help="as franken-run (f16)")
     ap.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     return ap.parse_args(argv)
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     import franken_rt
     from franken_rt.eval.perplexity import perplexity
 
-    model = franken_rt.load(args.model, threads=args.threads, n_ctx=max(args.ctx, 2), activations=args.activations)
+    model = franken_rt.load(args.model, threads=args.threads, n_ctx=max(args.ctx, 2), activations=args.activations,
+                            kv_cache=args.kv_cache)
 
     def progress(done: int, total: int) -> None:
         print(f"\r[{done}/{total} windows]", end="", file=sys.stderr, flush=True)

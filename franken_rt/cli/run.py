@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
     ap.add_argument("--activations", default="q8", choices=["q8", "f32"],
                     help="q8: integer kernels (default); f32: float activations, reference precision")
+    ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"],
+                    help="KV cache storage: f16 (default), q8 (half the memory), f32")
     return ap.parse_args(argv)
 
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     import franken_rt
 
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
-                            activations=args.activations)
+                            activations=args.activations, kv_cache=args.kv_cache)
     if args.interactive:
         return interactive(model, args)
     if args.prompt is None:

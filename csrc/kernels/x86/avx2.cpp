@@ -1,5 +1,7 @@
 // AVX2 + FMA + F16C kernels. This file alone is compiled with those flags; dispatch.cpp only calls into it
 // after checking the CPU has them, so one build runs on any x86-64.
+// avx512_vnni.cpp compiles it again with FRANKEN_VNNI: the int8 products then use VPDPBUSD (AVX512-VNNI on
+// 256-bit registers), one instruction where AVX2 needs two.
 #include <immintrin.h>
 
 #include <cstring>
@@ -215,7 +217,11 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 
 // Sum of products of 32 unsigned bytes u and 32 signed bytes s, as 8 int32 partial sums.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if defined(FRANKEN_VNNI)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
 }
 // The same for two signed operands: |a| * (b with a's sign).
 inline __m256i dot_s8s8(__m256i a, __m256i b) { return dot_u8s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)); }
@@ -248,9 +254,14 @@ float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
 }
 
 float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
-    return dotq_blocks(static_cast<const BlockQ4_0*>(row), a, n / kQK, [](const BlockQ4_0& b, const BlockQ8A& x) {
-        return dot_s8s8(_mm256_sub_epi8(unpack_nibbles(b.qs), _mm256_set1_epi8(8)), load_act(x));
-    });
+    // d (q - 8) x = d q x - 8 d x: the nibbles stay unsigned (no sign fix-ups), the offset uses the block sums
+    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+    const float* f16 = fp16_table();
+    float offset = 0.f;
+    for (int i = 0; i < n / kQK; ++i) offset += f16[b[i].d] * a[i].s;
+    return dotq_blocks(b, a, n / kQK, [](const BlockQ4_0& w, const BlockQ8A& x) {
+        return dot_u8s8(unpack_nibbles(w.qs), load_act(x));
+    }) - 8.f * offset;
 }
 
 float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
@@ -356,7 +367,11 @@ void gemmq_q4_1(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
 }
 
 const KernelTable kTable = {
+#if defined(FRANKEN_VNNI)
+    "avx512_vnni",
+#else
     "avx2",
+#endif
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
     axpy,
@@ -366,6 +381,10 @@ const KernelTable kTable = {
 
 }  // namespace
 
+#if defined(FRANKEN_VNNI)
+const KernelTable* avx512_vnni_kernels() { return &kTable; }
+#else
 const KernelTable* avx2_kernels() { return &kTable; }
+#endif
 
 }  // namespace franken

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, random_matrix
+from bench_utils import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, random_matrix
 
 from franken_rt import _core
 

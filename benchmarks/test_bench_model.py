@@ -1,0 +1,55 @@
+"""End to end on the demo model: prompt processing (128 tokens) and generation (64 tokens) tokens/s, decode at
+several context lengths (the attention's share), peak memory of a generation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import franken_rt
+
+
+@pytest.fixture(scope="module")
+def model(smollm_gguf: Path):
+    return franken_rt.load(smollm_gguf, threads=2, n_ctx=2048 + 64)
+
+
+def test_prompt_128(benchmark, model) -> None:  # noqa: ANN001
+    prompt = np.random.default_rng(0).integers(0, model.config.vocab_size, 128, dtype=np.int32)
+
+    def run() -> None:
+        model._core.truncate(0)
+        model._core.eval(prompt)
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.extra_info["tokens_per_s"] = 128 / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("context", [1, 128, 512, 2048])
+def test_generate_64_at_context(benchmark, model, context: int) -> None:  # noqa: ANN001
+    prefix = np.random.default_rng(0).integers(0, model.config.vocab_size, context, dtype=np.int32)
+    model._core.truncate(0)
+    model._core.eval(prefix)
+    token = np.array([1], dtype=np.int32)
+
+    def run() -> None:
+        model._core.truncate(context)
+        for _ in range(64):
+            model._core.eval(token)
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.extra_info["tokens_per_s"] = 64 / benchmark.stats.stats.median
+
+
+def test_peak_memory_of_a_generation(smollm_gguf: Path, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "franken_rt.eval.speed", str(smollm_gguf), "-r", "1"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout  # not the source tree
+    result = json.loads(out)
+    print(f"peak RSS of pp128 + tg64: {result['peak_rss_mib']:.0f} MiB")
+    weights_mib = smollm_gguf.stat().st_size / 2**20
+    assert result["peak_rss_mib"] < weights_mib + 100  # mapped weights + cache + scratch, no copies

@@ -1,0 +1,63 @@
+"""Prompt and generation speed the way llama-bench measures it: pp = a fresh prompt of P tokens in one batch,
+tg = G single-token decode steps (no sampling); tokens per second of each, and this process's peak RSS.
+
+    python -m franken_rt.eval.speed MODEL [-t THREADS] [-p 128] [-n 64] [-r 3]   (prints JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repeats: int = 3,
+            ) -> dict:
+    import franken_rt
+
+    model = franken_rt.load(path, threads=threads, n_ctx=n_prompt + n_gen)
+    core = model._core
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, model.config.vocab_size, n_prompt, dtype=np.int32)
+    pp, tg = [], []
+    for _ in range(repeats + 1):  # the first round warms caches and pages in the weights
+        core.truncate(0)
+        t0 = time.perf_counter()
+        core.eval(prompt)
+        pp.append(n_prompt / (time.perf_counter() - t0))
+        core.truncate(0)
+        token = np.array([1], dtype=np.int32)
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            core.eval(token)
+        tg.append(n_gen / (time.perf_counter() - t0))
+    return {"engine": "franken-rt", "model": path, "threads": threads, "pp": statistics.median(pp[1:]),
+            "tg": statistics.median(tg[1:]), "peak_rss_mib": peak_rss_mib(), "kernels": model.kernels}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)
+    ap.add_argument("-n", "--n-gen", type=int, default=64)
+    ap.add_argument("-r", "--repeats", type=int, default=3)
+    a = ap.parse_args()
+    print(json.dumps(measure(a.model, a.threads, a.n_prompt, a.n_gen, a.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

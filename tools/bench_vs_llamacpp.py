@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""franken-rt against llama.cpp's own llama-bench on the same GGUF files, side by side in one run.
+
+    python tools/bench_vs_llamacpp.py [--rounds 3] [--threads 1 2]
+
+For the demo model in its Q4_1 original and in q8_0 and q4_0 (made by franken-convert from the float original):
+prompt (pp128) and generation (tg64) tokens/s of both engines, runs alternating, medians; peak RSS of each
+process. Prints a table and writes docs/performance.json (docs/performance.md quotes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+from fetch_model import cache_dir, fetch  # noqa: E402
+from llamacpp import build  # noqa: E402
+
+
+def run_measured(cmd: list[str]) -> tuple[str, float]:
+    """stdout of a command and its peak RSS in MiB (measured by a wrapper process of its own)."""
+    wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+               "sys.stderr.write(p.stderr); print(p.stdout); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True,
+                         cwd=cache_dir()).stdout  # outside the source tree, so the installed package is imported
+    body, _, rss = out.rstrip().rpartition("\n")
+    return body, int(rss) / 1024
+
+
+def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict:
+    out, rss = run_measured([str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "128",
+                             "-n", "64", "-r", "3", "-o", "json"])
+    results = json.loads(out)
+    pp = next(r["avg_ts"] for r in results if r["n_prompt"] > 0)
+    tg = next(r["avg_ts"] for r in results if r["n_gen"] > 0)
+    return {"pp": pp, "tg": tg, "peak_rss_mib": rss}
+
+
+def ours(model: Path, threads: int) -> dict:
+    out, rss = run_measured([sys.executable, "-m", "franken_rt.eval.speed", str(model), "-t", str(threads)])
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"pp": r["pp"], "tg": r["tg"], "peak_rss_mib": rss}
+
+
+def models() -> list[tuple[str, Path]]:
+    demo = fetch()
+    work = cache_dir() / "quality"
+    work.mkdir(parents=True, exist_ok=True)
+    f32 = work / "smollm2-f32.gguf"
+    venv_bin = Path(sys.executable).parent
+    if not f32.exists():
+        subprocess.run([venv_bin / "franken-convert", demo, "-o", f32, "--quant", "f32", "-q"], check=True)
+    out = [("Q4_1 (original)", demo)]
+    for q in ("q8_0", "q4_0"):
+        path = work / f"bench-{q}.gguf"
+        if not path.exists():
+            subprocess.run([venv_bin / "franken-convert", f32, "-o", path, "--quant", q, "-q"], check=True)
+        out.append((q, path))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", default=str(ROOT / "docs" / "performance.json"))
+    args = ap.parse_args()
+    bin_dir = build()
+    rows = []
+    for label, path in models():
+        for threads in args.threads:
+            runs: dict[str, list[dict]] = {"llama.cpp": [], "franken-rt": []}
+            for _ in range(args.rounds):  # alternate, so both engines see the same machine
+                runs["llama.cpp"].append(llama_bench(bin_dir, path, threads))
+                runs["franken-rt"].append(ours(path, threads))
+            med = {eng: {k: statistics.median(r[k] for r in rs) for k in ("pp", "tg", "peak_rss_mib")}
+                   for eng, rs in runs.items()}
+            row = {"model": label, "file": path.name, "threads": threads, **{
+                f"{eng}_{k}": v for eng, m in med.items() for k, v in m.items()}}
+            row["pp_ratio"] = med["franken-rt"]["pp"] / med["llama.cpp"]["pp"]
+            row["tg_ratio"] = med["franken-rt"]["tg"] / med["llama.cpp"]["tg"]
+            rows.append(row)
+            print(f"{label:16} t={threads}  pp128 {med['franken-rt']['pp']:7.1f} vs {med['llama.cpp']['pp']:7.1f} "
+                  f"({row['pp_ratio']:.2f}x)  tg64 {med['franken-rt']['tg']:6.1f} vs {med['llama.cpp']['tg']:6.1f} "
+                  f"({row['tg_ratio']:.2f}x)  RSS {med['franken-rt']['peak_rss_mib']:.0f} vs "
+                  f"{med['llama.cpp']['peak_rss_mib']:.0f} MiB", flush=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    machine = {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version()}
+    result = {"machine": machine, "rounds": args.rounds, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    Path(args.out).with_suffix(".md").write_text(render(result))
+    return 0
+
+
+def render(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Speed: franken-rt against llama.cpp",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs (a shared VM: figures move by several percent between",
+        "runs, so both engines run alternately on the same files and the table gives medians of "
+        f"{result['rounds']} rounds). Python {m['python']}.",
+        "",
+        "Reproduce: `python tools/bench_vs_llamacpp.py` (builds llama.cpp's `llama-bench` from the sources in the",
+        "`llama-cpp-python` sdist once, then times both engines; writes docs/performance.json and this file).",
+        "pp128: a 128-token prompt in one batch; tg64: 64 single-token decode steps; tokens/s. Peak RSS per process.",
+        "",
+        "| model file | threads | pp128 ours | pp128 llama.cpp | ratio | tg64 ours | tg64 llama.cpp | ratio "
+        "| RSS ours (MiB) | RSS llama.cpp (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['threads']} | {r['franken-rt_pp']:.1f} | {r['llama.cpp_pp']:.1f} | "
+            f"{r['pp_ratio']:.2f}x | {r['franken-rt_tg']:.1f} | {r['llama.cpp_tg']:.1f} | {r['tg_ratio']:.2f}x | "
+            f"{r['franken-rt_peak_rss_mib']:.0f} | {r['llama.cpp_peak_rss_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
