@@ -95,6 +95,18 @@ def main() -> int:
         agree = f"{r['ppl_ours'] / r['ppl_llamacpp'] - 1:+.2%}" if "ppl_ours" in r else "—"
         lines.append(f"| {r['tool']} | {r['format']} | {r['MiB']:.1f} | {r['ppl_llamacpp']:.3f} ± {r['se']:.3f} | "
                      f"{r['ppl_llamacpp'] / base - 1:+.2%} | {ours} | {agree} |")
+    lines += [
+        "",
+        "Reading it:",
+        "- The float original is the demo GGUF (Q4_1) dequantized, as the issue defines it. Its weights therefore lie",
+        "  on a Q4_1 grid already, and an error-minimizing Q4_1 rounding (`q4_1 search`) recovers most of that grid:",
+        "  its tiny loss here overstates what Q4_1 would do to a model trained in float. Q4_0 and Q4_K_M have no such",
+        "  advantage.",
+        "- Our q8_0 and llama.cpp's Q8_0 are the same bytes (round-to-nearest is ggml's reference), so the same",
+        "  perplexity; the +0.6% against float is mostly the 8-bit quantization of activations, in both runtimes.",
+        "- `--rounding search` lowers q4_0's loss from +26% to +21% in the same file size and format.",
+        "- `ours vs llama.cpp`: the same file scored by both runtimes agrees within 0.2%.",
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))

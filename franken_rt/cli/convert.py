@@ -14,12 +14,13 @@ from franken_rt.errors import FrankenError
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from franken_rt.quant.formats import ROUNDINGS
-    from franken_rt.quant.policy import QUANT_NAMES
+    from franken_rt.quant.policy import MIXES, QUANT_NAMES
 
     ap = argparse.ArgumentParser(prog="franken-convert", description="Convert and quantize a LLaMA-family model.")
     ap.add_argument("source", help="Hugging Face model folder or GGUF file")
     ap.add_argument("-o", "--output", required=True, help="output .gguf file")
-    ap.add_argument("--quant", default="q8_0", choices=sorted(QUANT_NAMES), help="type of 2-D weights (q8_0)")
+    ap.add_argument("--quant", default="q8_0", choices=sorted([*QUANT_NAMES, *MIXES]),
+                    help="type of 2-D weights (q8_0); q4_0m/q4_1m keep attn_v and ffn_down at q8_0")
     ap.add_argument("--rounding", default="search", choices=ROUNDINGS,
                     help="4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
     ap.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",

@@ -11,6 +11,9 @@ from franken_rt.errors import FrankenError
 QUANT_NAMES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0,
                "q4_1": DType.Q4_1}
 _FOUR_BIT = (DType.Q4_0, DType.Q4_1)
+# Mixes, as llama.cpp's "_M" types: the base type, with the tensors most sensitive to quantization (the attention
+# values and the FFN down projection) kept at Q8_0.
+MIXES = {"q4_0m": ("q4_0", r"attn_v\.|ffn_down\."), "q4_1m": ("q4_1", r"attn_v\.|ffn_down\.")}
 
 
 def parse_dtype(name: str) -> DType:
@@ -32,6 +35,9 @@ class QuantPolicy:
     @classmethod
     def parse(cls, quant: str, overrides: list[str] = ()) -> QuantPolicy:  # type: ignore[assignment]
         pairs = []
+        if quant.lower() in MIXES:
+            quant, sensitive = MIXES[quant.lower()]
+            overrides = [*overrides, f"{sensitive}=q8_0"]  # the user's overrides come first and win
         for item in overrides:
             pattern, sep, type_name = item.rpartition("=")
             if not sep or not pattern:
