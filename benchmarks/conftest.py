@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from fetch_model import model_path  # noqa: E402
+from fetch_model import existing_model_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
-    path = model_path()
-    if not path.is_file():
-        pytest.fail(f"demo model missing at {path}: run `python tools/fetch_model.py` (or set FRANKEN_MODEL)")
-    return path
+    """SmolLM2-135M-Instruct (Q4_1 GGUF); `python tools/fetch_model.py` puts it in the cache."""
+    return existing_model_path()

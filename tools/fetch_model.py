@@ -31,6 +31,14 @@ def model_path() -> Path:
     return Path(env) if env else cache_dir() / Path(MEMBER).name
 
 
+def existing_model_path() -> Path:
+    """model_path(), which must exist (tests use it: they fail, never skip, without the demo model)."""
+    path = model_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"demo model missing at {path}: run tools/fetch_model.py (or set FRANKEN_MODEL)")
+    return path
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 
 from franken_rt.cli import user_errors
 from franken_rt.errors import FrankenError
+from franken_rt.eval.memory import peak_rss_mib
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,18 +33,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"],
                     help="KV cache storage: f16 (default), q8 (half the memory), f32")
     return ap.parse_args(argv)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process. VmHWM, unlike ru_maxrss, is not inherited across exec."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def stream(model, prompt, args: argparse.Namespace) -> str:  # noqa: ANN001

@@ -3,12 +3,11 @@ files that only llama.cpp can run (k-quants) and for interop checks of ours. Tes
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from franken_rt.eval.perplexity import Perplexity
+from franken_rt.eval.perplexity import Perplexity, summarize
 
 
 def llamacpp_perplexity(path: Path, ids: list[int], ctx: int = 512, max_windows: int | None = None,
@@ -27,7 +26,4 @@ def llamacpp_perplexity(path: Path, ids: list[int], ctx: int = 512, max_windows:
         mx = logits.max(axis=1, keepdims=True)
         logz = mx[:, 0] + np.log(np.exp(logits - mx).sum(axis=1))
         nll.append(logz - logits[np.arange(ctx - 1), window[1:]])
-    all_nll = np.concatenate(nll)
-    ppl = math.exp(all_nll.mean())
-    se = ppl * all_nll.std(ddof=1) / math.sqrt(len(all_nll))
-    return Perplexity(ppl=ppl, stderr=se, tokens=len(all_nll), windows=n_windows, ctx=ctx)
+    return summarize(nll, ctx)

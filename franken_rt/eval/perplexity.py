@@ -47,8 +47,13 @@ def perplexity(
         nll.append(model.nll(ids[w * ctx:(w + 1) * ctx]))
         if progress:
             progress(w + 1, n_windows)
+    return summarize(nll, ctx)
+
+
+def summarize(nll: list[np.ndarray], ctx: int) -> Perplexity:
+    """Perplexity and its standard error from the per-token negative log-likelihoods of each window."""
     all_nll = np.concatenate(nll).astype(np.float64)
     mean = float(all_nll.mean())
     se_mean = float(all_nll.std(ddof=1) / math.sqrt(len(all_nll))) if len(all_nll) > 1 else 0.0
     ppl = math.exp(mean)
-    return Perplexity(ppl=ppl, stderr=ppl * se_mean, tokens=len(all_nll), windows=n_windows, ctx=ctx)
+    return Perplexity(ppl=ppl, stderr=ppl * se_mean, tokens=len(all_nll), windows=len(nll), ctx=ctx)

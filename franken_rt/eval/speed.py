@@ -14,13 +14,7 @@ import time
 
 import numpy as np
 
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from franken_rt.eval.memory import peak_rss_mib
 
 
 def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repeats: int = 3,
