@@ -91,6 +91,12 @@ def test_bad_runtime_arguments(smollm_gguf: Path) -> None:
     assert_user_error(run(m, "-p", "hi", "--ctx", "100000000"), "context")
 
 
+def test_bad_options_are_one_line(smollm_gguf: Path) -> None:
+    assert_user_error(run(str(smollm_gguf), "-p", "hi", "--no-such-option"), "unrecognized arguments")
+    assert_user_error(run(str(smollm_gguf), "-p", "hi", "--temp", "warm"), "invalid float value")
+    assert_user_error(run(), "required")
+
+
 @pytest.mark.parametrize("flag", ["-n", "--top-k"])
 def test_negative_counts(smollm_gguf: Path, flag: str) -> None:
     assert_user_error(run(str(smollm_gguf), "-p", "hi", flag, "-3"), "")

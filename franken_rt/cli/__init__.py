@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -29,3 +30,11 @@ def user_errors(main: Callable[..., int]) -> Callable[..., int]:
             return 0
 
     return wrapped
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad option reported as one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from franken_rt.cli import user_errors
+from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 
 
@@ -16,7 +16,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from franken_rt.quant.formats import ROUNDINGS
     from franken_rt.quant.policy import MIXES, QUANT_NAMES
 
-    ap = argparse.ArgumentParser(prog="franken-convert", description="Convert and quantize a LLaMA-family model.")
+    ap = ArgumentParser(prog="franken-convert", description="Convert and quantize a LLaMA-family model.")
     ap.add_argument("source", help="Hugging Face model folder or GGUF file")
     ap.add_argument("-o", "--output", required=True, help="output .gguf file")
     ap.add_argument("--quant", default="q8_0", choices=sorted([*QUANT_NAMES, *MIXES]),

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from franken_rt.cli import user_errors
+from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="franken-eval", description="Measure a model.")
+    ap = ArgumentParser(prog="franken-eval", description="Measure a model.")
     ap.add_argument("model", help="GGUF file or Hugging Face model folder")
     ap.add_argument("--ppl", metavar="FILE", required=True, help="UTF-8 text file to compute perplexity on")
     ap.add_argument("--ctx", type=int, default=512, help="window (context) size in tokens (512)")

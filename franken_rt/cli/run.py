@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from franken_rt.cli import user_errors
+from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 from franken_rt.eval.memory import peak_rss_mib
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="franken-run", description="Generate text with a LLaMA-family model.")
+    ap = ArgumentParser(prog="franken-run", description="Generate text with a LLaMA-family model.")
     ap.add_argument("model", help="GGUF file or Hugging Face model folder")
     ap.add_argument("-p", "--prompt", default=None, help="prompt text (with -i: the first user message)")
     ap.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128)")
@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--ctx", "-c", type=int, default=None, help="context size in tokens (default min(model, 2048))")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    ap.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
     ap.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     ap.add_argument("-i", "--interactive", action="store_true", help="interactive chat loop (implies --chat)")
     ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
@@ -40,7 +41,7 @@ def stream(model, prompt, args: argparse.Namespace) -> str:  # noqa: ANN001
     for piece in model.generate(
         prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
-        seed=args.seed, stop=args.stop,
+        seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
     ):
         sys.stdout.write(piece)
         sys.stdout.flush()
