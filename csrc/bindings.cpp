@@ -49,30 +49,33 @@ py::array_t<float> score(Model& m, const Int32Array& tokens) {
 
 // Forward the tokens and draw the next one, without handing the logits to Python.
 int eval_sample(Model& m, const Int32Array& tokens, Sampler& s, const Int32Array& history) {
-    const int n = static_cast<int>(tokens.size());
-    std::vector<float> logits(m.config().vocab_size);
     py::gil_scoped_release release;
-    m.forward(tokens.data(), n, false, logits.data());
-    return s.sample(logits.data(), m.config().vocab_size, history.data(), static_cast<int>(history.size()));
+    const float* logits = m.forward_last(tokens.data(), static_cast<int>(tokens.size()));
+    return s.sample(logits, m.config().vocab_size, history.data(), static_cast<int>(history.size()));
 }
 
-// Kernel entry points for tests: run one table's dot or decode on a raw row.
-float kernel_dot(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
+// The type of a raw row (or matrix rows) handed to a kernel entry point, checked: a known type (quantized if
+// asked), n elements in whole blocks, and exactly the bytes that takes.
+DType checked_row(int dtype, bool quantized, int64_t n, py::ssize_t row_size) {
     if (!dtype_known(dtype)) throw Error("unknown dtype");
     const DType t = static_cast<DType>(dtype);
-    const int n = static_cast<int>(x.size());
-    if (n % dtype_block_elems(t) || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
+    if (quantized && !dtype_quantized(t)) throw Error("not a quantized dtype");
+    if (n < 0 || n % dtype_block_elems(t) || row_size != static_cast<py::ssize_t>(row_bytes(t, n)))
         throw Error("row size does not match the type and length");
+    return t;
+}
+
+// Kernel entry points for tests and benchmarks: run one table's kernels on raw rows.
+float kernel_dot(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
+    const int n = static_cast<int>(x.size());
+    const DType t = checked_row(dtype, false, n, row.size());
     return kernels_by_name(table).dot(t)(row.data(), x.data(), n);
 }
 
 // Quantize float activations with one table, then a quantized row times them with the same table.
 float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
-    if (!dtype_known(dtype) || !dtype_quantized(static_cast<DType>(dtype))) throw Error("not a quantized dtype");
-    const DType t = static_cast<DType>(dtype);
     const int n = static_cast<int>(x.size());
-    if (n % kQK || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
-        throw Error("row size does not match the type and length");
+    const DType t = checked_row(dtype, true, n, row.size());
     const KernelTable& k = kernels_by_name(table);
     std::vector<BlockQ8A> act(n / kQK);
     k.quantize_act(x.data(), act.data(), n);
@@ -81,11 +84,9 @@ float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, con
 
 // A quantized matrix (rows x n, stored bytes) times activation rows (n_act x n, float), with one table's gemm.
 py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x) {
-    if (!dtype_known(dtype) || !dtype_quantized(static_cast<DType>(dtype))) throw Error("not a quantized dtype");
-    const DType t = static_cast<DType>(dtype);
     if (w.ndim() != 2 || x.ndim() != 2) throw Error("need 2-D weights and activations");
     const int n = static_cast<int>(x.shape(1)), n_act = static_cast<int>(x.shape(0)), rows = static_cast<int>(w.shape(0));
-    if (n % kQK || w.shape(1) != static_cast<py::ssize_t>(row_bytes(t, n))) throw Error("row size does not match");
+    const DType t = checked_row(dtype, true, n, w.shape(1));
     const KernelTable& k = kernels_by_name(table);
     std::vector<BlockQ8A> act(static_cast<size_t>(n_act) * (n / kQK));
     for (int r = 0; r < n_act; ++r) k.quantize_act(x.data() + static_cast<size_t>(r) * n, &act[r * (n / kQK)], n);
@@ -97,11 +98,9 @@ py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteA
 // A quantized matrix times one float vector, single-threaded, as a decode step does it (activations quantized
 // once, one integer dot product per row): the benchmarks' matrix-vector product.
 py::array_t<float> kernel_matvec(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x) {
-    if (!dtype_known(dtype)) throw Error("unknown dtype");
-    const DType t = static_cast<DType>(dtype);
-    const int n = static_cast<int>(x.size()), rows = w.ndim() == 2 ? static_cast<int>(w.shape(0)) : 0;
-    if (w.ndim() != 2 || n % dtype_block_elems(t) || w.shape(1) != static_cast<py::ssize_t>(row_bytes(t, n)))
-        throw Error("matrix shape does not match the type and vector length");
+    if (w.ndim() != 2) throw Error("need 2-D weights");
+    const int n = static_cast<int>(x.size()), rows = static_cast<int>(w.shape(0));
+    const DType t = checked_row(dtype, false, n, w.shape(1));
     const KernelTable& k = kernels_by_name(table);
     py::array_t<float> out(rows);
     float* o = out.mutable_data();
@@ -137,10 +136,7 @@ py::tuple kernel_quantize_act(const std::string& table, const FloatArray& x) {
 }
 
 py::array_t<float> kernel_to_f32(const std::string& table, int dtype, const ByteArray& row, int n) {
-    if (!dtype_known(dtype)) throw Error("unknown dtype");
-    const DType t = static_cast<DType>(dtype);
-    if (n < 0 || n % dtype_block_elems(t) || row.size() != static_cast<py::ssize_t>(row_bytes(t, n)))
-        throw Error("row size does not match the type and length");
+    const DType t = checked_row(dtype, false, n, row.size());
     py::array_t<float> out(n);
     kernels_by_name(table).to_f32(t, row.data(), out.mutable_data(), n);
     return out;

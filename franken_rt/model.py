@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,19 +128,18 @@ class Model:
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits for every position of a fresh sequence: shape (len(token_ids), vocab)."""
-        ids = self._check_ids(token_ids)
-        self._core.truncate(0)
-        self._cached = []
-        out = self._core.eval(ids, all_logits=True)
-        self._cached = ids.tolist()
-        return out
+        return self._fresh(token_ids, lambda ids: self._core.eval(ids, all_logits=True))
 
     def nll(self, token_ids: Sequence[int]) -> np.ndarray:
         """Negative log-likelihood (nats) of each token after the first, in a fresh context: len - 1 values."""
+        return self._fresh(token_ids, self._core.score)
+
+    def _fresh(self, token_ids: Sequence[int], run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """`run` on the ids in an empty context; afterwards the cache holds them (a later prompt may reuse it)."""
         ids = self._check_ids(token_ids)
         self._core.truncate(0)
         self._cached = []
-        out = self._core.score(ids)
+        out = run(ids)
         self._cached = ids.tolist()
         return out
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from fetch_model import cache_dir, fetch  # noqa: E402
+from fetch_model import cache_dir, convert_cached, fetch, float_original  # noqa: E402
 from llamacpp import build  # noqa: E402
 
 
@@ -53,20 +53,9 @@ def ours(model: Path, threads: int) -> dict:
 
 
 def models() -> list[tuple[str, Path]]:
-    demo = fetch()
-    work = cache_dir() / "quality"
-    work.mkdir(parents=True, exist_ok=True)
-    f32 = work / "smollm2-f32.gguf"
-    venv_bin = Path(sys.executable).parent
-    if not f32.exists():
-        subprocess.run([venv_bin / "franken-convert", demo, "-o", f32, "--quant", "f32", "-q"], check=True)
-    out = [("Q4_1 (original)", demo)]
-    for q in ("q8_0", "q4_0"):
-        path = work / f"bench-{q}.gguf"
-        if not path.exists():
-            subprocess.run([venv_bin / "franken-convert", f32, "-o", path, "--quant", q, "-q"], check=True)
-        out.append((q, path))
-    return out
+    f32 = float_original()
+    return [("Q4_1 (original)", fetch())] + [(q, convert_cached(f32, f"bench-{q}.gguf", "--quant", q))
+                                            for q in ("q8_0", "q4_0")]
 
 
 def main() -> int:

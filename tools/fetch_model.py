@@ -66,5 +66,20 @@ def fetch() -> Path:
     return dest
 
 
+def convert_cached(source: Path, name: str, *convert_args: str) -> Path:
+    """`franken-convert SOURCE` with these arguments, done once: the result stays in the cache as NAME."""
+    out = cache_dir() / "converted" / name
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [str(Path(sys.executable).parent / "franken-convert"), str(source), "-o", str(out), "-q", *convert_args]
+        subprocess.run(cmd, check=True)
+    return out
+
+
+def float_original() -> Path:
+    """The demo model dequantized to F32: the float original every format is made from."""
+    return convert_cached(fetch(), "smollm2-f32.gguf", "--quant", "f32")
+
+
 if __name__ == "__main__":
     print(fetch())

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from fetch_model import cache_dir, fetch  # noqa: E402
+from fetch_model import convert_cached, float_original  # noqa: E402
 from llamacpp import build  # noqa: E402
 
 OURS = [  # (label, franken-convert arguments)
@@ -46,20 +46,13 @@ def main() -> int:
     from franken_rt.eval.llamacpp import llamacpp_perplexity
     from franken_rt.eval.perplexity import perplexity
 
-    work = cache_dir() / "quality"
-    work.mkdir(parents=True, exist_ok=True)
     bin_dir = build()
-    venv_bin = Path(sys.executable).parent
-    demo = fetch()
-    f32 = work / "smollm2-f32.gguf"
-    if not f32.exists():
-        subprocess.run([venv_bin / "franken-convert", demo, "-o", f32, "--quant", "f32", "-q"], check=True)
+    f32 = float_original()
+    work = f32.parent
     files: list[tuple[str, str, Path]] = [("float original", "f32", f32)]
     for label, conv_args in OURS:
-        out = work / f"ours-{label.replace(' ', '_').replace('/', '-')}.gguf"
-        if not out.exists():
-            subprocess.run([venv_bin / "franken-convert", f32, "-o", out, "-q", *conv_args], check=True)
-        files.append(("franken-convert", label, out))
+        name = f"ours-{label.replace(' ', '_').replace('/', '-')}.gguf"
+        files.append(("franken-convert", label, convert_cached(f32, name, *conv_args)))
     for q in THEIRS:
         out = work / f"llamacpp-{q}.gguf"
         if not out.exists():

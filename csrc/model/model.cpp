@@ -66,6 +66,12 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
 
 void Model::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
 
+const float* Model::forward_last(const int32_t* tokens, int n) {
+    last_logits_.resize(cfg_.vocab_size);
+    forward(tokens, n, false, last_logits_.data());
+    return last_logits_.data();
+}
+
 void Model::check_tokens(const int32_t* tokens, int n) const {
     if (n <= 0) throw Error("no tokens to evaluate");
     if (n > cfg_.n_ctx - n_past_)

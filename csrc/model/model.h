@@ -19,6 +19,8 @@ public:
     // Runs `n` tokens at positions n_past() .. n_past()+n-1 and appends them to the KV cache.
     // Writes logits to `logits`: n rows of vocab_size if all_logits, else only the last token's row.
     void forward(const int32_t* tokens, int n, bool all_logits, float* logits);
+    // forward() for the last token's logits only, into a buffer the model owns (the decode loop allocates nothing).
+    const float* forward_last(const int32_t* tokens, int n);
 
     // Runs `n` tokens like forward() and writes, for each position i < n-1, the negative log-likelihood of
     // tokens[i+1]: perplexity without handing n x vocab logits to the caller.
@@ -74,6 +76,7 @@ private:
     std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
     std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
     std::vector<float> batch_logits_; // [n_batch][vocab], for score()
+    std::vector<float> last_logits_;  // [vocab], for forward_last()
 };
 
 }  // namespace franken

@@ -49,7 +49,8 @@ int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, in
     ids_.resize(k);
 
     // Softmax at temperature over the candidates.
-    std::vector<double> prob(k);
+    std::vector<double>& prob = prob_;  // kept across calls: no allocation per token
+    prob.resize(k);
     const double top = work_[ids_[0]];
     double sum = 0;
     for (int i = 0; i < k; ++i) sum += prob[i] = std::exp((work_[ids_[i]] - top) / p_.temperature);

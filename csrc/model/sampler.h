@@ -30,6 +30,7 @@ private:
     uint64_t state_;
     std::vector<float> work_;
     std::vector<int> ids_;
+    std::vector<double> prob_;
 };
 
 }  // namespace franken
