@@ -47,6 +47,20 @@ py::array_t<float> score(Model& m, const Int32Array& tokens) {
     return out;
 }
 
+// The residual stream at every block boundary: (2*depth+1, n, dim), see Model::trace.
+py::array_t<float> trace(Model& m, const Int32Array& tokens) {
+    if (tokens.ndim() != 1) throw Error("tokens must be a 1-D array");
+    const int n = static_cast<int>(tokens.shape(0));
+    if (n <= 0 || n > m.config().n_ctx - m.n_past()) throw Error("trace: need 1 .. n_ctx - n_past tokens");
+    py::array_t<float> out({2 * m.depth() + 1, n, m.config().dim});
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        m.trace(tokens.data(), n, dst);
+    }
+    return out;
+}
+
 // Forward the tokens and draw the next one, without handing the logits to Python.
 int eval_sample(Model& m, const Int32Array& tokens, Sampler& s, const Int32Array& history) {
     py::gil_scoped_release release;
@@ -214,6 +228,9 @@ PYBIND11_MODULE(_core, mod) {
              "Run tokens after the cached ones; logits of the last (or every) position.")
         .def("score", &score, py::arg("tokens"),
              "Run tokens after the cached ones; negative log-likelihood of each next token (n - 1 values).")
+        .def("trace", &trace, py::arg("tokens"),
+             "Run tokens after the cached ones; the residual stream (2*depth+1, n, dim): block s's input at 2s, "
+             "its residual after attention at 2s+1, the final residual last.")
         .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"))
         .def("truncate", &Model::truncate, py::arg("n"))
         .def_property_readonly("n_past", &Model::n_past)

@@ -134,6 +134,11 @@ class Model:
         """Negative log-likelihood (nats) of each token after the first, in a fresh context: len - 1 values."""
         return self._fresh(token_ids, self._core.score)
 
+    def residuals(self, token_ids: Sequence[int]) -> np.ndarray:
+        """The residual stream of a fresh sequence, shape (2 * depth + 1, len, dim): executed block s's input at
+        2s, its residual after attention at 2s + 1, the final residual (before the output norm) last."""
+        return self._fresh(token_ids, self._core.trace)
+
     def _fresh(self, token_ids: Sequence[int], run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """`run` on the ids in an empty context; afterwards the cache holds them (a later prompt may reuse it)."""
         ids = self._check_ids(token_ids)

@@ -128,3 +128,21 @@ def test_sharded_bf16_folder(tmp_path: Path, spm_model: Path) -> None:
     ours = load_reference_precision(sharded).logits(PROMPT)
     expected = reference_logits(reference_model(sharded), PROMPT)  # bf16 weights, computed in float32
     assert np.abs(ours - expected).max() <= 1e-4
+
+
+def test_residual_trace_matches_transformers_hidden_states(tiny) -> None:  # noqa: ANN001
+    """The residual stream the analysis tools read: block inputs equal transformers' hidden states."""
+    import torch
+
+    folder, ref = tiny
+    ours = load_reference_precision(folder).residuals(PROMPT)
+    depth = ref.config.num_hidden_layers
+    assert ours.shape == (2 * depth + 1, len(PROMPT), ref.config.hidden_size)
+    with torch.no_grad():
+        hidden = ref(torch.tensor([PROMPT]), output_hidden_states=True).hidden_states
+    for s in range(depth):  # hidden_states[s] is block s's input; the last entry is after the final norm
+        assert np.abs(ours[2 * s] - hidden[s][0].numpy()).max() <= 1e-4
+    final = ours[-1]
+    normed = final / np.sqrt((final**2).mean(-1, keepdims=True) + ref.config.rms_norm_eps)
+    gain = ref.model.norm.weight.detach().numpy()
+    assert np.abs(normed * gain - hidden[-1][0].numpy()).max() <= 1e-4

@@ -92,6 +92,31 @@ void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits
     }
 }
 
+void Model::trace(const int32_t* tokens, int n, float* out) {
+    check_tokens(tokens, n);
+    trace_ = out;
+    trace_n_ = n;
+    try {
+        for (int done = 0; done < n;) {
+            const int b = std::min(cfg_.n_batch, n - done);
+            trace_row_ = done;
+            forward_batch(tokens + done, b, false, nullptr);
+            done += b;
+        }
+    } catch (...) {
+        trace_ = nullptr;
+        throw;
+    }
+    trace_ = nullptr;
+}
+
+void Model::record(int point, int n) {
+    if (!trace_) return;
+    const size_t d = cfg_.dim;
+    float* dst = trace_ + (static_cast<size_t>(point) * trace_n_ + trace_row_) * d;
+    std::memcpy(dst, x_.data(), n * d * sizeof(float));
+}
+
 void Model::score(const int32_t* tokens, int n, float* nll) {
     check_tokens(tokens, n);
     const int V = cfg_.vocab_size;
@@ -131,6 +156,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
 
     for (int slot = 0; slot < depth(); ++slot) {
         const Block& b = w_.blocks[c.layer_plan[slot]];
+        record(2 * slot, n);
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
         project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}});
@@ -140,6 +166,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         attention(slot, n, pos0);
         project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}});
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
+        record(2 * slot + 1, n);
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
@@ -151,6 +178,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}});
         for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
     }
+    record(2 * depth(), n);
     n_past_ += n;
 
     if (!logits) return;

@@ -26,6 +26,11 @@ public:
     // tokens[i+1]: perplexity without handing n x vocab logits to the caller.
     void score(const int32_t* tokens, int n, float* nll);
 
+    // Runs `n` tokens like forward() (no logits) and records the residual stream: for each executed block s,
+    // trace[2s] = its input and trace[2s+1] = the residual after its attention; trace[2*depth] = the final
+    // residual before the output norm. `trace` holds (2*depth+1) x n x dim floats. For layer analysis and healing.
+    void trace(const int32_t* tokens, int n, float* trace);
+
     int n_past() const { return n_past_; }
     void truncate(int n);  // forget cached positions >= n
     const Config& config() const { return cfg_; }
@@ -60,6 +65,10 @@ private:
     const KernelTable* kern_;
     ThreadPool pool_;
     int n_past_ = 0;
+    // Set only during trace(): where forward_batch copies the residual stream, and the row of its first token.
+    float* trace_ = nullptr;
+    int trace_n_ = 0, trace_row_ = 0;
+    void record(int point, int n);
 
     void store_kv(int slot, int pos0, int n);
 
