@@ -37,6 +37,35 @@ struct BlockQ8A {
     float s;
     int8_t qs[kQK];
 };
+// Q4_0 rows interleaved eight at a time (never stored in files: the model repacks Q4_0 matrices into it at load,
+// for kernels that have it). Block b of an eight-row group holds block b of each row, reordered so that one 32-byte
+// load gives four consecutive elements of each of the eight rows: a SIMD lane per row, so an integer dot product
+// fills lane r with row r's partial sum and no horizontal reduction or shuffle is needed. Byte 32c + 4r + j of qs
+// holds row r's element 8c + j in its low nibble and element 8c + 4 + j in its high nibble (c = 0..3, j = 0..3).
+// Same 144 bytes as eight Q4_0 blocks: value = d[r] * (q - 8).
+constexpr int kX8 = 8;
+struct BlockQ4_0x8 {
+    uint16_t d[kX8];
+    uint8_t qs[kX8 * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_0x8) == 8 * 18, "Q4_0x8 block is eight Q4_0 blocks");
+
+// Element j (0..31) of a Q4_0 block, as its 4-bit code.
+inline int q4_0_code(const BlockQ4_0& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
+
+// Eight Q4_0 rows (row r at rows + r * row_stride, nb blocks each) -> nb interleaved blocks.
+inline void repack_q4_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_0x8* out) {
+    for (int b = 0; b < nb; ++b)
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ4_0& src = reinterpret_cast<const BlockQ4_0*>(rows + r * row_stride)[b];
+            out[b].d[r] = src.d;
+            for (int c = 0; c < 4; ++c)
+                for (int j = 0; j < 4; ++j)
+                    out[b].qs[32 * c + 4 * r + j] =
+                        static_cast<uint8_t>(q4_0_code(src, 8 * c + j) | (q4_0_code(src, 8 * c + 4 + j) << 4));
+        }
+}
+
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");

@@ -41,6 +41,8 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       kern_(pick(kernel_name)),
       pool_(cfg_.n_threads) {
     const Config& c = cfg_;
+    // Integer kernels read Q4_0 fastest interleaved (the float-activation reference path reads rows as stored).
+    if (kern_->gemmq_q4_0x8 && !c.float_activations) store_.interleave_q4_0();
     const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     kv_type_ = static_cast<DType>(c.kv_type);
     kv_row_bytes_ = row_bytes(kv_type_, static_cast<int64_t>(kv_dim));
@@ -211,14 +213,20 @@ Model::Act Model::activations(const float* x, int n_rows, int cols) {
 }
 
 // Products of several matrices with the same input (Q/K/V; gate/up) in one parallel loop over all their rows:
-// one dispatch instead of several, and the threads balance over the group.
+// one dispatch instead of several, and the threads balance over the group. Threads split the rows in units of
+// eight when every matrix allows it, so interleaved groups are never cut.
 void Model::project(const float* x, int n_rows, int cols, std::initializer_list<Product> products) {
-    int total = 0;
-    for (const Product& p : products) total += p.w->rows;
+    int total = 0, unit = kX8;
     bool quantized = false;
-    for (const Product& p : products) quantized |= dtype_quantized(p.w->dtype);
+    for (const Product& p : products) {
+        total += p.w->rows;
+        quantized |= dtype_quantized(p.w->dtype);
+        if (p.w->rows % kX8) unit = 1;
+    }
     const Act act = quantized ? activations(x, n_rows, cols) : Act{x, nullptr, n_rows, cols};
-    pool_.parallel_for(total, [&](int begin, int end, int t) {
+    pool_.parallel_for(total / unit, [&](int begin, int end, int t) {
+        begin *= unit;
+        end *= unit;
         int base = 0;
         for (const Product& p : products) {
             const int lo = std::max(begin, base), hi = std::min(end, base + p.w->rows);
@@ -232,7 +240,9 @@ void Model::project(const float* x, int n_rows, int cols, std::initializer_list<
 void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread) {
     const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
-    if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
+    if (w.x8) {  // interleaved Q4_0 (only with quantized activations): whole groups of eight rows
+        for (int g = begin / kX8; g < end / kX8; ++g) kern_->gemmq_q4_0x8(w.group(g), cols / kQK, x.q, n_rows, out + g * kX8, rows);
+    } else if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
         for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
     } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
         kern_->gemmq(w.dtype)(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);

@@ -32,6 +32,26 @@ WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
     }
 }
 
+void WeightStore::interleave_q4_0() {
+    for (Block& b : w_.blocks)
+        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) interleave(*m);
+}
+
+void WeightStore::interleave(Matrix& m) {
+    if (m.dtype != DType::Q4_0 || m.x8 || m.rows % kX8) return;
+    const size_t bytes = m.row_stride * static_cast<size_t>(m.rows);
+    std::vector<uint8_t> packed(bytes);
+    const int nb = m.cols / kQK;
+    for (int g = 0; g < m.rows / kX8; ++g)
+        repack_q4_0x8(m.row(g * kX8), m.row_stride, nb,
+                      reinterpret_cast<BlockQ4_0x8*>(packed.data() + static_cast<size_t>(g) * kX8 * m.row_stride));
+    for (const auto& f : files_)
+        if (m.data >= f->data() && m.data < f->data() + f->size()) f->release(m.data, bytes);
+    owned_.push_back(std::move(packed));
+    m.data = owned_.back().data();
+    m.x8 = true;
+}
+
 const uint8_t* WeightStore::bytes_of(const TensorSpec& t, size_t n) {
     if (t.file < 0 || t.file >= static_cast<int>(files_.size()))
         throw Error("tensor " + t.name + ": file index out of range");

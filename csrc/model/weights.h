@@ -44,12 +44,18 @@ struct TensorSpec {
 };
 
 // A 2-D weight: `rows` rows of `cols` elements, each row stored contiguously in its format.
+// Or, when `x8` is set (Q4_0 repacked at load for the kernels, see BlockQ4_0x8), rows/8 groups of eight
+// interleaved rows; row() is then meaningless and group() gives group g.
 struct Matrix {
     DType dtype = DType::F32;
     int rows = 0, cols = 0;
     const uint8_t* data = nullptr;
     size_t row_stride = 0;
+    bool x8 = false;
     const uint8_t* row(int r) const { return data + static_cast<size_t>(r) * row_stride; }
+    const BlockQ4_0x8* group(int g) const {
+        return reinterpret_cast<const BlockQ4_0x8*>(data + static_cast<size_t>(g) * kX8 * row_stride);
+    }
 };
 
 struct Block {
@@ -70,6 +76,9 @@ class WeightStore {
 public:
     WeightStore(const Config& cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors);
     const Weights& weights() const { return w_; }
+    // Repacks every Q4_0 block matrix whose rows come in whole groups of eight into the interleaved layout
+    // (for kernel tables that have it), releasing the mapped original: the same bytes, resident once.
+    void interleave_q4_0();
 
 private:
     Matrix matrix(const std::string& name, int rows, int cols);
@@ -78,7 +87,9 @@ private:
 
     std::vector<std::unique_ptr<MappedFile>> files_;
     std::map<std::string, TensorSpec> specs_;
-    std::vector<std::vector<uint8_t>> owned_;  // copies of the rare tensors stored misaligned
+    void interleave(Matrix& m);
+
+    std::vector<std::vector<uint8_t>> owned_;  // copies of misaligned tensors, and repacked matrices
     Weights w_;
 };
 

@@ -32,6 +32,14 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);  // the mapping keeps the file alive
 }
 
+void MappedFile::release(const uint8_t* p, size_t n) const {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (p < data() || p + n > data() + size_ || begin >= end) return;
+    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure changes nothing
+}
+
 MappedFile::~MappedFile() {
     if (addr_) ::munmap(addr_, size_);
 }

@@ -366,6 +366,67 @@ void gemmq_q4_1(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
     gemm_decoded<BlockQ4_1, false, decltype(decode), dotq_q4_1>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
 }
 
+// ---- interleaved Q4_0 (BlockQ4_0x8): lane r of every vector belongs to weight row r ----
+
+// Four activation bytes (elements 4i..4i+3 of a block) in every 32-bit lane.
+inline __m256i bcast4(const BlockQ8A& a, int i) {
+    int32_t v;
+    std::memcpy(&v, a.qs + 4 * i, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// Integer sums over one block for eight rows: lane r = sum_j q[r][j] * x[j] (q unsigned 0..15).
+inline __m256i block_sums_x8(const __m256i lo[4], const __m256i hi[4], const BlockQ8A& a) {
+#if defined(FRANKEN_VNNI)
+    __m256i s = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+        s = _mm256_dpbusd_epi32(s, lo[c], bcast4(a, 2 * c));
+        s = _mm256_dpbusd_epi32(s, hi[c], bcast4(a, 2 * c + 1));
+    }
+    return s;
+#else
+    // Each maddubs lane is at most 2 * 15 * 128 = 3840 in magnitude, so all eight fit one int16 sum (30720).
+    __m256i s16 = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[c], bcast4(a, 2 * c)));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[c], bcast4(a, 2 * c + 1)));
+    }
+    return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+#endif
+}
+
+// Eight rows times up to kTile activation rows. The nibbles of a block are unpacked once and reused by every
+// activation row; d_w * (q - 8) * x is summed as d_w * (dx * sum(q qx) - 8 * s_x), the offset from the block sums.
+template <int kTile>
+inline void x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[kTile], off[kTile];
+    for (int k = 0; k < kTile; ++k) acc[k] = off[k] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+        __m256i lo[4], hi[4];
+        for (int c = 0; c < 4; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+            lo[c] = _mm256_and_si256(v, m4);
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].d)));
+        for (int k = 0; k < kTile; ++k) {
+            const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
+            const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(lo, hi, a));
+            acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
+            off[k] = _mm256_fmadd_ps(dw, _mm256_broadcast_ss(&a.s), off[k]);
+        }
+    }
+    for (int k = 0; k < kTile; ++k)
+        _mm256_storeu_ps(out + k * ldo, _mm256_fnmadd_ps(_mm256_set1_ps(8.f), off[k], acc[k]));
+}
+
+void gemmq_q4_0x8(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    int t = 0;
+    for (; t + 4 <= n_act; t += 4) x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    for (; t < n_act; ++t) x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+}
+
 const KernelTable kTable = {
 #if defined(FRANKEN_VNNI)
     "avx512_vnni",
@@ -377,6 +438,7 @@ const KernelTable kTable = {
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
     gemmq_q8_0, gemmq_q4_0, gemmq_q4_1,
+    gemmq_q4_0x8,
 };
 
 }  // namespace
