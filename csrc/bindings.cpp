@@ -96,24 +96,28 @@ float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, con
     return k.dotq(t)(row.data(), act.data(), n);
 }
 
-// Q4_0 matrix rows (rows x bytes, rows a multiple of 8) in the interleaved layout the model uses at run time.
-py::array_t<uint8_t> repack_q4_0x8_rows(const ByteArray& w, int n) {
-    if (w.ndim() != 2 || w.shape(0) % kX8) throw Error("need 2-D Q4_0 rows, a multiple of 8 of them");
-    checked_row(static_cast<int>(DType::Q4_0), true, n, w.shape(1));
+// Q4_0 / Q8_0 matrix rows (rows x bytes, rows a multiple of 8) in the interleaved layout the model uses.
+py::array_t<uint8_t> repack_x8_rows(int dtype, const ByteArray& w, int n) {
+    const DType t = checked_row(dtype, true, n, w.ndim() == 2 ? w.shape(1) : -1);
+    if (!dtype_interleaves(t) || w.ndim() != 2 || w.shape(0) % kX8)
+        throw Error("need 2-D Q4_0 or Q8_0 rows, a multiple of 8 of them");
     py::array_t<uint8_t> out({w.shape(0), w.shape(1)});
     const size_t stride = static_cast<size_t>(w.shape(1));
     for (py::ssize_t g = 0; g < w.shape(0) / kX8; ++g)
-        repack_q4_0x8(w.data() + g * kX8 * stride, stride, n / kQK,
-                      reinterpret_cast<BlockQ4_0x8*>(out.mutable_data() + g * kX8 * stride));
+        repack_x8(t, w.data() + g * kX8 * stride, stride, n / kQK, out.mutable_data() + g * kX8 * stride);
     return out;
 }
 
-// The interleaved Q4_0 product over all groups of a repacked matrix (see repack_q4_0x8_rows).
-void gemm_x8_rows(const KernelTable& k, const uint8_t* w, int rows, int n, const BlockQ8A* act, int n_act, float* out) {
-    if (!k.gemmq_q4_0x8) throw Error(std::string("kernel path '") + k.name + "' has no interleaved Q4_0 kernel");
-    const size_t group = static_cast<size_t>(kX8) * row_bytes(DType::Q4_0, n);
-    for (int g = 0; g < rows / kX8; ++g)
-        k.gemmq_q4_0x8(reinterpret_cast<const BlockQ4_0x8*>(w + g * group), n / kQK, act, n_act, out + g * kX8, rows);
+// The interleaved product over all groups of a repacked matrix (see repack_x8_rows).
+void gemm_x8_rows(const KernelTable& k, DType t, const uint8_t* w, int rows, int n, const BlockQ8A* act, int n_act,
+                  float* out) {
+    const size_t group = static_cast<size_t>(kX8) * row_bytes(t, n);
+    for (int g = 0; g < rows / kX8; ++g) k.gemmq_x8(t)(w + g * group, n / kQK, act, n_act, out + g * kX8, rows);
+}
+
+void check_interleaved(const KernelTable& k, DType t, int rows) {
+    if (!dtype_interleaves(t) || rows % kX8) throw Error("interleaved needs Q4_0 or Q8_0 rows, a multiple of 8");
+    if (!k.gemmq_x8(t)) throw Error(std::string("kernel path '") + k.name + "' has no interleaved kernel");
 }
 
 // A quantized matrix (rows x n, stored bytes) times activation rows (n_act x n, float), with one table's gemm.
@@ -123,13 +127,13 @@ py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteA
     if (w.ndim() != 2 || x.ndim() != 2) throw Error("need 2-D weights and activations");
     const int n = static_cast<int>(x.shape(1)), n_act = static_cast<int>(x.shape(0)), rows = static_cast<int>(w.shape(0));
     const DType t = checked_row(dtype, true, n, w.shape(1));
-    if (interleaved && (t != DType::Q4_0 || rows % kX8)) throw Error("interleaved needs Q4_0 rows, a multiple of 8");
     const KernelTable& k = kernels_by_name(table);
+    if (interleaved) check_interleaved(k, t, rows);
     std::vector<BlockQ8A> act(static_cast<size_t>(n_act) * (n / kQK));
     for (int r = 0; r < n_act; ++r) k.quantize_act(x.data() + static_cast<size_t>(r) * n, &act[r * (n / kQK)], n);
     py::array_t<float> out({n_act, rows});
     if (interleaved)
-        gemm_x8_rows(k, w.data(), rows, n, act.data(), n_act, out.mutable_data());
+        gemm_x8_rows(k, t, w.data(), rows, n, act.data(), n_act, out.mutable_data());
     else
         k.gemmq(t)(w.data(), rows, row_bytes(t, n), act.data(), n_act, n, out.mutable_data(), rows);
     return out;
@@ -142,8 +146,8 @@ py::array_t<float> kernel_matvec(const std::string& table, int dtype, const Byte
     if (w.ndim() != 2) throw Error("need 2-D weights");
     const int n = static_cast<int>(x.size()), rows = static_cast<int>(w.shape(0));
     const DType t = checked_row(dtype, false, n, w.shape(1));
-    if (interleaved && (t != DType::Q4_0 || rows % kX8)) throw Error("interleaved needs Q4_0 rows, a multiple of 8");
     const KernelTable& k = kernels_by_name(table);
+    if (interleaved) check_interleaved(k, t, rows);
     py::array_t<float> out(rows);
     float* o = out.mutable_data();
     const uint8_t* base = w.data();
@@ -152,7 +156,7 @@ py::array_t<float> kernel_matvec(const std::string& table, int dtype, const Byte
     if (interleaved) {
         std::vector<BlockQ8A> act(n / kQK);
         k.quantize_act(x.data(), act.data(), n);
-        gemm_x8_rows(k, base, rows, n, act.data(), 1, o);
+        gemm_x8_rows(k, t, base, rows, n, act.data(), 1, o);
     } else if (dtype_quantized(t)) {
         std::vector<BlockQ8A> act(n / kQK);
         k.quantize_act(x.data(), act.data(), n);
@@ -302,8 +306,8 @@ PYBIND11_MODULE(_core, mod) {
             py::arg("interleaved") = false);
     mod.def("kernel_gemmq", &kernel_gemmq, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"),
             py::arg("interleaved") = false);
-    mod.def("repack_q4_0x8", &repack_q4_0x8_rows, py::arg("w"), py::arg("n"),
-            "Q4_0 rows (a multiple of 8) in the interleaved layout the integer kernels read.");
+    mod.def("repack_x8", &repack_x8_rows, py::arg("dtype"), py::arg("w"), py::arg("n"),
+            "Q4_0 or Q8_0 rows (a multiple of 8) in the interleaved layout the integer kernels read.");
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
     mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
 }

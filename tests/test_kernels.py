@@ -98,27 +98,28 @@ def test_matrix_matrix_matches_dots(path: str, dtype: DType, rows: int, n_act: i
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q8_0], ids=lambda d: d.name)
 @pytest.mark.parametrize(("rows", "n_act", "n"), [(8, 1, 32), (16, 1, 576), (24, 5, 96), (40, 13, 1536)])
-def test_interleaved_q4_0_matches_stored_rows(path: str, rows: int, n_act: int, n: int) -> None:
-    """The repacked Q4_0 layout the model uses at run time gives the stored rows' integer products, for decode
+def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_act: int, n: int) -> None:
+    """The repacked layout the model uses at run time gives the stored rows' integer products, for decode
     (one activation row) and prompts (tiles of four plus the rest)."""
     rng = np.random.default_rng(rows + n)
-    raw = np.ascontiguousarray(encode(rng.standard_normal((rows, n)).astype(np.float32), DType.Q4_0))
-    packed = _core.repack_q4_0x8(raw, n)
+    raw = np.ascontiguousarray(encode(rng.standard_normal((rows, n)).astype(np.float32), dtype))
+    packed = _core.repack_x8(int(dtype), raw, n)
     assert packed.shape == raw.shape and not np.array_equal(packed, raw)
     x = rng.standard_normal((n_act, n)).astype(np.float32)
-    dots = np.array([[_core.kernel_dotq("scalar", int(DType.Q4_0), raw[i], x[t]) for i in range(rows)]
+    dots = np.array([[_core.kernel_dotq("scalar", int(dtype), raw[i], x[t]) for i in range(rows)]
                      for t in range(n_act)])
-    np.testing.assert_allclose(_core.kernel_gemmq(path, int(DType.Q4_0), packed, x, interleaved=True), dots,
+    np.testing.assert_allclose(_core.kernel_gemmq(path, int(dtype), packed, x, interleaved=True), dots,
                                rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(_core.kernel_matvec(path, int(DType.Q4_0), packed, x[0], interleaved=True), dots[0],
+    np.testing.assert_allclose(_core.kernel_matvec(path, int(dtype), packed, x[0], interleaved=True), dots[0],
                                rtol=1e-5, atol=1e-4)
 
 
 def test_interleaved_needs_whole_groups() -> None:
     raw = np.zeros((12, 18), dtype=np.uint8)
     with pytest.raises(_core.CoreError, match="multiple of 8"):
-        _core.repack_q4_0x8(raw, 32)
+        _core.repack_x8(int(DType.Q4_0), raw, 32)
     with pytest.raises(_core.CoreError, match="interleaved"):
-        _core.kernel_matvec("scalar", int(DType.Q8_0), np.zeros((8, 34), np.uint8), np.zeros(32, np.float32),
+        _core.kernel_matvec("scalar", int(DType.Q4_1), np.zeros((8, 20), np.uint8), np.zeros(32, np.float32),
                             interleaved=True)

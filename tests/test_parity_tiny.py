@@ -82,7 +82,10 @@ def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtyp
     from franken_rt.checkpoint.tensors import float_array
     from franken_rt.checkpoint.types import TensorInfo
 
-    folder, ref = tiny
+    import copy
+
+    folder, shared_ref = tiny
+    ref = copy.deepcopy(shared_ref)  # its weights are replaced below; the module's other tests use the original
     out = tmp_path / f"tiny-{dtype.name}.gguf"
     write_gguf(read_checkpoint(folder), out, dtype=dtype)
     ckpt = read_checkpoint(out)

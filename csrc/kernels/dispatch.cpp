@@ -85,6 +85,10 @@ DotQFn KernelTable::dotq(DType t) const {
     }
 }
 
+GemmX8Fn KernelTable::gemmq_x8(DType t) const {
+    return t == DType::Q4_0 ? gemmq_q4_0x8 : t == DType::Q8_0 ? gemmq_q8_0x8 : nullptr;
+}
+
 GemmQFn KernelTable::gemmq(DType t) const {
     switch (t) {
         case DType::Q8_0: return gemmq_q8_0;

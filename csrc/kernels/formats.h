@@ -50,6 +50,14 @@ struct BlockQ4_0x8 {
 };
 static_assert(sizeof(BlockQ4_0x8) == 8 * 18, "Q4_0x8 block is eight Q4_0 blocks");
 
+// Q8_0 rows interleaved the same way: byte 32c + 4r + j of qs is row r's element 4c + j (c = 0..7, j = 0..3).
+// Same 272 bytes as eight Q8_0 blocks: value = d[r] * q.
+struct BlockQ8_0x8 {
+    uint16_t d[kX8];
+    int8_t qs[kX8 * kQK];
+};
+static_assert(sizeof(BlockQ8_0x8) == 8 * 34, "Q8_0x8 block is eight Q8_0 blocks");
+
 // Element j (0..31) of a Q4_0 block, as its 4-bit code.
 inline int q4_0_code(const BlockQ4_0& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
 
@@ -64,6 +72,24 @@ inline void repack_q4_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
                     out[b].qs[32 * c + 4 * r + j] =
                         static_cast<uint8_t>(q4_0_code(src, 8 * c + j) | (q4_0_code(src, 8 * c + 4 + j) << 4));
         }
+}
+
+// Eight Q8_0 rows -> nb interleaved blocks.
+inline void repack_q8_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ8_0x8* out) {
+    for (int b = 0; b < nb; ++b)
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ8_0& src = reinterpret_cast<const BlockQ8_0*>(rows + r * row_stride)[b];
+            out[b].d[r] = src.d;
+            for (int c = 0; c < 8; ++c)
+                for (int j = 0; j < 4; ++j) out[b].qs[32 * c + 4 * r + j] = src.qs[4 * c + j];
+        }
+}
+
+// The interleaved forms exist for Q4_0 and Q8_0; eight rows of either -> nb interleaved blocks at `out`.
+inline bool dtype_interleaves(DType t) { return t == DType::Q4_0 || t == DType::Q8_0; }
+inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, void* out) {
+    if (t == DType::Q4_0) repack_q4_0x8(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
+    if (t == DType::Q8_0) repack_q8_0x8(rows, row_stride, nb, static_cast<BlockQ8_0x8*>(out));
 }
 
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");

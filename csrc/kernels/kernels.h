@@ -21,9 +21,10 @@ using DotQFn = float (*)(const void* row, const BlockQ8A* act, int n);
 using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
                          float* out, size_t ldo);
 
-// gemm_x8(group, nb, act, n_act, out, ldo): the eight rows of one interleaved Q4_0 group (nb blocks each) times
-// n_act activation rows: out[t * ldo + r] for r = 0..7. Serves decode (n_act = 1) and prompts alike.
-using GemmX8Fn = void (*)(const BlockQ4_0x8* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo);
+// gemm_x8(group, nb, act, n_act, out, ldo): the eight rows of one interleaved group (BlockQ4_0x8 or BlockQ8_0x8,
+// nb blocks each) times n_act activation rows: out[t * ldo + r] for r = 0..7. Serves decode (n_act = 1) and
+// prompts alike.
+using GemmX8Fn = void (*)(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo);
 
 struct KernelTable {
     const char* name;
@@ -35,12 +36,14 @@ struct KernelTable {
     void (*quantize_act)(const float* x, BlockQ8A* out, int n);
     DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1;
     GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1;
-    // Interleaved Q4_0 (BlockQ4_0x8); null in a table without it, and then the model keeps Q4_0 rows as stored.
-    GemmX8Fn gemmq_q4_0x8;
+    // Interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8); null in a table without them, and then the model
+    // keeps the rows as stored.
+    GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8;
 
     DotFn dot(DType t) const;
     DotQFn dotq(DType t) const;  // null for float types
     GemmQFn gemmq(DType t) const;
+    GemmX8Fn gemmq_x8(DType t) const;  // null unless Q4_0 / Q8_0 with an interleaved kernel
     void to_f32(DType t, const void* row, float* out, int n) const;
 };
 

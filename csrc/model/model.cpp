@@ -15,6 +15,11 @@ void check_config(Config& c) {
         c.vocab_size <= 0)
         throw Error("model config: sizes must be positive");
     if (c.n_heads % c.n_kv_heads) throw Error("model config: heads must be a multiple of KV heads");
+    // Every buffer size below is a product of these: bound them so no product overflows an int.
+    const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+    if (c.dim > (1 << 20) || c.ffn_dim > (1 << 22) || c.vocab_size > (1 << 24) || q_dim > (1 << 22) ||
+        c.n_layers > 4096)
+        throw Error("model config: sizes out of range");
     if (c.head_dim % 2 || static_cast<int>(c.inv_freq.size()) != c.head_dim / 2)
         throw Error("model config: need head_dim/2 RoPE frequencies");
     if (c.n_ctx <= 0 || c.n_ctx > (1 << 22)) throw Error("context size out of range");
@@ -41,8 +46,8 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       kern_(pick(kernel_name)),
       pool_(cfg_.n_threads) {
     const Config& c = cfg_;
-    // Integer kernels read Q4_0 fastest interleaved (the float-activation reference path reads rows as stored).
-    if (kern_->gemmq_q4_0x8 && !c.float_activations) store_.interleave_q4_0();
+    // Integer kernels read Q4_0/Q8_0 fastest interleaved (the float-activation reference path reads rows as stored).
+    if (!c.float_activations) store_.interleave(*kern_);
     const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     kv_type_ = static_cast<DType>(c.kv_type);
     kv_row_bytes_ = row_bytes(kv_type_, static_cast<int64_t>(kv_dim));
@@ -240,8 +245,9 @@ void Model::project(const float* x, int n_rows, int cols, std::initializer_list<
 void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread) {
     const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
-    if (w.x8) {  // interleaved Q4_0 (only with quantized activations): whole groups of eight rows
-        for (int g = begin / kX8; g < end / kX8; ++g) kern_->gemmq_q4_0x8(w.group(g), cols / kQK, x.q, n_rows, out + g * kX8, rows);
+    if (w.x8) {  // interleaved (only with quantized activations): whole groups of eight rows
+        const GemmX8Fn gemm = kern_->gemmq_x8(w.dtype);
+        for (int g = begin / kX8; g < end / kX8; ++g) gemm(w.group(g), cols / kQK, x.q, n_rows, out + g * kX8, rows);
     } else if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
         for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
     } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "../runtime/error.h"
@@ -28,6 +29,9 @@ double Sampler::next_uniform() {
 
 int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, int n_history) {
     work_.assign(logits, logits + n_vocab);
+    // A NaN (an overflow upstream) would break the ordering the sorts below rely on: it ranks last instead.
+    for (float& l : work_)
+        if (std::isnan(l)) l = -std::numeric_limits<float>::infinity();
     if (p_.repetition_penalty != 1.f && p_.repeat_last_n > 0) {
         const int from = std::max(0, n_history - p_.repeat_last_n);
         ids_.clear();

@@ -32,19 +32,21 @@ WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
     }
 }
 
-void WeightStore::interleave_q4_0() {
+void WeightStore::interleave(const KernelTable& k) {
     for (Block& b : w_.blocks)
-        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) interleave(*m);
+        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) interleave(*m, k);
+    interleave(w_.output, k);
 }
 
-void WeightStore::interleave(Matrix& m) {
-    if (m.dtype != DType::Q4_0 || m.x8 || m.rows % kX8) return;
+void WeightStore::interleave(Matrix& m, const KernelTable& k) {
+    if (!k.gemmq_x8(m.dtype) || m.x8 || m.rows % kX8) return;
     const size_t bytes = m.row_stride * static_cast<size_t>(m.rows);
     std::vector<uint8_t> packed(bytes);
     const int nb = m.cols / kQK;
     for (int g = 0; g < m.rows / kX8; ++g)
-        repack_q4_0x8(m.row(g * kX8), m.row_stride, nb,
-                      reinterpret_cast<BlockQ4_0x8*>(packed.data() + static_cast<size_t>(g) * kX8 * m.row_stride));
+        repack_x8(m.dtype, m.row(g * kX8), m.row_stride, nb, packed.data() + static_cast<size_t>(g) * kX8 * m.row_stride);
+    // Released pages are read from the file again if touched: a tied embedding table still looks up its rows
+    // there, one at a time, so only the rows in use come back.
     for (const auto& f : files_)
         if (m.data >= f->data() && m.data < f->data() + f->size()) f->release(m.data, bytes);
     owned_.push_back(std::move(packed));

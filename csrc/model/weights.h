@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/formats.h"
+#include "../kernels/kernels.h"
 #include "../runtime/mapped_file.h"
 
 namespace franken {
@@ -44,7 +44,7 @@ struct TensorSpec {
 };
 
 // A 2-D weight: `rows` rows of `cols` elements, each row stored contiguously in its format.
-// Or, when `x8` is set (Q4_0 repacked at load for the kernels, see BlockQ4_0x8), rows/8 groups of eight
+// Or, when `x8` is set (Q4_0 / Q8_0 repacked at load for the kernels, see BlockQ4_0x8), rows/8 groups of eight
 // interleaved rows; row() is then meaningless and group() gives group g.
 struct Matrix {
     DType dtype = DType::F32;
@@ -53,9 +53,7 @@ struct Matrix {
     size_t row_stride = 0;
     bool x8 = false;
     const uint8_t* row(int r) const { return data + static_cast<size_t>(r) * row_stride; }
-    const BlockQ4_0x8* group(int g) const {
-        return reinterpret_cast<const BlockQ4_0x8*>(data + static_cast<size_t>(g) * kX8 * row_stride);
-    }
+    const void* group(int g) const { return data + static_cast<size_t>(g) * kX8 * row_stride; }
 };
 
 struct Block {
@@ -76,9 +74,10 @@ class WeightStore {
 public:
     WeightStore(const Config& cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors);
     const Weights& weights() const { return w_; }
-    // Repacks every Q4_0 block matrix whose rows come in whole groups of eight into the interleaved layout
-    // (for kernel tables that have it), releasing the mapped original: the same bytes, resident once.
-    void interleave_q4_0();
+    // Repacks every Q4_0 / Q8_0 matrix whose rows come in whole groups of eight into the interleaved layout, for
+    // kernel tables that have it, releasing the mapped original: the same bytes, resident once. The output
+    // matrix is repacked apart from the embedding table it may share, whose rows are looked up one at a time.
+    void interleave(const KernelTable& k);
 
 private:
     Matrix matrix(const std::string& name, int rows, int cols);
@@ -87,7 +86,7 @@ private:
 
     std::vector<std::unique_ptr<MappedFile>> files_;
     std::map<std::string, TensorSpec> specs_;
-    void interleave(Matrix& m);
+    void interleave(Matrix& m, const KernelTable& k);
 
     std::vector<std::vector<uint8_t>> owned_;  // copies of misaligned tensors, and repacked matrices
     Weights w_;

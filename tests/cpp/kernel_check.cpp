@@ -94,38 +94,42 @@ int main() {
                 for (int i = 0; i < 15; ++i) ok &= close(g[i], h[i], mag);
                 check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
             }
-            // Interleaved Q4_0: eight distinct random rows repacked, times 1 and 6 activation rows (the tile of
-            // four and the rest), against the scalar twin and against the scalar dot product of each stored row.
-            if (!k.gemmq_q4_0x8) continue;
-            std::vector<uint8_t> rows8;
-            for (int r = 0; r < kX8; ++r) {
-                const auto row = random_row(DType::Q4_0, n);
-                rows8.insert(rows8.end(), row.begin(), row.end());
-            }
-            const size_t stride = row_bytes(DType::Q4_0, n);
-            std::vector<BlockQ4_0x8> packed(n / kQK);
-            repack_q4_0x8(rows8.data(), stride, n / kQK, packed.data());
-            for (int n_act : {1, 6}) {
-                std::vector<BlockQ8A> acts;
-                for (int r = 0; r < n_act; ++r) {
-                    std::vector<float> xr(n);
-                    for (auto& v : xr) v = randn();
-                    std::vector<BlockQ8A> q(n / kQK);
-                    ref.quantize_act(xr.data(), q.data(), n);
-                    acts.insert(acts.end(), q.begin(), q.end());
+            // Interleaved Q4_0 / Q8_0: eight distinct random rows repacked, times 1 and 6 activation rows (the tile
+            // of four and the rest), against the scalar twin and the scalar dot product of each stored row.
+            for (DType t : {DType::Q4_0, DType::Q8_0}) {
+                if (!k.gemmq_x8(t)) continue;
+                std::vector<uint8_t> rows8;
+                for (int r = 0; r < kX8; ++r) {
+                    const auto row = random_row(t, n);
+                    rows8.insert(rows8.end(), row.begin(), row.end());
                 }
-                std::vector<float> g(n_act * 9), h(n_act * 9);  // ldo 9: outputs need not be contiguous
-                k.gemmq_q4_0x8(packed.data(), n / kQK, acts.data(), n_act, g.data(), 9);
-                ref.gemmq_q4_0x8(packed.data(), n / kQK, acts.data(), n_act, h.data(), 9);
-                bool twin = true, dots = true;
-                for (int t = 0; t < n_act; ++t)
-                    for (int r = 0; r < kX8; ++r) {
-                        const double d = ref.dotq_q4_0(rows8.data() + r * stride, &acts[t * (n / kQK)], n);
-                        twin &= close(g[t * 9 + r], h[t * 9 + r], std::fabs(d) + n);
-                        dots &= close(h[t * 9 + r], d, std::fabs(d) + n);
+                const size_t stride = row_bytes(t, n);
+                std::vector<uint8_t> packed(rows8.size());
+                repack_x8(t, rows8.data(), stride, n / kQK, packed.data());
+                for (int n_act : {1, 6}) {
+                    std::vector<BlockQ8A> acts;
+                    for (int r = 0; r < n_act; ++r) {
+                        std::vector<float> xr(n);
+                        for (auto& v : xr) v = randn();
+                        std::vector<BlockQ8A> q(n / kQK);
+                        ref.quantize_act(xr.data(), q.data(), n);
+                        acts.insert(acts.end(), q.begin(), q.end());
                     }
-                check(twin, name + " gemmq_q4_0x8 vs scalar n=" + std::to_string(n) + " acts=" + std::to_string(n_act));
-                check(dots, name + " gemmq_q4_0x8 vs stored rows n=" + std::to_string(n) + " acts=" + std::to_string(n_act));
+                    std::vector<float> g(n_act * 9), h(n_act * 9);  // ldo 9: outputs need not be contiguous
+                    k.gemmq_x8(t)(packed.data(), n / kQK, acts.data(), n_act, g.data(), 9);
+                    ref.gemmq_x8(t)(packed.data(), n / kQK, acts.data(), n_act, h.data(), 9);
+                    bool twin = true, dots = true;
+                    for (int a = 0; a < n_act; ++a)
+                        for (int r = 0; r < kX8; ++r) {
+                            const double d = ref.dotq(t)(rows8.data() + r * stride, &acts[a * (n / kQK)], n);
+                            twin &= close(g[a * 9 + r], h[a * 9 + r], std::fabs(d) + n);
+                            dots &= close(h[a * 9 + r], d, std::fabs(d) + n);
+                        }
+                    const std::string what = std::string(" gemmq_x8 ") + dtype_name(t) + " n=" + std::to_string(n) +
+                                             " acts=" + std::to_string(n_act);
+                    check(twin, name + what + " vs scalar");
+                    check(dots, name + what + " vs stored rows");
+                }
             }
         }
         std::printf("%s: checked against scalar\n", name.c_str());

@@ -119,7 +119,8 @@ KernelTable make_table() {
     t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
     t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
     t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
-    t.gemmq_q4_0x8 = nullptr;  // no NEON kernel for the interleaved layout yet: keep Q4_0 rows as stored
+    t.gemmq_q4_0x8 = nullptr;  // no NEON kernels for the interleaved layouts yet: keep rows as stored
+    t.gemmq_q8_0x8 = nullptr;
     return t;
 }
 

@@ -164,7 +164,8 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
 }
 
 // Reads the interleaved layout directly (the layout's definition, in formats.h, read a second way).
-void gemmq_q4_0x8(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+void gemmq_q4_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(group);
     for (int t = 0; t < n_act; ++t) {
         const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
         for (int r = 0; r < kX8; ++r) {
@@ -183,6 +184,23 @@ void gemmq_q4_0x8(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, int n_act, 
     }
 }
 
+void gemmq_q8_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(group);
+    for (int t = 0; t < n_act; ++t) {
+        const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
+        for (int r = 0; r < kX8; ++r) {
+            float s = 0.f;
+            for (int b = 0; b < nb; ++b) {
+                int acc = 0;
+                for (int c = 0; c < 8; ++c)
+                    for (int j = 0; j < 4; ++j) acc += w[b].qs[32 * c + 4 * r + j] * a[b].qs[4 * c + j];
+                s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
+            }
+            out[t * ldo + r] = s;
+        }
+    }
+}
+
 const KernelTable kTable = {
     "scalar",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
@@ -190,7 +208,7 @@ const KernelTable kTable = {
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>,
-    gemmq_q4_0x8,
+    gemmq_q4_0x8, gemmq_q8_0x8,
 };
 
 }  // namespace

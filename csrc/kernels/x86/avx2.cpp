@@ -421,10 +421,58 @@ inline void x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* ou
         _mm256_storeu_ps(out + k * ldo, _mm256_fnmadd_ps(_mm256_set1_ps(8.f), off[k], acc[k]));
 }
 
-void gemmq_q4_0x8(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+void gemmq_q4_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(group);
     int t = 0;
     for (; t + 4 <= n_act; t += 4) x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
     for (; t < n_act; ++t) x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+}
+
+// Eight Q8_0 rows times up to kTile activation rows. Both operands are signed; the integer dot product wants one
+// unsigned. With VNNI the activation bytes are offset by 128 (x + 128 is unsigned) and 128 * sum(w) taken off
+// again, the weight sums shared by the tile; without it, |w| times x with w's sign, as in dot_s8s8.
+template <int kTile>
+inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    __m256 acc[kTile];
+    for (int k = 0; k < kTile; ++k) acc[k] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+        __m256i s[kTile];
+        for (int k = 0; k < kTile; ++k) s[k] = _mm256_setzero_si256();
+#if defined(FRANKEN_VNNI)
+        __m256i wsum = _mm256_setzero_si256();
+        const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi8(1);
+#endif
+        for (int c = 0; c < 8; ++c) {
+            const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+#if defined(FRANKEN_VNNI)
+            wsum = _mm256_dpbusd_epi32(wsum, ones, wq);
+            for (int k = 0; k < kTile; ++k)
+                s[k] = _mm256_dpbusd_epi32(s[k], _mm256_xor_si256(bcast4(act[static_cast<size_t>(k) * nb + b], c), flip), wq);
+#else
+            const __m256i wabs = _mm256_sign_epi8(wq, wq);
+            for (int k = 0; k < kTile; ++k) {
+                const __m256i x = _mm256_sign_epi8(bcast4(act[static_cast<size_t>(k) * nb + b], c), wq);
+                s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, x), _mm256_set1_epi16(1)));
+            }
+#endif
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].d)));
+        for (int k = 0; k < kTile; ++k) {
+            const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
+#if defined(FRANKEN_VNNI)
+            s[k] = _mm256_sub_epi32(s[k], _mm256_slli_epi32(wsum, 7));
+#endif
+            acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), _mm256_cvtepi32_ps(s[k]), acc[k]);
+        }
+    }
+    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, acc[k]);
+}
+
+void gemmq_q8_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(group);
+    int t = 0;
+    for (; t + 4 <= n_act; t += 4) q8x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    for (; t < n_act; ++t) q8x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
 }
 
 const KernelTable kTable = {
@@ -438,7 +486,7 @@ const KernelTable kTable = {
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
     gemmq_q8_0, gemmq_q4_0, gemmq_q4_1,
-    gemmq_q4_0x8,
+    gemmq_q4_0x8, gemmq_q8_0x8,
 };
 
 }  // namespace
