@@ -25,3 +25,22 @@ def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarr
     if dtype == DType.Q4_1:
         raw[:, :, 2:4] = (-0.1 * rng.random((rows, cols // block))).astype("<f2").view(np.uint8).reshape(rows, -1, 2)
     return raw.reshape(rows, -1)
+
+
+# The model repacks these formats at load into eight-row interleaved groups (for kernel paths that have them).
+INTERLEAVED = [DType.Q8_0, DType.Q4_0]
+
+
+def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The matrix as the model multiplies it on this kernel path: (bytes, interleaved)."""
+    from franken_rt import _core
+
+    if dtype not in INTERLEAVED or w.shape[0] % 8:
+        return w, False
+    packed = _core.repack_x8(int(dtype), w, w.shape[1] // BLOCK_LAYOUT[dtype][1] * BLOCK_LAYOUT[dtype][0])
+    try:
+        _core.kernel_matvec(path, int(dtype), packed[:8], np.zeros(packed.shape[1] // BLOCK_LAYOUT[dtype][1] * 32,
+                                                                     np.float32), interleaved=True)
+    except _core.CoreError:  # this path has no interleaved kernel: the model keeps rows as stored
+        return w, False
+    return packed, True

@@ -35,6 +35,5 @@ def test_decode_fraction_of_bandwidth(dtype: DType) -> None:
     reached = bytes_per_token / best
     print(f"{dtype.name}: {bytes_per_token / 2**20:.0f} MiB/token, {1 / best:.2f} tok/s, {reached / 1e9:.2f} GB/s of "
           f"{bandwidth / 1e9:.2f} GB/s measured = {reached / bandwidth:.0%}")
-    # Measured here: Q4_0 41-47%, Q8_0 66%: decode is compute-bound per thread, short of the 70% target; the
-    # gate catches regressions.
-    assert reached / bandwidth >= 0.3
+    # Measured here with the interleaved kernels: Q4_0 80%, Q8_0 91% (stored rows before: 41-47% and 66%).
+    assert reached / bandwidth >= 0.5

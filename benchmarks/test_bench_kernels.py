@@ -1,11 +1,12 @@
 """Matrix-vector (decode) and matrix-matrix (prompt) products per format and SIMD path, at SmolLM2's and a 7B
-model's shapes, beside numpy's float32 BLAS product of the same shape. Reports only: test_gates.py gates."""
+model's shapes, beside numpy's float32 BLAS product of the same shape, each in the layout the model multiplies
+(Q4_0/Q8_0 interleaved where the path has it). Reports only: test_gates.py gates."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench_utils import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, random_matrix
+from bench_utils import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, model_layout, random_matrix
 
 from franken_rt import _core
 
@@ -18,10 +19,11 @@ PATHS = _core.available_kernels()
 def test_matvec(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  # noqa: ANN001
     if path == "scalar" and shape[0] * shape[1] > 5_000_000:
         shape = (shape[0] // 8, shape[1])  # the scalar path at 7B sizes takes seconds per call
-    w = random_matrix(dtype, *shape)
+    w, interleaved = model_layout(path, dtype, random_matrix(dtype, *shape))
     x = np.random.default_rng(1).standard_normal(shape[1]).astype(np.float32)
     benchmark.extra_info["MAC"] = shape[0] * shape[1]
-    out = benchmark(_core.kernel_matvec, path, int(dtype), w, x)
+    benchmark.extra_info["interleaved"] = interleaved
+    out = benchmark(_core.kernel_matvec, path, int(dtype), w, x, interleaved)
     assert out.shape == (shape[0],) and np.isfinite(out).all()
 
 
@@ -31,10 +33,11 @@ def test_matvec(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  #
 def test_matmat_64_tokens(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  # noqa: ANN001
     if path == "scalar":
         shape = (shape[0] // 4, shape[1])
-    w = random_matrix(dtype, *shape)
+    w, interleaved = model_layout(path, dtype, random_matrix(dtype, *shape))
     x = np.random.default_rng(1).standard_normal((64, shape[1])).astype(np.float32)
     benchmark.extra_info["MAC"] = 64 * shape[0] * shape[1]
-    out = benchmark(_core.kernel_gemmq, path, int(dtype), w, x)
+    benchmark.extra_info["interleaved"] = interleaved
+    out = benchmark(_core.kernel_gemmq, path, int(dtype), w, x, interleaved)
     assert out.shape == (64, shape[0])
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from bench_utils import QUANT, random_matrix
+from bench_utils import INTERLEAVED, QUANT, model_layout, random_matrix
 
 from franken_rt import _core
 
@@ -40,14 +40,14 @@ def test_simd_matvec_beats_scalar(dtype) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
 def test_quantized_matvec_beats_float_blas(dtype) -> None:  # noqa: ANN001
     """At a 7B layer's shape, against numpy's float32 BLAS (which may use more threads than our one) reading 4-8x
-    the bytes. Measured 1.06x (Q8_0) and 1.33x (Q4_*): our single thread is compute-bound, not memory-bound, so
-    the gate guards against regressions rather than claiming a margin."""
-    w = random_matrix(dtype, 4096, 4096)
+    the bytes, in the layout the model uses. Measured 2.2x (Q4_1, stored rows), 3.2x (Q8_0) and 4.8x (Q4_0), both
+    interleaved."""
+    w, interleaved = model_layout(BEST, dtype, random_matrix(dtype, 4096, 4096))
     wf = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
     x = np.random.default_rng(1).standard_normal(4096).astype(np.float32)
-    ratio = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), w, x), lambda: wf @ x)
+    ratio = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), w, x, interleaved), lambda: wf @ x)
     print(f"{dtype.name} matvec {BEST} vs numpy f32: {ratio:.2f}x")
-    assert ratio >= 0.75
+    assert ratio >= 1.0
 
 
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
@@ -58,3 +58,28 @@ def test_prompt_gemm_beats_repeated_matvec(dtype) -> None:  # noqa: ANN001
                     lambda: [_core.kernel_matvec(BEST, int(dtype), w, row) for row in x])
     print(f"{dtype.name} 64-token gemm vs 64 matvecs ({BEST}): {ratio:.2f}x")
     assert ratio >= 1.4  # measured ~2x
+
+
+@pytest.mark.skipif(BEST == "scalar", reason="this CPU has no SIMD kernel path to gate")
+@pytest.mark.parametrize("dtype", INTERLEAVED, ids=lambda d: d.name)
+def test_interleaved_kernels_beat_scalar_twin_and_stored_rows(dtype) -> None:  # noqa: ANN001
+    """The layout the model runs Q4_0/Q8_0 in: its SIMD kernel against its scalar twin (decode), and against the
+    stored-row kernels it replaced (decode and a 64-token prompt)."""
+    rows = random_matrix(dtype, 1536, 576)
+    packed, interleaved = model_layout(BEST, dtype, rows)
+    if not interleaved:
+        pytest.fail(f"{BEST} has no interleaved {dtype.name} kernel")
+    x = np.random.default_rng(1).standard_normal(576).astype(np.float32)
+    xs = np.random.default_rng(2).standard_normal((64, 576)).astype(np.float32)
+    twin = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), packed, x, True),
+                   lambda: _core.kernel_matvec("scalar", int(dtype), packed, x, True))
+    decode = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), packed, x, True),
+                     lambda: _core.kernel_matvec(BEST, int(dtype), rows, x))
+    prompt = speedup(lambda: _core.kernel_gemmq(BEST, int(dtype), packed, xs, True),
+                     lambda: _core.kernel_gemmq(BEST, int(dtype), rows, xs))
+    print(f"{dtype.name} interleaved ({BEST}): {twin:.1f}x its scalar twin; vs stored rows {decode:.2f}x (decode), "
+          f"{prompt:.2f}x (64-token prompt)")
+    # Measured on the CI machine (AVX512-VNNI): twin 10-20x; decode 1.7-3.2x, prompt 2.0-2.7x over stored rows.
+    assert twin >= 4.0
+    assert decode >= 1.2
+    assert prompt >= 1.4
