@@ -77,12 +77,12 @@ def test_gguf_form_matches_folder(tiny, tmp_path: Path, dtype: DType) -> None:  
 @pytest.mark.parametrize("dtype", [DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_1], ids=lambda d: d.name)
 def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtype: DType) -> None:  # noqa: ANN001
     """Quantized weights run natively; the reference runs the same weights decoded to float32."""
+    import copy
+
     import torch
 
     from franken_rt.checkpoint.tensors import float_array
     from franken_rt.checkpoint.types import TensorInfo
-
-    import copy
 
     folder, shared_ref = tiny
     ref = copy.deepcopy(shared_ref)  # its weights are replaced below; the module's other tests use the original
