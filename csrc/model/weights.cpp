@@ -1,5 +1,6 @@
 #include "weights.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "../kernels/kernels.h"
@@ -40,15 +41,20 @@ void WeightStore::interleave(const KernelTable& k) {
 
 void WeightStore::interleave(Matrix& m, const KernelTable& k) {
     if (!k.gemmq_x8(m.dtype) || m.x8 || m.rows % kX8) return;
-    const size_t bytes = m.row_stride * static_cast<size_t>(m.rows);
+    const size_t group_bytes = m.row_stride * kX8, bytes = group_bytes * (m.rows / kX8);
+    const MappedFile* source = nullptr;
+    for (const auto& f : files_)
+        if (m.data >= f->data() && m.data < f->data() + f->size()) source = f.get();
     std::vector<uint8_t> packed(bytes);
     const int nb = m.cols / kQK;
-    for (int g = 0; g < m.rows / kX8; ++g)
-        repack_x8(m.dtype, m.row(g * kX8), m.row_stride, nb, packed.data() + static_cast<size_t>(g) * kX8 * m.row_stride);
-    // Released pages are read from the file again if touched: a tied embedding table still looks up its rows
-    // there, one at a time, so only the rows in use come back.
-    for (const auto& f : files_)
-        if (m.data >= f->data() && m.data < f->data() + f->size()) f->release(m.data, bytes);
+    // The mapped original is released as the copy grows (released pages are read from the file again if touched,
+    // as a tied embedding table's lookups do), so the two are never both resident: no peak at load.
+    const int groups_per_step = std::max<int>(1, static_cast<int>((1u << 20) / group_bytes));
+    for (int g = 0; g < m.rows / kX8; ++g) {
+        repack_x8(m.dtype, m.row(g * kX8), m.row_stride, nb, packed.data() + g * group_bytes);
+        if (source && ((g + 1) % groups_per_step == 0 || g + 1 == m.rows / kX8))
+            source->release(m.data, (g + 1) * group_bytes);
+    }
     owned_.push_back(std::move(packed));
     m.data = owned_.back().data();
     m.x8 = true;
