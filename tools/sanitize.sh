@@ -30,7 +30,7 @@ rm -f "$work"/pkg/franken_rt/_core*.so
 cp "$B"/_core*.so "$work/pkg/franken_rt/"
 CXX="${CXX:-g++}"
 if [ $# -eq 0 ]; then
-  set -- tests/test_kernels.py
+  set -- tests/test_kernels.py tests/test_concurrency.py
 fi
 PYTHONPATH="$work/pkg" "$PY" -c "import franken_rt._core as c; print('sanitized extension:', c.__file__)"
 LD_PRELOAD="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libubsan.so)" \

@@ -3,6 +3,8 @@
 // Entries without an ARM-specific version come from the scalar table.
 #include <arm_neon.h>
 
+#include <cstring>
+
 #include "../kernels.h"
 
 namespace franken {
@@ -103,6 +105,98 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+#if defined(FRANKEN_DOTPROD)
+// ---- interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8), with SDOT only: SDOT sums four products per lane, so
+// a 16-byte load of four elements of rows 0-3 (or 4-7) times four activation bytes copied to every lane leaves row
+// r's partial sum in lane r. (Plain NEON has no per-lane four-product sum: it keeps rows as stored.) ----
+
+// Four activation bytes (elements i..i+3 of a block) in every lane.
+inline int8x16_t bcast4(const BlockQ8A& a, int i) {
+    int32_t v;
+    std::memcpy(&v, a.qs + i, 4);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+
+inline void load_scales(const uint16_t* d, float32x4_t& d0, float32x4_t& d1) {
+    float f[kX8];
+    for (int r = 0; r < kX8; ++r) f[r] = fp16_to_f32(d[r]);
+    d0 = vld1q_f32(f);
+    d1 = vld1q_f32(f + 4);
+}
+
+// Eight rows times kTile activation rows; `block_sums(b, a, s0, s1)` adds block b's integer sums (rows 0-3, 4-7).
+template <int kTile, class BlockSums>
+inline void x8_tile(const uint16_t* (*scales)(const void*, int), const void* w, int nb, const BlockQ8A* act,
+                    float* out, size_t ldo, BlockSums block_sums) {
+    float32x4_t acc[kTile][2];
+    for (int k = 0; k < kTile; ++k) acc[k][0] = acc[k][1] = vdupq_n_f32(0.f);
+    for (int b = 0; b < nb; ++b) {
+        int32x4_t s[kTile][2];
+        for (int k = 0; k < kTile; ++k) s[k][0] = s[k][1] = vdupq_n_s32(0);
+        block_sums(b, act, nb, s);
+        float32x4_t d0, d1;
+        load_scales(scales(w, b), d0, d1);
+        for (int k = 0; k < kTile; ++k) {
+            const float dx = act[static_cast<size_t>(k) * nb + b].d;
+            acc[k][0] = vfmaq_f32(acc[k][0], vmulq_n_f32(d0, dx), vcvtq_f32_s32(s[k][0]));
+            acc[k][1] = vfmaq_f32(acc[k][1], vmulq_n_f32(d1, dx), vcvtq_f32_s32(s[k][1]));
+        }
+    }
+    for (int k = 0; k < kTile; ++k) {
+        vst1q_f32(out + k * ldo, acc[k][0]);
+        vst1q_f32(out + k * ldo + 4, acc[k][1]);
+    }
+}
+
+template <int kTile>
+void q4_0x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
+        const uint8x16_t m4 = vdupq_n_u8(0x0f);
+        const int8x16_t eight = vdupq_n_s8(8);
+        for (int c = 0; c < 4; ++c)
+            for (int h = 0; h < 2; ++h) {
+                const uint8x16_t v = vld1q_u8(w[b].qs + 32 * c + 16 * h);
+                const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m4)), eight);
+                const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
+                for (int k = 0; k < kTile; ++k) {
+                    const BlockQ8A& x = a[static_cast<size_t>(k) * nbk + b];
+                    s[k][h] = vdotq_s32(vdotq_s32(s[k][h], lo, bcast4(x, 8 * c)), hi, bcast4(x, 8 * c + 4));
+                }
+            }
+    };
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ4_0x8*>(p)[b].d; }, w, nb, act, out,
+                   ldo, sums);
+}
+
+template <int kTile>
+void q8_0x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
+        for (int c = 0; c < 8; ++c)
+            for (int h = 0; h < 2; ++h) {
+                const int8x16_t v = vld1q_s8(w[b].qs + 32 * c + 16 * h);
+                for (int k = 0; k < kTile; ++k)
+                    s[k][h] = vdotq_s32(s[k][h], v, bcast4(a[static_cast<size_t>(k) * nbk + b], 4 * c));
+            }
+    };
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ8_0x8*>(p)[b].d; }, w, nb, act, out,
+                   ldo, sums);
+}
+
+void gemmq_q4_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(group);
+    int t = 0;
+    for (; t + 4 <= n_act; t += 4) q4_0x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    for (; t < n_act; ++t) q4_0x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+}
+
+void gemmq_q8_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(group);
+    int t = 0;
+    for (; t + 4 <= n_act; t += 4) q8_0x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    for (; t < n_act; ++t) q8_0x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+}
+#endif
+
 KernelTable make_table() {
     KernelTable t = *scalar_kernels();
 #if defined(FRANKEN_DOTPROD)
@@ -119,8 +213,13 @@ KernelTable make_table() {
     t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
     t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
     t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
-    t.gemmq_q4_0x8 = nullptr;  // no NEON kernels for the interleaved layouts yet: keep rows as stored
+#if defined(FRANKEN_DOTPROD)
+    t.gemmq_q4_0x8 = gemmq_q4_0x8;
+    t.gemmq_q8_0x8 = gemmq_q8_0x8;
+#else
+    t.gemmq_q4_0x8 = nullptr;  // plain NEON keeps rows as stored (see above)
     t.gemmq_q8_0x8 = nullptr;
+#endif
     return t;
 }
 
