@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from franken_rt.errors import FrankenError
@@ -17,15 +18,18 @@ def load(
     kernels: str = "",
     activations: str = "q8",
     kv_cache: str = "f16",
+    layer_plan: Sequence[int] | None = None,
 ):  # noqa: ANN201 (franken_rt.model.Model; imported lazily to keep `import franken_rt` light)
     """Load a GGUF file or Hugging Face folder; returns a franken_rt.model.Model ready to generate.
 
     threads: default physical cores. n_ctx: KV cache size, default min(model's, 2048). kernels: force a kernel
     path ("scalar", "avx2", ...). activations: "q8" (integer kernels, default) or "f32" (reference precision).
     kv_cache: "f16" (default), "q8" (half the memory) or "f32" (reference precision).
+    layer_plan: stored block indices in execution order, overriding the file's own plan (`franken.layer_plan`
+    metadata, followed by default).
     """
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.model import Model
 
     return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels, activations=activations,
-                 kv_cache=kv_cache)
+                 kv_cache=kv_cache, layer_plan=layer_plan)

@@ -38,6 +38,17 @@ class Llama3RopeScaling:
     high_freq_factor: float
     original_context_length: int
 
+    def __post_init__(self) -> None:
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or not 0 < value < 1e6:
+                raise FrankenError(f"config: rope_scaling {name} = {value!r} is out of range")
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise FrankenError("config: rope_scaling high_freq_factor must exceed low_freq_factor")
+        if not 0 < self.original_context_length <= 1 << 24:
+            raise FrankenError(f"config: rope_scaling original_max_position_embeddings = "
+                               f"{self.original_context_length!r} is out of range")
+
     def apply(self, inv_freq: np.ndarray) -> np.ndarray:
         # Long wavelengths are slowed by `factor`, short ones kept, the band between blended smoothly.
         low_wavelen = self.original_context_length / self.low_freq_factor
@@ -77,6 +88,8 @@ class ModelConfig:
         for name, value in ints.items():
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 24:
                 raise FrankenError(f"config: {name} = {value!r} is not a positive integer in range")
+        if self.n_heads * self.head_dim > 1 << 24 or self.dim * max(self.ffn_dim, self.vocab_size) > 1 << 40:
+            raise FrankenError("config: attention or matrix sizes are absurdly large")
         if self.n_heads % self.n_kv_heads:
             raise FrankenError(f"config: {self.n_heads} heads are not a multiple of {self.n_kv_heads} KV heads")
         if self.head_dim % 2:
@@ -103,6 +116,8 @@ class ModelConfig:
         """From a Hugging Face `config.json` of a LlamaForCausalLM."""
         archs = cfg.get("architectures") or []
         model_type = cfg.get("model_type")
+        if not isinstance(archs, list):
+            raise FrankenError(f"config.json: architectures = {archs!r} is not a list")
         if model_type != "llama" and "LlamaForCausalLM" not in archs:
             raise FrankenError(f"unsupported architecture: model_type={model_type!r} architectures={archs!r}")
         if cfg.get("attention_bias") or cfg.get("mlp_bias"):
@@ -117,22 +132,29 @@ class ModelConfig:
         try:
             dim = cfg["hidden_size"]
             n_heads = cfg["num_attention_heads"]
+            if not _is_int(dim) or not _is_int(n_heads) or dim <= 0 or n_heads <= 0:
+                raise FrankenError(f"config.json: hidden_size = {dim!r} and num_attention_heads = {n_heads!r} "
+                                   "must be positive integers")
+            tie = cfg.get("tie_word_embeddings")
+            tie = tie_default if tie is None else tie
+            if not isinstance(tie, bool):
+                raise FrankenError(f"config.json: tie_word_embeddings = {tie!r} is not true or false")
             kwargs = dict(
                 n_layers=cfg["num_hidden_layers"],
                 dim=dim,
                 n_heads=n_heads,
                 n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
-                head_dim=cfg.get("head_dim") or (dim // n_heads if isinstance(dim, int) else dim),
+                head_dim=cfg.get("head_dim") or dim // n_heads,
                 ffn_dim=cfg["intermediate_size"],
                 vocab_size=cfg["vocab_size"],
                 context_length=cfg.get("max_position_embeddings", 2048),
                 norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(cfg.get("rope_theta", rope_params.get("rope_theta", 10000.0))),
-                tie_embeddings=bool(cfg.get("tie_word_embeddings", tie_default)),
+                tie_embeddings=tie,
             )
         except KeyError as e:
             raise FrankenError(f"config.json: missing field {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise FrankenError(f"config.json: bad field value ({e})") from None
         scaling = cfg.get("rope_scaling") or rope_params
         if scaling:
@@ -147,7 +169,7 @@ class ModelConfig:
                         high_freq_factor=float(scaling["high_freq_factor"]),
                         original_context_length=int(scaling["original_max_position_embeddings"]),
                     )
-                except (KeyError, TypeError, ValueError) as e:
+                except (KeyError, TypeError, ValueError, OverflowError) as e:
                     raise FrankenError(f"config.json: bad llama3 rope_scaling ({e})") from None
             elif kind != "default":
                 raise FrankenError(f"unsupported rope_scaling type {kind!r}")
@@ -163,24 +185,38 @@ class ModelConfig:
                 raise FrankenError(f"GGUF: missing metadata key {key!r}")
             return meta.get(key, default)
 
-        dim = int(get("dim"))
-        n_heads = int(get("n_heads"))
-        head_dim = int(get("head_dim", 0) or get("rope_dim", 0) or dim // n_heads)
-        if int(get("rope_dim", head_dim)) != head_dim:
+        def num(name: str, default: Any = None, kind: type = int) -> Any:
+            """A metadata number of the right kind (an integer field must not be a float, string or array)."""
+            value = get(name, default)
+            ok = _is_int(value) or (kind is float and isinstance(value, float))
+            if not ok:
+                raise FrankenError(f"GGUF: metadata {GGUF_KEYS[name]} = {value!r} is not a number of the right type")
+            return kind(value)
+
+        dim = num("dim")
+        n_heads = num("n_heads")
+        if n_heads <= 0:
+            raise FrankenError(f"GGUF: metadata {GGUF_KEYS['n_heads']} = {n_heads} is not positive")
+        head_dim = num("head_dim", 0) or num("rope_dim", 0) or dim // n_heads
+        if num("rope_dim", head_dim) != head_dim:
             raise FrankenError("unsupported: partial RoPE (rope.dimension_count != head dim)")
         scaling = get("rope_scaling_type", "none")
-        if scaling not in ("none", "linear") or (scaling == "linear" and float(get("rope_scaling_factor")) != 1):
+        if scaling not in ("none", "linear") or (scaling == "linear" and num("rope_scaling_factor", kind=float) != 1):
             raise FrankenError(f"unsupported RoPE scaling {scaling!r} in GGUF metadata")
         return cls(
-            n_layers=int(get("n_layers")),
+            n_layers=num("n_layers"),
             dim=dim,
             n_heads=n_heads,
-            n_kv_heads=int(get("n_kv_heads", n_heads)),
+            n_kv_heads=num("n_kv_heads", n_heads),
             head_dim=head_dim,
-            ffn_dim=int(get("ffn_dim")),
-            vocab_size=int(get("vocab_size", vocab_size)),
-            context_length=int(get("context_length")),
-            norm_eps=float(get("norm_eps")),
-            rope_theta=float(get("rope_theta", 10000.0)),
+            ffn_dim=num("ffn_dim"),
+            vocab_size=num("vocab_size", vocab_size),
+            context_length=num("context_length"),
+            norm_eps=num("norm_eps", kind=float),
+            rope_theta=num("rope_theta", 10000.0, kind=float),
             tie_embeddings=tie_embeddings,
         )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

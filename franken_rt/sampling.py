@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from franken_rt.errors import FrankenError
@@ -19,9 +20,17 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise FrankenError(f"{name} must be a number, got {value!r}")
+        for name in ("top_k", "repeat_last_n", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise FrankenError(f"{name} must be an integer, got {value!r}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise FrankenError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
+        if not 0 <= self.top_k < 1 << 31:
             raise FrankenError(f"top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise FrankenError(f"top-p must be in (0, 1], got {self.top_p}")
@@ -29,7 +38,7 @@ class SamplingParams:
             raise FrankenError(f"min-p must be in [0, 1), got {self.min_p}")
         if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise FrankenError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
-        if self.repeat_last_n < 0:
+        if not 0 <= self.repeat_last_n < 1 << 31:
             raise FrankenError(f"repeat-last-n must be >= 0, got {self.repeat_last_n}")
         if not 0 <= self.seed < 1 << 64:
             raise FrankenError(f"seed must be in [0, 2^64), got {self.seed}")

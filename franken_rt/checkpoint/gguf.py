@@ -16,12 +16,17 @@ from typing import Any
 import numpy as np
 
 from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorInfo
+from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+# Metadata array elements in one header, all arrays together: a vocabulary and its merges take under a million;
+# the bound keeps a hostile header from making tens of millions of Python objects out of a file's bytes.
+MAX_ARRAY_ELEMENTS = 1 << 23
+MAX_ARRAY_DEPTH = 4  # arrays of arrays: llama files use none; a bound keeps a hostile file from recursing deep
 
 # GGUF metadata value types: id -> (struct format, size) for the fixed-size ones.
 _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
@@ -53,6 +58,7 @@ class _Cursor:
 
     def __init__(self, buf: memoryview, path: Path) -> None:
         self.buf, self.pos, self.path = buf, 0, path
+        self.elements = 0  # metadata array elements read so far
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > len(self.buf):
@@ -80,13 +86,16 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="replace")  # token texts may hold raw bytes
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.scalar(*_SCALARS[vtype], what)
         if vtype == _STRING:
             return self.string(what)
         if vtype == _ARRAY:
             etype, count = self.u32(what), self.u64(what)
+            self.elements += count
+            if self.elements > MAX_ARRAY_ELEMENTS:
+                raise FrankenError(f"{self.path}: corrupt GGUF header (absurd array length in {what})")
             if etype in _SCALARS:
                 size = _SCALARS[etype][1]
                 self.need(count * size, what)
@@ -97,8 +106,10 @@ class _Cursor:
                 self.need(count * 8, what)  # each string needs at least its length field
                 return [self.string(what) for _ in range(count)]
             if etype == _ARRAY:
+                if depth >= MAX_ARRAY_DEPTH:
+                    raise FrankenError(f"{self.path}: corrupt GGUF header (arrays nested too deep in {what})")
                 self.need(count * 12, what)
-                return [self.value(_ARRAY, what) for _ in range(count)]
+                return [self.value(_ARRAY, what, depth + 1) for _ in range(count)]
             raise FrankenError(f"{self.path}: unknown GGUF array element type {etype} in {what}")
         raise FrankenError(f"{self.path}: unknown GGUF value type {vtype} in {what}")
 
@@ -133,6 +144,8 @@ def _parse(buf: memoryview, path: Path, size: int) -> GGUFHeader:
     meta: dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string("metadata key")
+        if key in meta:
+            raise FrankenError(f"{path}: corrupt GGUF header (metadata key {key!r} appears twice)")
         meta[key] = cur.value(cur.u32(f"type of {key}"), key)
 
     alignment = meta.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -188,6 +201,7 @@ def _check_tensor_extents(tensors: list[GGUFTensor], path: Path, size: int, alig
 def read_gguf(path: Path) -> Checkpoint:
     """A llama-architecture GGUF file as a Checkpoint."""
     from franken_rt.checkpoint.tokenizer import Tokenizer
+    from franken_rt.surgery.plan import PLAN_KEY, check_plan
 
     path = Path(path)
     header = read_header(path)
@@ -209,14 +223,20 @@ def read_gguf(path: Path) -> Checkpoint:
     freqs = tensors.pop("rope_freqs.weight", None)
     if freqs is not None:  # Llama 3.1 scaling stored as per-frequency divisors
         config = _with_rope_freqs(config, freqs)
-    return Checkpoint(
+    plan = None
+    if PLAN_KEY in meta:
+        plan = check_plan(meta[PLAN_KEY], config.n_layers, where=f"{path}: {PLAN_KEY}")
+    ckpt = Checkpoint(
         config=config,
         tensors=tensors,
         tokenizer=Tokenizer.from_gguf_metadata(meta),
         rope_interleaved=True,
         source=path,
         metadata=meta,
+        layer_plan=plan,
     )
+    check_tensors(ckpt)
+    return ckpt
 
 
 def _with_rope_freqs(config: ModelConfig, t: TensorInfo) -> ModelConfig:

@@ -23,6 +23,7 @@ from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, nbytes_of
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.quant.formats import encode
+from franken_rt.surgery.plan import PLAN_KEY
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -110,7 +111,8 @@ def write_gguf(
     with atomic_output(out, sources, force=force) as tmp:
         w = gguf.GGUFWriter(tmp, arch="llama")
         vocab = ckpt.tokenizer.gguf_metadata(vocab_size=ckpt.config.vocab_size)
-        for key, val in {**hyperparameters(ckpt.config), **vocab, **(extra_metadata or {})}.items():
+        order = {PLAN_KEY: [int(b) for b in ckpt.layer_plan]} if ckpt.layer_plan is not None else {}
+        for key, val in {**hyperparameters(ckpt.config), **vocab, **order, **(extra_metadata or {})}.items():
             _add_value(w, key, val)
         w.add_file_type(file_type(d for _, _, d in plan))
         freqs = _rope_freqs(ckpt)

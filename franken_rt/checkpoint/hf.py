@@ -9,6 +9,7 @@ from typing import Any
 
 from franken_rt.checkpoint.safetensors import read_safetensors_header
 from franken_rt.checkpoint.types import Checkpoint, TensorInfo
+from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
 
@@ -47,14 +48,15 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FrankenError(f"{path}: not valid JSON ({e})") from None
 
 
 def _shards(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _load_json(index).get("weight_map")
+        data = _load_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise FrankenError(f"{index}: no weight_map")
         names = sorted({str(v) for v in weight_map.values()})
@@ -93,7 +95,7 @@ def read_hf(folder: Path) -> Checkpoint:
         tensors.pop("output.weight", None)
     elif "output.weight" not in tensors:
         raise FrankenError(f"{folder}: lm_head.weight is missing and tie_word_embeddings is false")
-    return Checkpoint(
+    ckpt = Checkpoint(
         config=config,
         tensors=tensors,
         tokenizer=Tokenizer.from_hf_folder(folder),
@@ -101,3 +103,5 @@ def read_hf(folder: Path) -> Checkpoint:
         source=folder,
         metadata={"hf_config": cfg},
     )
+    check_tensors(ckpt)
+    return ckpt

@@ -31,7 +31,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise FrankenError(f"{path}: not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise FrankenError(f"{path}: not a safetensors file (header is not an object)")
@@ -43,15 +43,16 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             continue
         try:
             dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            shape = tuple(int(d) for d in shape)
-            begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
             raise FrankenError(f"{path}: tensor {name}: malformed header entry") from None
-        if dtype_name not in SAFETENSORS_DTYPES:
+        if not isinstance(shape, list) or not all(_is_int(v) for v in (*shape, begin, end)):
+            raise FrankenError(f"{path}: tensor {name}: shape and data_offsets must be integers")
+        shape = tuple(shape)
+        if not isinstance(dtype_name, str) or dtype_name not in SAFETENSORS_DTYPES:
             raise FrankenError(f"{path}: tensor {name} has unsupported dtype {dtype_name}")
         dtype = SAFETENSORS_DTYPES[dtype_name]
-        if not shape or any(d <= 0 for d in shape):
-            raise FrankenError(f"{path}: tensor {name} has an empty or negative shape {list(shape)}")
+        if not 1 <= len(shape) <= 4 or any(not 0 < d <= 1 << 40 for d in shape):
+            raise FrankenError(f"{path}: tensor {name} has an empty, negative or absurd shape {list(shape)}")
         info = TensorInfo(name, Path(path), base + begin, dtype, shape)
         if not 0 <= begin <= end or end - begin != info.nbytes or base + end > size:
             raise FrankenError(f"{path}: tensor {name}: byte range does not match its shape or the file")
@@ -62,3 +63,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         if start < end:
             raise FrankenError(f"{path}: tensors {a} and {b} overlap")
     return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

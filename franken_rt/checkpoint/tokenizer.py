@@ -72,6 +72,8 @@ _EOM_TEXTS = ("<|eom_id|>",)
 # Score llama.cpp's converter gives tokens that are not sentencepiece pieces (added and padding tokens).
 _NON_PIECE_SCORE = -1000.0
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# How far past the end of a vocabulary an added token's id may lie (ids in between become unused tokens).
+_MAX_ADDED_GAP = 1 << 16
 
 
 class Tokenizer:
@@ -207,11 +209,14 @@ class Tokenizer:
         tokens = meta.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, (list, tuple)) or not tokens:
             raise FrankenError("GGUF metadata has no vocabulary (tokenizer.ggml.tokens is missing or empty)")
-        tokens = [str(t) for t in tokens]
+        if not all(isinstance(t, str) for t in tokens):
+            raise FrankenError("GGUF tokenizer.ggml.tokens is not an array of strings")
+        tokens = list(tokens)
         n = len(tokens)
         types = meta.get("tokenizer.ggml.token_type")
         if types is not None:
-            types = [int(t) for t in types]
+            if not isinstance(types, list) or not all(_is_int(t) for t in types):
+                raise FrankenError("GGUF tokenizer.ggml.token_type is not an array of integers")
             if len(types) != n:
                 raise FrankenError(f"GGUF tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
 
@@ -225,6 +230,9 @@ class Tokenizer:
                 )
             return value
 
+        chat_template = meta.get("tokenizer.chat_template")
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise FrankenError("GGUF tokenizer.chat_template is not a string")
         if model == "llama":
             # llama.cpp's defaults for a sentencepiece vocabulary without these keys.
             bos, eos, unk = (
@@ -254,7 +262,7 @@ class Tokenizer:
             eos_ids=_end_ids(declared, tokens, controls),
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
-            chat_template=meta.get("tokenizer.chat_template") or None,
+            chat_template=chat_template or None,
             gguf_keys=lambda: keys,
         )
 
@@ -375,7 +383,7 @@ def _end_ids(
 ) -> list[int]:
     """Declared end-of-generation ids first, then the well-known end-of-turn control tokens."""
     ids = [i for i in declared if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(texts)]
-    ids += sorted(i for i in specials if texts[i] in _END_OF_TURN_TEXTS)
+    ids += sorted(i for i in specials if 0 <= i < len(texts) and texts[i] in _END_OF_TURN_TEXTS)
     return list(dict.fromkeys(ids))
 
 
@@ -513,6 +521,8 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return result, pos
         shift += 7
+        if shift >= 70:
+            raise ValueError("protobuf varint longer than 10 bytes")
 
 
 # Normalization happens before sentencepiece sees the text (i.e. none, like transformers and llama.cpp):
@@ -585,7 +595,9 @@ def _spm_from_gguf(
     """A sentencepiece BPE model serialized from the GGUF vocabulary, so encoding is sentencepiece's."""
     n = len(tokens)
     scores = meta.get("tokenizer.ggml.scores")
-    scores = [0.0] * n if scores is None else list(scores)
+    scores = [0.0] * n if scores is None else scores
+    if not isinstance(scores, list) or not all(isinstance(x, (int, float)) for x in scores):
+        raise FrankenError("GGUF tokenizer.ggml.scores is not an array of numbers")
     if len(scores) != n:
         raise FrankenError(f"GGUF tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
     if types is None:  # old files: infer what the converter would have written
@@ -613,6 +625,7 @@ def _spm_from_gguf(
         proto += _pb_bytes(1, _pb_bytes(1, text.encode()) + _pb_float(2, float(score)) + _pb_int(3, kind))
     # TrainerSpec{3: model_type BPE=2, 4: vocab_size, 35: byte_fallback, 40-43: unk/bos/eos/pad ids}.
     pad = meta.get("tokenizer.ggml.padding_token_id")
+    pad = pad if _is_int(pad) and 0 <= pad < n else None
     trainer = _pb_int(3, 2) + _pb_int(4, n) + _pb_int(35, int(byte_fallback))
     for field, value in ((40, types.index(UNKNOWN)), (41, bos), (42, eos), (43, pad)):
         trainer += _pb_int(field, -1 if value is None else int(value))
@@ -645,6 +658,9 @@ class _HfSentencePiece:
                 (int(k), v["content"], bool(v.get("special")))
                 for k, v in (config.get("added_tokens_decoder") or {}).items()
             )
+            # Added ids extend the vocabulary a little; a far-away id would size a huge table.
+            if any(not 0 <= i < len(texts) + _MAX_ADDED_GAP or not isinstance(c, str) for i, c, _ in added):
+                raise ValueError("token id out of range")
         except (AttributeError, KeyError, TypeError, ValueError):
             raise FrankenError(
                 f"{path.parent / 'tokenizer_config.json'}: malformed added_tokens_decoder"
@@ -699,10 +715,12 @@ class _HfSentencePiece:
         for field, value, raw in _pb_fields(model):
             if field == 1 and isinstance(value, bytes):
                 sub = {f: v for f, v, _ in _pb_fields(value)}
-                texts.append(bytes(sub.get(1, b"")).decode("utf-8"))  # type: ignore[arg-type]
-                score = sub.get(2)
+                text, score, kind = sub.get(1, b""), sub.get(2), sub.get(3, NORMAL)
+                if not isinstance(text, bytes) or not isinstance(kind, int):
+                    raise ValueError("malformed sentencepiece piece")
+                texts.append(text.decode("utf-8"))
                 scores.append(struct.unpack("<f", score)[0] if isinstance(score, bytes) and len(score) == 4 else 0.0)
-                types.append(int(sub.get(3, NORMAL)))  # type: ignore[arg-type]
+                types.append(kind)
                 rest += raw
             elif field == 3 and isinstance(value, bytes):
                 add_prefix = bool({f: v for f, v, _ in _pb_fields(value)}.get(3, True))
@@ -757,14 +775,16 @@ def _bpe_from_gguf(
     from tokenizers.models import BPE
 
     pre = meta.get("tokenizer.ggml.pre", "default")
-    family = _PRE_FAMILIES.get(pre)
+    family = _PRE_FAMILIES.get(pre) if isinstance(pre, str) else None
     if family is None:
         raise FrankenError(
             f"unsupported GGUF pre-tokenizer {pre!r} (supported: {', '.join(sorted(_PRE_FAMILIES))})"
         )
     merges = meta.get("tokenizer.ggml.merges")
-    if merges is None or len(merges) == 0:
+    if not isinstance(merges, list) or len(merges) == 0:
         raise FrankenError("GGUF byte-level vocabulary has no merges (tokenizer.ggml.merges)")
+    if not all(isinstance(m, str) for m in merges):
+        raise FrankenError("GGUF tokenizer.ggml.merges is not an array of strings")
     types = types or [NORMAL] * len(tokens)
 
     vocab: dict[str, int] = {}
@@ -799,11 +819,12 @@ def _bpe_from_gguf(
             tok.pre_tokenizer = byte_level
         tok.add_special_tokens([t for t in added if t.special])
         tok.add_tokens([t for t in added if not t.special])
-    except Exception as exc:  # tokenizers raises its own Exception subclasses on bad merges
+    except BaseException as exc:  # tokenizers raises its own Exception subclasses on bad merges, or panics
+        _reraise_unless_engine_error(exc)
         raise FrankenError(f"invalid GGUF byte-level vocabulary: {_one_line(exc)}") from None
 
     def encode(text: str) -> list[int]:
-        return tok.encode(text, add_special_tokens=False).ids
+        return _run_engine(lambda: tok.encode(text, add_special_tokens=False).ids)
 
     transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
     return encode, pieces, transparent, frozenset()
@@ -826,13 +847,21 @@ class _HfJson:
             source = path.read_text(encoding="utf-8")
             data = json.loads(source)
             self._tok = HfTokenizer.from_str(source)
-        except Exception as exc:  # OSError, JSON errors, tokenizers' own Exception
+        except BaseException as exc:  # OSError, JSON errors, tokenizers' own Exception or panic
+            _reraise_unless_engine_error(exc)
             raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
         vocab = self._tok.get_vocab(with_added_tokens=True)
+        if not isinstance(data, dict) or max(vocab.values(), default=0) >= len(vocab) + _MAX_ADDED_GAP:
+            raise FrankenError(f"{path}: token ids far beyond the size of the vocabulary")
         self.texts = [""] * (max(vocab.values(), default=-1) + 1)
         for text, i in vocab.items():
             self.texts[i] = text
-        added = {t["id"]: bool(t.get("special")) for t in data.get("added_tokens") or []}
+        try:
+            added = {int(t["id"]): bool(t.get("special")) for t in data.get("added_tokens") or []}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise FrankenError(f"{path}: malformed added_tokens") from None
+        if any(not 0 <= i < len(self.texts) for i in added):
+            raise FrankenError(f"{path}: added_tokens ids lie outside the vocabulary")
         self.transparent = frozenset(i for i, special in added.items() if special)
 
         steps = _decoder_steps(data.get("decoder"))
@@ -868,7 +897,7 @@ class _HfJson:
         self.lead_space = frozenset(lead)
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return _run_engine(lambda: self._tok.encode(text, add_special_tokens=False).ids)
 
     def id_of(self, text: str | None) -> int | None:
         return None if text is None else self._tok.token_to_id(text)
@@ -969,6 +998,26 @@ def _metaspace_prepends(step: dict[str, Any]) -> bool:
     return scheme != "never"
 
 
+def _reraise_unless_engine_error(exc: BaseException) -> None:
+    """Re-raise `exc` unless it is an error of a tokenizer engine: an Exception, or a Rust panic of `tokenizers`
+    (pyo3's PanicException derives from BaseException), which a hostile tokenizer file can trigger."""
+    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        raise exc
+
+
+def _run_engine(call: Callable[[], list[int]]) -> list[int]:
+    """Encoding with `tokenizers`: its panics on a broken vocabulary become FrankenError."""
+    try:
+        return call()
+    except BaseException as exc:
+        _reraise_unless_engine_error(exc)
+        raise FrankenError(f"the tokenizer failed: {_one_line(exc)}") from None
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -6,12 +6,11 @@ Names follow GGUF's llama convention (`token_embd.weight`, `blk.3.attn_q.weight`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 if TYPE_CHECKING:
     from franken_rt.checkpoint.tokenizer import Tokenizer
@@ -46,7 +45,7 @@ def nbytes_of(dtype: DType, shape: tuple[int, ...]) -> int:
     row = shape[-1]
     if row % block:
         raise ValueError(f"row length {row} is not a multiple of the {dtype.name} block size {block}")
-    n_rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    n_rows = math.prod(shape[:-1])  # Python integers: a hostile shape must not wrap around
     return n_rows * (row // block) * size
 
 
@@ -71,6 +70,7 @@ class Checkpoint:
 
     `rope_interleaved` tells which pairing of RoPE dimensions the q/k weights were stored for:
     GGUF llama files pair adjacent dimensions (2i, 2i+1); Hugging Face checkpoints pair i with i + d/2.
+    `layer_plan`: the stored blocks in execution order (GGUF metadata `franken.layer_plan`); None runs each once.
     """
 
     config: ModelConfig
@@ -79,3 +79,4 @@ class Checkpoint:
     rope_interleaved: bool
     source: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    layer_plan: list[int] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
     ap.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                     help="override the type of tensors whose name matches REGEX (repeatable; first match wins)")
+    ap.add_argument("--plan", metavar="PLAN", default=None,
+                    help="layer plan: the blocks to run, in order, e.g. 0-11,14,14,15-29 (indices of the source's "
+                         "executed blocks); removals give a plain llama file, repeats are stored once")
+    ap.add_argument("--materialize-repeats", action="store_true",
+                    help="store a copy of each repeated block, for runtimes that do not know layer plans")
+    ap.add_argument("--calib", metavar="FILE", default=None,
+                    help="calibration text for --drop, --heal and --target-size (default: text sampled from the "
+                         "model itself, cached)")
+    ap.add_argument("--drop", type=int, metavar="N", default=None, help="remove N decoder blocks, chosen by --method")
+    ap.add_argument("--method", default="angular", choices=["bi", "angular", "ppl-greedy"],
+                    help="how to choose the blocks to remove: bi (lowest Block Influence), angular (the contiguous "
+                         "run that changes the residual stream least; default), ppl-greedy (measured perplexity)")
+    ap.add_argument("--heal", nargs="?", const="default", default=None, metavar="METHOD",
+                    help="fold a fitted linear map for each removed run into the block before it (training-free; "
+                         "no new parameters); METHOD: ridge, diag or lstsq (default: see docs/surgery.md)")
+    ap.add_argument("--target-size", metavar="SIZE", default=None,
+                    help="e.g. 60MB or 60MiB: choose the removed blocks and the per-tensor types (--quant is "
+                         "ignored) with the least calibration perplexity whose file fits")
     ap.add_argument("--force", action="store_true", help="replace an existing output file")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
@@ -39,23 +58,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.checkpoint.gguf_writer import write_gguf
+    from franken_rt.checkpoint.validate import check_finite
     from franken_rt.quant.policy import QuantPolicy
+    from franken_rt.surgery import pipeline
+    from franken_rt.surgery.plan import plan_checkpoint
 
     policy = QuantPolicy.parse(args.quant, args.tensor_type)
     out = Path(args.output)
     if out.suffix != ".gguf":
         raise FrankenError(f"output must end in .gguf: {out}")
+    heal = pipeline.default_heal() if args.heal == "default" else args.heal
+    opts = pipeline.SurgeryOptions(calib=args.calib, drop=args.drop, method=args.method, heal=heal,
+                                   target_size=args.target_size, plan=args.plan, rounding=args.rounding)
+    pipeline.check(opts)
+    if opts.active and out.exists() and not args.force:
+        raise FrankenError(f"{out} exists (use --force to replace it)")  # before minutes of measurements
     ckpt = read_checkpoint(args.source)
+    check_finite(ckpt)  # NaN/inf weights or block scales: refuse rather than carry them into the output
     before = sum(t.nbytes for t in ckpt.tensors.values())
+    scratch = tempfile.TemporaryDirectory(prefix="franken-convert-")  # healed tensors live here until written
+    if opts.active:
+        ckpt, policy, notes = pipeline.run(ckpt, opts, policy, Path(scratch.name))
+        for note in notes:
+            print(note, file=sys.stderr)
+    ckpt, surgery = plan_checkpoint(ckpt, None if opts.heal else args.plan, args.materialize_repeats)
     t0 = time.perf_counter()
-    write_gguf(ckpt, out, dtype=policy, force=args.force, rounding=args.rounding, progress=not args.quiet)
+    try:  # the output is written to a temporary file, removed on failure: nothing partial is left
+        write_gguf(ckpt, out, dtype=policy, force=args.force, rounding=args.rounding, progress=not args.quiet)
+    except OSError as e:  # e.g. a full disk
+        raise FrankenError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
+    except KeyboardInterrupt:
+        print(f"\nfranken-convert: interrupted; nothing was written to {out}", file=sys.stderr)
+        return 130
+    finally:
+        scratch.cleanup()
     after = os.path.getsize(out)
     counts: dict[str, int] = {}
     for t in ckpt.tensors.values():
         counts[policy(t).name] = counts.get(policy(t).name, 0) + 1
     mix = ", ".join(f"{n} x {k}" for k, n in sorted(counts.items()))
     print(f"{args.source} -> {out}: tensors {mib(before)} -> file {mib(after)} ({after / before:.1%}); "
-          f"{mix}; {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+          f"{mix}; {time.perf_counter() - t0:.1f} s" + (f"; {surgery}" if surgery else ""), file=sys.stderr)
     return 0
 
 

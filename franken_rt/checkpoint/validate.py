@@ -1,0 +1,105 @@
+"""Checks of a Checkpoint beyond what the readers check: tensor shapes against the hyperparameters, and (on
+request) a scan for NaN or infinite values and block scales.
+
+The readers already bound every offset, length and byte size by the file; here every tensor the forward pass reads
+must be present with the shape the hyperparameters give, and every error names the tensor.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorInfo
+from franken_rt.errors import FrankenError
+
+_BLOCK_NAME = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+def expected_shapes(ckpt: Checkpoint) -> dict[str, tuple[int, ...]]:
+    """Every tensor the forward pass reads, with its shape (outermost first)."""
+    c = ckpt.config
+    q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (c.vocab_size, c.dim),
+        "output_norm.weight": (c.dim,),
+    }
+    if not c.tie_embeddings:
+        shapes["output.weight"] = (c.vocab_size, c.dim)
+    block = {
+        "attn_norm.weight": (c.dim,),
+        "attn_q.weight": (q_dim, c.dim),
+        "attn_k.weight": (kv_dim, c.dim),
+        "attn_v.weight": (kv_dim, c.dim),
+        "attn_output.weight": (c.dim, q_dim),
+        "ffn_norm.weight": (c.dim,),
+        "ffn_gate.weight": (c.ffn_dim, c.dim),
+        "ffn_up.weight": (c.ffn_dim, c.dim),
+        "ffn_down.weight": (c.dim, c.ffn_dim),
+    }
+    for layer in range(c.n_layers):
+        shapes.update({f"blk.{layer}.{part}": shape for part, shape in block.items()})
+    return shapes
+
+
+def check_tensors(ckpt: Checkpoint) -> None:
+    """Every tensor the model needs is present with the shape its hyperparameters give; blocks are numbered
+    within block_count. Raises FrankenError naming the first tensor that does not fit."""
+    source = ckpt.source
+    expected = expected_shapes(ckpt)
+    for name, t in ckpt.tensors.items():
+        m = _BLOCK_NAME.fullmatch(name)
+        if m and int(m.group(1)) >= ckpt.config.n_layers:
+            raise FrankenError(f"{source}: tensor {name} belongs to block {m.group(1)}, but the model has "
+                               f"{ckpt.config.n_layers} blocks")
+        shape = expected.get(name)
+        if shape is not None and tuple(t.shape) != shape:
+            raise FrankenError(f"{source}: tensor {name} has shape {list(t.shape)}; the hyperparameters give "
+                               f"{list(shape)}")
+    for name in expected:
+        if name not in ckpt.tensors:
+            raise FrankenError(f"{source}: missing tensor {name}")
+
+
+def _mask_bits(dtype: DType) -> tuple[str, int]:
+    """The word holding a float and the exponent mask that marks NaN or infinity in it (all exponent bits set)."""
+    if dtype == DType.F32:
+        return "<u4", 0x7F800000
+    if dtype == DType.BF16:
+        return "<u2", 0x7F80
+    return "<u2", 0x7C00  # F16, and the f16 scales (and minimums) of the block formats
+
+
+def nonfinite_count(t: TensorInfo) -> int:
+    """How many values (float tensors) or block scales/minimums (quantized tensors) are NaN or infinite.
+
+    Vectorized over a memory map of the file; the bytes are not copied. Quantized blocks hold f16 scales at their
+    start (Q4_1 a scale and a minimum): only those are checked, the packed integers cannot be non-finite."""
+    word, mask = _mask_bits(t.dtype)
+    block, block_bytes = BLOCK_LAYOUT[t.dtype]
+    n_blocks = t.nbytes // block_bytes
+    if n_blocks == 0:
+        return 0
+    if block == 1:
+        values = np.memmap(t.file, dtype=word, mode="r", offset=t.offset, shape=(n_blocks,))
+    else:  # (blocks, 16-bit words of a block); the scale words first
+        words = np.memmap(t.file, dtype="<u2", mode="r", offset=t.offset, shape=(n_blocks, block_bytes // 2))
+        values = words[:, : 2 if t.dtype == DType.Q4_1 else 1]
+    count = 0
+    step = 1 << 22  # rows per chunk: bounded temporaries whatever the tensor's size
+    for start in range(0, values.shape[0], step):
+        chunk = values[start:start + step]
+        count += int(np.count_nonzero((chunk & mask) == mask))
+    return count
+
+
+def check_finite(ckpt: Checkpoint, names: list[str] | None = None) -> None:
+    """Raise FrankenError naming the first tensor holding NaN or infinite values (or block scales)."""
+    for name in names if names is not None else list(ckpt.tensors):
+        t = ckpt.tensors[name]
+        bad = nonfinite_count(t)
+        if bad:
+            what = "values" if BLOCK_LAYOUT[t.dtype][0] == 1 else "block scales"
+            raise FrankenError(f"{Path(t.file)}: tensor {name} has {bad} NaN or infinite {what}")

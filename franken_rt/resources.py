@@ -1,0 +1,45 @@
+"""What a model needs from the machine, checked before anything is allocated: memory for the KV cache and the
+core's scratch buffers against what the system has available."""
+
+from __future__ import annotations
+
+from franken_rt.config import ModelConfig
+from franken_rt.errors import FrankenError
+
+# Bytes per stored K or V row element for each KV cache type (Q8_0: 34 bytes per 32 values).
+_KV_BYTES = {"f32": 4.0, "f16": 2.0, "q8": 34 / 32}
+BATCH = 64  # prompt tokens per step in the core (Config::n_batch)
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int) -> int:
+    """Bytes the core allocates for a context: K and V caches of every executed block, plus activations,
+    attention scores and logits buffers (the weights are memory-mapped, not counted)."""
+    q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    kv = int(2 * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
+    activations = BATCH * (3 * max(c.dim, q_dim) + 2 * kv_dim + q_dim + 2 * c.ffn_dim) * 4
+    scratch = threads * (n_ctx + max(c.dim, c.ffn_dim, q_dim)) * 4 + (BATCH + 1) * c.vocab_size * 4
+    return kv + activations + scratch
+
+
+def check_memory(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int) -> None:
+    """FrankenError if the context would not fit in the memory the system has available."""
+    need = runtime_bytes(c, depth, n_ctx, kv_cache, threads)
+    have = available_memory()
+    if have is not None and need > have:
+        mib = 1 << 20
+        raise FrankenError(
+            f"a context of {n_ctx} tokens needs {need / mib:.0f} MiB (KV cache and buffers) but only "
+            f"{have / mib:.0f} MiB of memory are available; use a smaller context or --kv-cache q8"
+        )

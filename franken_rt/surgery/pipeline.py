@@ -1,0 +1,154 @@
+"""franken-convert's surgery options, applied to a checkpoint: `--drop N --method M`, `--target-size SIZE`,
+`--heal [METHOD]`, with `--calib FILE` (default: text sampled from the model). The result is a checkpoint that
+runs only the kept blocks (renumbered: a plain llama file) and the storage policy to write it with."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from franken_rt.checkpoint.types import Checkpoint
+from franken_rt.errors import FrankenError
+
+DEFAULT_METHOD = "angular"
+CALIB_CTX = 256
+CALIB_WINDOWS = 16     # for healing and --drop selections
+SEARCH_WINDOWS = 4     # perplexity of each candidate (ppl-greedy steps, --target-size candidates)
+
+
+@dataclass
+class SurgeryOptions:
+    calib: str | None = None
+    drop: int | None = None
+    method: str = DEFAULT_METHOD
+    heal: str | None = None          # healing method, or None
+    target_size: str | None = None
+    plan: str | None = None          # --plan (removal-only plans can be healed)
+    rounding: str = "search"
+    threads: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.drop is not None or self.target_size is not None or self.heal is not None
+
+
+def check(opts: SurgeryOptions) -> None:
+    """Option combinations that cannot work, before any file is read."""
+    from franken_rt.surgery.heal import METHODS as HEAL_METHODS
+    from franken_rt.surgery.select import METHODS
+
+    if opts.method not in METHODS:
+        raise FrankenError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
+    if opts.heal is not None and opts.heal not in HEAL_METHODS:
+        raise FrankenError(f"--heal must be one of {', '.join(HEAL_METHODS)}, got {opts.heal!r}")
+    if opts.plan is not None and (opts.drop is not None or opts.target_size is not None):
+        raise FrankenError("--plan cannot be combined with --drop or --target-size")
+    if opts.drop is not None and opts.target_size is not None:
+        raise FrankenError("--target-size chooses how many blocks to drop: do not give --drop with it")
+    if opts.heal is not None and opts.drop is None and opts.target_size is None and opts.plan is None:
+        raise FrankenError("--heal needs removed blocks: give --drop N, --target-size or a removal --plan")
+    if opts.drop is not None and opts.drop < 0:
+        raise FrankenError(f"--drop must be >= 0, got {opts.drop}")
+    if opts.target_size is not None:
+        from franken_rt.surgery.size import parse_size
+
+        parse_size(opts.target_size)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
+    """(checkpoint to write, policy to write it with, one line per decision)."""
+    from franken_rt.model import Model
+    from franken_rt.surgery.calib import calibration_text, windows
+    from franken_rt.surgery.plan import apply_plan, drop, format_plan, is_removal_only, parse_plan
+
+    if ckpt.layer_plan is not None:
+        raise FrankenError("--drop/--target-size/--heal need a source without a layer plan")
+    depth = ckpt.config.n_layers
+    notes: list[str] = []
+    model = Model(ckpt, threads=opts.threads, n_ctx=min(CALIB_CTX, ckpt.config.context_length), activations="f32",
+                  kv_cache="f32")
+    if opts.calib is None:
+        log("calibration: sampling text from the model (cached after the first time)")
+    text = calibration_text(model, opts.calib)
+    ctx = model.n_ctx
+    wins = windows(model, text, ctx, max_windows=CALIB_WINDOWS)
+    short = wins[:SEARCH_WINDOWS]
+    notes.append(f"calibration: {opts.calib or 'text sampled from the model'} ({len(wins)} windows of {ctx})")
+    del model
+
+    removed: list[int] = []
+    if opts.plan is not None:
+        plan = parse_plan(opts.plan, depth)
+        if not is_removal_only(plan):
+            raise FrankenError("--heal works on plans that only remove blocks")
+        removed = [b for b in range(depth) if b not in plan]
+    elif opts.drop is not None:
+        from franken_rt.surgery.select import select_blocks
+
+        sel = select_blocks(ckpt, short if opts.method == "ppl-greedy" else wins, opts.drop, opts.method,
+                            threads=opts.threads, verbose=True)
+        removed = sel.removed
+        notes.append(f"--drop {opts.drop} --method {opts.method}: removing {format_plan(removed) or 'nothing'}; "
+                     f"{sel.reason}")
+    elif opts.target_size is not None:
+        from franken_rt.surgery import size
+
+        budget = size.parse_size(opts.target_size)
+        choice = size.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts),
+                             rounding=opts.rounding, threads=opts.threads, verbose=True)
+        removed = choice.removed
+        policy = choice.policy
+        notes.append(choice.why)
+    if opts.heal is not None and removed:
+        from franken_rt.surgery.heal import describe, heal
+
+        ckpt, fits = heal(ckpt, removed, wins, opts.heal, folder=heal_folder, threads=opts.threads)
+        notes.append(describe(fits, opts.heal))
+    if removed:
+        ckpt = apply_plan(ckpt, drop(depth, removed))
+    return ckpt, policy, notes
+
+
+def _removal_for(ckpt: Checkpoint, wins: list[list[int]], short: list[list[int]], opts: SurgeryOptions):  # noqa: ANN202
+    """n -> the blocks the method removes; measurements shared across n."""
+    from franken_rt.surgery import select as sl
+
+    depth = ckpt.config.n_layers
+    if opts.method == "ppl-greedy":
+        order: list[int] = []
+
+        def greedy(n: int) -> list[int]:
+            if n > len(order):
+                order[:] = _greedy_order(ckpt, short, n, opts.threads)
+            return sorted(order[:n])
+
+        return greedy
+    from franken_rt.model import Model
+    from franken_rt.surgery.analyze import residual_stats
+
+    model = Model(ckpt, threads=opts.threads, n_ctx=len(wins[0]), activations="f32", kv_cache="f32")
+    stats = residual_stats(model, wins, max_shift=depth - 1)
+    if opts.method == "bi":
+        return lambda n: sl.by_bi(stats.bi, n).removed
+    return lambda n: sl.by_angular(stats, n).removed
+
+
+def _greedy_order(ckpt: Checkpoint, wins: list[list[int]], n: int, threads: int | None) -> list[int]:
+    """The greedy removal sequence (in removal order) for n blocks."""
+    from franken_rt.surgery.select import by_ppl_greedy
+
+    sel = by_ppl_greedy(ckpt, wins, n, threads=threads, verbose=True)
+    return sel.order
+
+
+def default_heal() -> str:
+    """What `--heal` alone means: the method measured to help on text of a domain it was not fitted on."""
+    from franken_rt.surgery.heal import DEFAULT_METHOD as HEAL_DEFAULT
+
+    return HEAL_DEFAULT
