@@ -158,6 +158,8 @@ def write_report(results: list[dict], meta: dict, md: Path, png: Path) -> None:
         methods = [r for r in results if r["group"] == f"method-{n}"]  # with and without healing
         hands = [r for r in results if r["group"] == f"hand-{n}"]
         best = min(methods, key=lambda r: r["ppl_second"])  # judged on the text not used for calibration
+        if not methods or not hands:
+            continue
         beaten = all(best["ppl_second"] < h["ppl_second"] and best["ppl_pydoc"] < h["ppl_pydoc"] for h in hands)
         best_hand = min(hands, key=lambda r: r["ppl_second"])
         lines.append(
@@ -168,8 +170,10 @@ def write_report(results: list[dict], meta: dict, md: Path, png: Path) -> None:
             f"configuration removing as many blocks, on both texts: **{'yes' if beaten else 'no'}**.")
         for method in ("bi", "angular", "ppl-greedy"):
             plain = by[f"{method} -{n}"]
-            healed = next(r for r in results if r["group"] == f"method-{n}" and r["heal"]
-                          and r["name"].startswith(f"{method} -{n} "))
+            healed = next((r for r in results if r["group"] == f"method-{n}" and r["heal"]
+                           and r["name"].startswith(f"{method} -{n} ")), None)
+            if healed is None or f"{method} -{n}" not in by:
+                continue
             lines.append(
                 f"  - `{method}` healing: pydoc {plain['ppl_pydoc']:.2f} -> {healed['ppl_pydoc']:.2f}, {second} "
                 f"{plain['ppl_second']:.2f} -> {healed['ppl_second']:.2f} "
@@ -227,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "surgery.md"))
     ap.add_argument("--single", action="store_true", help="also the one-block hand-picked configurations")
     ap.add_argument("--fresh", action="store_true", help="ignore cached results in the JSON")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the cached results only")
     ap.add_argument("--only", metavar="REGEX", help="measure only the configurations whose name matches (no report)")
     args = ap.parse_args(argv)
 
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i, row in enumerate(rows):
             if row["plan"] is None:
-                if args.only and not re.search(args.only, row["name"]):
+                if args.only and not re.search(args.only, row["name"]) or args.report_only and "ppl-greedy" not in sel:
                     continue
                 if "ppl-greedy" not in sel:
                     greedy()
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             if cached and cached["plan"] == row["plan"] and cached.get("heal") == row["heal"]:
                 results.append(cached)
                 continue
-            if args.only and not re.search(args.only, row["name"]):
+            if args.only and not re.search(args.only, row["name"]) or args.report_only:
                 continue
             r = measure(row, ckpt, evals, questions, folder, calib, traces() if row["heal"] else None)
             results.append(r)
