@@ -4,7 +4,6 @@ unchanged, an existing output unchanged, one line on stderr and a non-zero exit 
 from __future__ import annotations
 
 import errno
-import hashlib
 import resource
 import signal
 import subprocess
@@ -20,11 +19,9 @@ from make_corpus import tiny_gguf  # noqa: E402
 
 
 def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from fetch_model import sha256  # tools/, on the path via conftest.py
+
+    return sha256(path)
 
 
 def one_error_line(stderr: str) -> str:

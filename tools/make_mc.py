@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.text:
-        from franken_rt.cli.eval import read_text
+        from franken_rt.eval.corpus import read_text
 
         text = read_text(args.text)
     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
+from franken_rt.eval.corpus import read_text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,17 +35,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not (args.ppl or args.mc or args.cost):
         ap.error("give at least one of --ppl FILE, --mc FILE, --cost")
     return args
-
-
-def read_text(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FrankenError(f"no such file: {path}") from None
-    except UnicodeDecodeError:
-        raise FrankenError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def ctx_list(text: str) -> list[int]:

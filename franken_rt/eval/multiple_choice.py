@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from franken_rt.errors import FrankenError
+from franken_rt.eval.corpus import read_text
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,7 @@ def read_questions(path: str | Path, limit: int | None = None) -> list[Question]
     """The questions of a jsonl file (blank lines skipped); a bad line is an error naming it."""
     if limit is not None and limit < 1:
         raise FrankenError(f"--limit must be >= 1, got {limit}")
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FrankenError(f"no such file: {path}") from None
-    except UnicodeDecodeError:
-        raise FrankenError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = read_text(path).splitlines()
     out: list[Question] = []
     for i, text in enumerate(lines, 1):
         if not text.strip():

@@ -36,18 +36,25 @@ def perplexity(
         raise FrankenError(f"--ctx must be at least 2, got {ctx}")
     if ctx > model.n_ctx:
         raise FrankenError(f"--ctx {ctx} exceeds the model's context of {model.n_ctx}")
-    ids = model.tokenize(text)
-    n_windows = len(ids) // ctx
-    if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
-    if n_windows == 0:
-        raise FrankenError(f"the text has {len(ids)} tokens, fewer than one window of {ctx}")
+    wins = token_windows(model, text, ctx, max_windows)
     nll = []
-    for w in range(n_windows):
-        nll.append(model.nll(ids[w * ctx:(w + 1) * ctx]))
+    for w, ids in enumerate(wins):
+        nll.append(model.nll(ids))
         if progress:
-            progress(w + 1, n_windows)
+            progress(w + 1, len(wins))
     return summarize(nll, ctx)
+
+
+def token_windows(model, text: str, ctx: int, max_windows: int | None = None,  # noqa: ANN001
+                  what: str = "the text") -> list[list[int]]:
+    """Non-overlapping windows of `ctx` tokens of the text (the tail shorter than a window is dropped)."""
+    ids = model.tokenize(text)
+    n = len(ids) // ctx
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n == 0:
+        raise FrankenError(f"{what} has {len(ids)} tokens, fewer than one window of {ctx}")
+    return [ids[i * ctx:(i + 1) * ctx] for i in range(n)]
 
 
 def summarize(nll: list[np.ndarray], ctx: int) -> Perplexity:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from franken_rt.errors import FrankenError
+from franken_rt.eval import corpus
 
 PROMPTS = (
     "Once upon a time",
@@ -32,14 +33,7 @@ def cache_dir() -> Path:
 
 
 def read_text(path: str | Path) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FrankenError(f"no such file: {path}") from None
-    except UnicodeDecodeError:
-        raise FrankenError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
+    text = corpus.read_text(path)
     if not text.strip():
         raise FrankenError(f"{path}: the calibration text is empty")
     return text
@@ -82,11 +76,7 @@ def calibration_text(model, path: str | Path | None = None) -> str:  # noqa: ANN
 
 
 def windows(model, text: str, ctx: int, max_windows: int | None = None) -> list[list[int]]:  # noqa: ANN001
-    """Non-overlapping token windows of `ctx` tokens (the tail shorter than a window is dropped)."""
-    ids = model.tokenize(text)
-    n = len(ids) // ctx
-    if max_windows is not None:
-        n = min(n, max_windows)
-    if n == 0:
-        raise FrankenError(f"the calibration text has {len(ids)} tokens, fewer than one window of {ctx}")
-    return [ids[i * ctx:(i + 1) * ctx] for i in range(n)]
+    """Non-overlapping token windows of `ctx` tokens of the calibration text."""
+    from franken_rt.eval.perplexity import token_windows
+
+    return token_windows(model, text, ctx, max_windows, what="the calibration text")
