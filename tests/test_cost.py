@@ -27,6 +27,11 @@ from franken_rt.surgery.plan import apply_plan
 BLOCK_MATRIX, BLOCK_PARAMS, EMBD = 43008, 43136, 25600
 
 
+# `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the
+# installed package (with its compiled core) is what runs, as the entry point would.
+NEUTRAL = Path(sys.executable).parent
+
+
 def synthetic(n_layers: int = 3, tied: bool = True, dtype: DType = DType.F32) -> Checkpoint:
     """A checkpoint of shapes only (no file behind it): enough for the cost model."""
     cfg = ModelConfig(n_layers=n_layers, dim=64, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=160, vocab_size=400,
@@ -133,7 +138,8 @@ def test_eval_cost_cli(tiny: Path, tmp_path: Path) -> None:
     code = "import sys; from franken_rt.cli.eval import main; sys.exit(main())"
     out = tmp_path / "cost.json"
     proc = subprocess.run([sys.executable, "-c", code, str(tiny), "--cost", "--ctx-list", "16,64", "--plan", "0,1,1",
-                           "--quant", "q8_0", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--quant", "q8_0", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=NEUTRAL)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(out.read_text())["cost"]
     c = cost(read_checkpoint(tiny), [0, 1, 1], policy=QuantPolicy.parse("q8_0"))
@@ -141,7 +147,9 @@ def test_eval_cost_cli(tiny: Path, tmp_path: Path) -> None:
     assert got["depth"] == 3 and got["stored_blocks"] == 2
     assert "0-1,1 (3 executed, 2 stored blocks)" in proc.stdout and f"{c.params:,}" in proc.stdout
     proc = subprocess.run([sys.executable, "-c", code, str(tiny), "--cost", "--ctx-list", "1,x"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          cwd=NEUTRAL)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--ctx-list" in proc.stderr
-    proc = subprocess.run([sys.executable, "-c", code, str(tiny)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny)], capture_output=True, text=True, timeout=300,
+                          cwd=NEUTRAL)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "at least one" in proc.stderr

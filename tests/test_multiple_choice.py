@@ -22,6 +22,11 @@ from franken_rt.eval.multiple_choice import (
     read_questions,
 )
 
+# `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the
+# installed package (with its compiled core) is what runs, as the entry point would.
+NEUTRAL = Path(sys.executable).parent
+
+
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 QUESTIONS = [
     {"ctx": "The statement is executed", "endings": ["once.", "in a loop until the condition is false.", "x", "never"],
@@ -37,7 +42,8 @@ QUESTIONS = [
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     code = "import sys; from franken_rt.cli.eval import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          cwd=NEUTRAL)
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

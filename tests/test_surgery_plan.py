@@ -19,13 +19,19 @@ from franken_rt.checkpoint.types import DType
 from franken_rt.errors import FrankenError
 from franken_rt.surgery.plan import PLAN_KEY, apply_plan, drop, format_plan, parse_plan
 
+# `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the
+# installed package (with its compiled core) is what runs, as the entry point would.
+NEUTRAL = Path(sys.executable).parent
+
+
 PROMPT = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64, 310, 5, 41, 222, 90, 17]
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """A franken_rt.cli module's main() as its entry point runs it (in-tree code)."""
     code = f"import sys; from franken_rt.cli.{module} import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          cwd=NEUTRAL)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], prog: str, fragment: str) -> None:
