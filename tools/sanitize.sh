@@ -32,7 +32,8 @@ CXX="${CXX:-g++}"
 if [ $# -eq 0 ]; then
   set -- tests/test_kernels.py tests/test_concurrency.py
 fi
-(cd "$work" && PYTHONPATH="$work/pkg" "$PY" -c "import franken_rt._core as c; print('sanitized extension:', c.__file__)")
-LD_PRELOAD="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libubsan.so)" \
-ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 PYTHONPATH="$work/pkg" \
-  .venv/bin/pytest -q -p no:cacheprovider "$@"
+preload="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libubsan.so)"
+export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
+(cd "$work" && LD_PRELOAD="$preload" PYTHONPATH="$work/pkg" "$PY" -c \
+  "import franken_rt._core as c; print('sanitized extension:', c.__file__)")
+LD_PRELOAD="$preload" PYTHONPATH="$work/pkg" .venv/bin/pytest -q -p no:cacheprovider "$@"
