@@ -8,7 +8,6 @@ import json
 import math
 import struct
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -175,13 +174,11 @@ def test_absurd_counts_fail_fast_without_allocating(tiny: Path, tmp_path: Path) 
         path = tmp_path / f"{name}.gguf"
         path.write_bytes(data)
         tracemalloc.start()
-        t0 = time.perf_counter()
         with pytest.raises(FrankenError, match="corrupt|truncated|absurd"):
             read_header(path)
-        elapsed = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert elapsed < 1.0 and peak < 8 << 20, (name, elapsed, peak)
+        assert peak < 8 << 20, (name, peak)  # refused before any field-sized allocation
 
 
 def test_bad_metadata_types(tiny: Path, tmp_path: Path) -> None:

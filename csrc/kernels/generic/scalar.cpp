@@ -163,37 +163,24 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
-// Reads the interleaved layout directly (the layout's definition, in formats.h, read a second way).
-void gemmq_q4_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
-    const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(group);
-    for (int t = 0; t < n_act; ++t) {
-        const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
-        for (int r = 0; r < kX8; ++r) {
-            float s = 0.f;
-            for (int b = 0; b < nb; ++b) {
-                int acc = 0;
-                for (int c = 0; c < 4; ++c)
-                    for (int j = 0; j < 4; ++j) {
-                        const uint8_t byte = w[b].qs[32 * c + 4 * r + j];
-                        acc += ((byte & 0x0f) - 8) * a[b].qs[8 * c + j] + ((byte >> 4) - 8) * a[b].qs[8 * c + 4 + j];
-                    }
-                s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
-            }
-            out[t * ldo + r] = s;
-        }
-    }
+// The interleaved layouts read element by element (their definitions in formats.h, read a second way).
+// code(block, r, k): row r's element k (0..31) of an interleaved block, as a signed integer.
+inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
+    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
+    return (k % 8 < 4 ? byte & 0x0f : byte >> 4) - 8;
 }
+inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
 
-void gemmq_q8_0x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
-    const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(group);
+template <class Block, int (*code)(const Block&, int, int)>
+void gemmq_x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const Block* w = static_cast<const Block*>(group);
     for (int t = 0; t < n_act; ++t) {
         const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
         for (int r = 0; r < kX8; ++r) {
             float s = 0.f;
             for (int b = 0; b < nb; ++b) {
                 int acc = 0;
-                for (int c = 0; c < 8; ++c)
-                    for (int j = 0; j < 4; ++j) acc += w[b].qs[32 * c + 4 * r + j] * a[b].qs[4 * c + j];
+                for (int k = 0; k < kQK; ++k) acc += code(w[b], r, k) * a[b].qs[k];
                 s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
             }
             out[t * ldo + r] = s;
@@ -208,7 +195,7 @@ const KernelTable kTable = {
     axpy,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>,
-    gemmq_q4_0x8, gemmq_q8_0x8,
+    gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,
 };
 
 }  // namespace
