@@ -35,12 +35,6 @@ def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bo
     """The matrix as the model multiplies it on this kernel path: (bytes, interleaved)."""
     from franken_rt import _core
 
-    if dtype not in INTERLEAVED or w.shape[0] % 8:
+    if not _core.kernel_interleaves(path, int(dtype)) or w.shape[0] % 8:  # the model keeps rows as stored
         return w, False
-    packed = _core.repack_x8(int(dtype), w, w.shape[1] // BLOCK_LAYOUT[dtype][1] * BLOCK_LAYOUT[dtype][0])
-    try:
-        _core.kernel_matvec(path, int(dtype), packed[:8], np.zeros(packed.shape[1] // BLOCK_LAYOUT[dtype][1] * 32,
-                                                                     np.float32), interleaved=True)
-    except _core.CoreError:  # this path has no interleaved kernel: the model keeps rows as stored
-        return w, False
-    return packed, True
+    return _core.repack_x8(int(dtype), w, w.shape[1] // BLOCK_LAYOUT[dtype][1] * BLOCK_LAYOUT[dtype][0]), True

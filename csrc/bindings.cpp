@@ -306,6 +306,9 @@ PYBIND11_MODULE(_core, mod) {
             py::arg("interleaved") = false);
     mod.def("kernel_gemmq", &kernel_gemmq, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"),
             py::arg("interleaved") = false);
+    mod.def("kernel_interleaves", [](const std::string& table, int dtype) {
+                return dtype_known(dtype) && kernels_by_name(table).gemmq_x8(static_cast<DType>(dtype)) != nullptr;
+            }, py::arg("table"), py::arg("dtype"), "Whether a kernel path multiplies this type in the interleaved layout.");
     mod.def("repack_x8", &repack_x8_rows, py::arg("dtype"), py::arg("w"), py::arg("n"),
             "Q4_0 or Q8_0 rows (a multiple of 8) in the interleaved layout the integer kernels read.");
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));

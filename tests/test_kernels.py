@@ -117,6 +117,8 @@ def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_a
 
 
 def test_interleaved_needs_whole_groups() -> None:
+    assert _core.kernel_interleaves("scalar", int(DType.Q4_0)) and _core.kernel_interleaves("scalar", int(DType.Q8_0))
+    assert not _core.kernel_interleaves("scalar", int(DType.Q4_1)) and not _core.kernel_interleaves("scalar", 77)
     raw = np.zeros((12, 18), dtype=np.uint8)
     with pytest.raises(_core.CoreError, match="multiple of 8"):
         _core.repack_x8(int(DType.Q4_0), raw, 32)
