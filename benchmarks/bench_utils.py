@@ -9,7 +9,7 @@ from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType
 # (rows, cols) of weight matrices: SmolLM2-135M's and a 7B LLaMA's
 SMOL_SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]
 LLAMA7B_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
-QUANT = [DType.Q8_0, DType.Q4_0, DType.Q4_1]
+QUANT = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q3_0]
 
 
 def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarray:

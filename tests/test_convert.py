@@ -31,7 +31,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, spm_model: Path) -> Path:
 
 
 @pytest.mark.parametrize(("dtype", "rounding"), [(DType.Q8_0, "rtn"), (DType.Q4_0, "rtn"), (DType.Q4_0, "search"),
-                                                 (DType.Q4_1, "rtn"), (DType.Q4_1, "search")])
+                                                 (DType.Q4_1, "rtn"), (DType.Q4_1, "search"),
+                                                 (DType.Q3_0, "rtn"), (DType.Q3_0, "search")])
 def test_round_trip_error_within_format_bound(dtype: DType, rounding: str) -> None:
     x = np.random.default_rng(1).standard_t(4, size=(64, 256)).astype(np.float32)
     y = dequantize(encode(x, dtype, rounding), dtype, x.shape)
@@ -41,11 +42,13 @@ def test_round_trip_error_within_format_bound(dtype: DType, rounding: str) -> No
         step, qmax = np.abs(blocks).max(axis=1) / 127, 127
     elif dtype == DType.Q4_0:
         step, qmax = np.abs(blocks).max(axis=1) / 8, 8
+    elif dtype == DType.Q3_0:
+        step, qmax = np.abs(blocks).max(axis=1) / 4, 4
     else:
         step, qmax = (blocks.max(axis=1) - blocks.min(axis=1)) / 15, 15
     bound = step * (0.5 + qmax / 2048) + 1e-6
-    if dtype == DType.Q4_0:
-        bound = 2 * bound  # levels -8..7: the side opposite the extreme may clip by a whole step
+    if dtype in (DType.Q4_0, DType.Q3_0):
+        bound = 2 * bound  # levels -8..7 (-4..3): the side opposite the extreme may clip by a whole step
     if rounding == "search":
         bound = 2 * bound  # a smaller scale may clip the extreme a little
     assert (err <= bound[:, None]).all()
@@ -54,20 +57,20 @@ def test_round_trip_error_within_format_bound(dtype: DType, rounding: str) -> No
         assert ((x - y) ** 2).sum() < ((x - rtn) ** 2).sum()
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1", "q3_0"])
 def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) -> None:
     out = tmp_path / f"tiny-{quant}.gguf"
     proc = cli("franken-convert", str(tiny), "-o", str(out), "--quant", quant)
     assert proc.returncode == 0, proc.stderr
     assert "MiB" in proc.stderr
     types = {t.name: t.dtype_id for t in read_header(out).tensors}
-    base = {"f16": DType.F16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0, "q4_1": DType.Q4_1}[quant]
+    base = {"f16": DType.F16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0, "q4_1": DType.Q4_1, "q3_0": DType.Q3_0}[quant]
     assert types["blk.0.attn_q.weight"] == base and types["blk.2.ffn_down.weight"] == base
     assert types["blk.0.attn_norm.weight"] == DType.F32
-    assert types["token_embd.weight"] == (DType.Q8_0 if quant.startswith("q4") else base)
+    assert types["token_embd.weight"] == (DType.Q8_0 if quant.startswith(("q4", "q3")) else base)
     ref = reference_logits(reference_model(tiny), list(range(1, 40)))
     ours = franken_rt.load(out, threads=2).logits(list(range(1, 40)))
-    tol = {"f16": 0.01, "q8_0": 0.05, "q4_0": 0.5, "q4_1": 0.5}[quant]
+    tol = {"f16": 0.01, "q8_0": 0.05, "q4_0": 0.5, "q4_1": 0.5, "q3_0": 1.0}[quant]
     assert np.abs(ours - ref).max() <= tol * np.abs(ref).max()
 
 
@@ -144,3 +147,27 @@ def test_perplexity_matches_transformers(tiny: Path, tmp_path: Path) -> None:
     assert math.isclose(got["ppl"], math.exp(np.mean(nll)), rel_tol=1e-4)
     assert 0 < got["stderr"] < got["ppl"]
     assert f"{got['ppl']:.4f}" in proc.stdout
+
+
+def test_q3_0_layout_is_the_documented_one() -> None:
+    """Codes j % 8 with scale 1: element j's low pair sits at bits 2*(j//8) of byte j % 8 and its high bit is bit j
+    of the four qh bytes (csrc/kernels/formats.h), so the bytes are known in advance."""
+    x = (np.arange(32) % 8 - 4).astype(np.float32)[None, :]
+    raw = encode(x, DType.Q3_0, "rtn")[0]
+    assert raw.shape == (14,)
+    assert raw[:2].view("<f2")[0] == 1.0
+    assert list(raw[2:6]) == [0xF0] * 4  # codes 4..7 have the high bit: bits 4-7 of every byte
+    assert list(raw[6:14]) == [(i & 3) * 0b01010101 for i in range(8)]
+    np.testing.assert_array_equal(dequantize(raw[None, :], DType.Q3_0, (32,)), x[0])
+
+
+def test_q3_0m_mix_keeps_sensitive_tensors_at_q4_0(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny-q3_0m.gguf"
+    proc = cli("franken-convert", str(tiny), "-o", str(out), "--quant", "q3_0m")
+    assert proc.returncode == 0, proc.stderr
+    types = {t.name: t.dtype_id for t in read_header(out).tensors}
+    assert types["blk.1.ffn_down.weight"] == DType.Q4_0 and types["blk.1.attn_v.weight"] == DType.Q4_0
+    assert types["blk.1.ffn_up.weight"] == DType.Q3_0 and types["token_embd.weight"] == DType.Q8_0
+    ref = reference_logits(reference_model(tiny), list(range(1, 40)))
+    ours = franken_rt.load(out, threads=2).logits(list(range(1, 40)))
+    assert np.abs(ours - ref).max() <= 1.0 * np.abs(ref).max()

@@ -11,7 +11,7 @@ from franken_rt.quant.formats import dequantize, encode
 
 PATHS = _core.available_kernels()
 FLOAT_TYPES = [DType.F32, DType.F16, DType.BF16]
-QUANT_TYPES = [DType.Q8_0, DType.Q4_0, DType.Q4_1]
+QUANT_TYPES = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q3_0]
 
 
 def decode(raw: np.ndarray, dtype: DType, n: int) -> np.ndarray:

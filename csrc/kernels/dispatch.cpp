@@ -72,6 +72,7 @@ DotFn KernelTable::dot(DType t) const {
         case DType::Q8_0: return dot_q8_0;
         case DType::Q4_0: return dot_q4_0;
         case DType::Q4_1: return dot_q4_1;
+        case DType::Q3_0: return dot_q3_0;
     }
     return nullptr;
 }
@@ -81,6 +82,7 @@ DotQFn KernelTable::dotq(DType t) const {
         case DType::Q8_0: return dotq_q8_0;
         case DType::Q4_0: return dotq_q4_0;
         case DType::Q4_1: return dotq_q4_1;
+        case DType::Q3_0: return dotq_q3_0;
         default: return nullptr;
     }
 }
@@ -94,6 +96,7 @@ GemmQFn KernelTable::gemmq(DType t) const {
         case DType::Q8_0: return gemmq_q8_0;
         case DType::Q4_0: return gemmq_q4_0;
         case DType::Q4_1: return gemmq_q4_1;
+        case DType::Q3_0: return gemmq_q3_0;
         default: return nullptr;
     }
 }
@@ -110,6 +113,7 @@ void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
         case DType::Q8_0: return to_f32_q8_0(row, out, n);
         case DType::Q4_0: return to_f32_q4_0(row, out, n);
         case DType::Q4_1: return to_f32_q4_1(row, out, n);
+        case DType::Q3_0: return to_f32_q3_0(row, out, n);
     }
 }
 

@@ -8,8 +8,9 @@
 
 namespace franken {
 
-// GGUF's ggml_type ids for the types we read.
-enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+// GGUF's ggml_type ids for the types we read; ids from 1000 up are franken-rt's own (ggml has no 3-bit type
+// with 32-element blocks, and 576-wide rows rule out its 256-element Q3_K), so llama.cpp refuses those files.
+enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30, Q3_0 = 1003 };
 
 constexpr int kQK = 32;  // elements per quantization block
 
@@ -30,6 +31,20 @@ struct BlockQ4_1 {
     uint16_t m;
     uint8_t qs[kQK / 2];
 };
+// Q3_0 (franken-rt's): f16 scale, 32 three-bit codes split in planes. value = d * (q - 4), q = 0..7.
+// The low two bits of element j are bits 2*(j/8)..2*(j/8)+1 of qs[j % 8], so one 64-bit word shifted by 0, 2, 4 and
+// 6 yields elements 0-7, 8-15, 16-23, 24-31 in byte order; the high bit of element j is bit j of qh (little
+// endian). 14 bytes per 32 elements: 3.5 bits per weight, against Q4_0's 4.5.
+struct BlockQ3_0 {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[8];
+};
+// Element j (0..31) of a Q3_0 block, as its 3-bit code.
+inline int q3_0_code(const BlockQ3_0& b, int j) {
+    return ((b.qs[j % 8] >> (2 * (j / 8))) & 3) | (((b.qh[j / 8] >> (j % 8)) & 1) << 2);
+}
+
 // Activations, quantized on the fly (never stored in files): a float scale, the block's sum d * sum(q) for the
 // minimum term of Q4_1 weights, and 32 signed bytes. value = d * q
 struct BlockQ8A {
@@ -95,13 +110,16 @@ inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, v
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
+static_assert(sizeof(BlockQ3_0) == 14, "Q3_0 block is 14 bytes");
 
-inline bool dtype_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
+inline bool dtype_quantized(DType t) {
+    return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q3_0;
+}
 
 inline bool dtype_known(int t) {
     switch (static_cast<DType>(t)) {
         case DType::F32: case DType::F16: case DType::BF16:
-        case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: return true;
+        case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q3_0: return true;
     }
     return false;
 }
@@ -114,6 +132,7 @@ inline const char* dtype_name(DType t) {
         case DType::Q8_0: return "Q8_0";
         case DType::Q4_0: return "Q4_0";
         case DType::Q4_1: return "Q4_1";
+        case DType::Q3_0: return "Q3_0";
     }
     return "?";
 }
@@ -129,6 +148,7 @@ inline int dtype_block_bytes(DType t) {
         case DType::Q8_0: return sizeof(BlockQ8_0);
         case DType::Q4_0: return sizeof(BlockQ4_0);
         case DType::Q4_1: return sizeof(BlockQ4_1);
+        case DType::Q3_0: return sizeof(BlockQ3_0);
     }
     return 0;
 }

@@ -28,14 +28,14 @@ using GemmX8Fn = void (*)(const void* group, int nb, const BlockQ8A* act, int n_
 
 struct KernelTable {
     const char* name;
-    DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1;
-    ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1;
+    DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0;
+    ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0;
     // y += a * x (attention's weighted sum of values)
     void (*axpy)(float a, const float* x, float* y, int n);
     // Activations to 8-bit blocks (n a multiple of 32), and quantized weight rows times them.
     void (*quantize_act)(const float* x, BlockQ8A* out, int n);
-    DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1;
-    GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1;
+    DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0;
+    GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0;
     // Interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8); null in a table without them, and then the model
     // keeps the rows as stored.
     GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8;

@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 
 from franken_rt.checkpoint.tensors import float_array, raw_array
-from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, nbytes_of
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.quant.formats import encode
@@ -120,7 +120,7 @@ def write_gguf(
             w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
         for name, t, d in plan:
             nbytes = nbytes_of(d, t.shape)
-            w.add_tensor_info(name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=gguf.GGMLQuantizationType(int(d)))
+            w.add_tensor_info(name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=ggml_type(d))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
@@ -149,8 +149,10 @@ def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, round
 
 
 def file_type(dtypes: Iterable[DType]) -> int:
-    """GGUF's general.file_type (llama.cpp's LLAMA_FTYPE): named after the most common 2-D weight type."""
-    ftypes = {DType.F32: 0, DType.F16: 1, DType.Q4_0: 2, DType.Q4_1: 3, DType.Q8_0: 7, DType.BF16: 32}
+    """GGUF's general.file_type (llama.cpp's LLAMA_FTYPE): named after the most common 2-D weight type. A file
+    mostly in our own Q3_0 gets llama.cpp's "guessed" flag (1024) alone: no LLAMA_FTYPE describes it."""
+    ftypes = {DType.F32: 0, DType.F16: 1, DType.Q4_0: 2, DType.Q4_1: 3, DType.Q8_0: 7, DType.BF16: 32,
+              DType.Q3_0: 1024}
     counts = Counter(d for d in dtypes if d != DType.F32)
     return ftypes[counts.most_common(1)[0][0]] if counts else 0
 

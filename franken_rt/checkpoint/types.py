@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class DType(IntEnum):
-    """Tensor storage types; the numbers are GGUF's `ggml_type` ids, shared with the C++ core."""
+    """Tensor storage types; the numbers are GGUF's `ggml_type` ids, shared with the C++ core. Ids from 1000 up are
+    franken-rt's own formats, which llama.cpp does not read (ggml has no 3-bit type with 32-element blocks)."""
 
     F32 = 0
     F16 = 1
@@ -26,6 +27,7 @@ class DType(IntEnum):
     Q4_1 = 3
     Q8_0 = 8
     BF16 = 30
+    Q3_0 = 1003
 
 
 # (elements per block, bytes per block): facts of the GGUF/ggml formats.
@@ -36,7 +38,18 @@ BLOCK_LAYOUT: dict[DType, tuple[int, int]] = {
     DType.Q8_0: (32, 34),  # f16 scale + 32 x int8
     DType.Q4_0: (32, 18),  # f16 scale + 16 bytes of nibbles
     DType.Q4_1: (32, 20),  # f16 scale + f16 min + 16 bytes of nibbles
+    DType.Q3_0: (32, 14),  # f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs (ours)
 }
+
+
+def ggml_type(dtype: DType) -> Any:
+    """The type id as gguf's writer takes it: its enum member for ggml's types, the plain id for ours."""
+    import gguf
+
+    try:
+        return gguf.GGMLQuantizationType(int(dtype))
+    except ValueError:
+        return int(dtype)
 
 
 def nbytes_of(dtype: DType, shape: tuple[int, ...]) -> int:

@@ -21,9 +21,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("source", help="Hugging Face model folder or GGUF file")
     ap.add_argument("-o", "--output", required=True, help="output .gguf file")
     ap.add_argument("--quant", default="q8_0", choices=sorted([*QUANT_NAMES, *MIXES]),
-                    help="type of 2-D weights (q8_0); q4_0m/q4_1m keep attn_v and ffn_down at q8_0")
+                    help="type of 2-D weights (q8_0); q4_0m/q4_1m keep attn_v and ffn_down at q8_0; q3_0 is "
+                         "franken-rt's 3-bit type (llama.cpp cannot read it), q3_0m keeps attn_v/ffn_down at q4_0")
     ap.add_argument("--rounding", default="search", choices=ROUNDINGS,
-                    help="4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
+                    help="3/4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
     ap.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                     help="override the type of tensors whose name matches REGEX (repeatable; first match wins)")
     ap.add_argument("--plan", metavar="PLAN", default=None,

@@ -2,6 +2,7 @@
 
 Decoding and round-to-nearest encoding use the `gguf` package's reference implementation. `search` encodes into
 the same standard blocks with error-minimizing scales (and minimums), so files stay readable by llama.cpp.
+Q3_0 is franken-rt's own 3-bit format (layout in csrc/kernels/formats.h), so its codec is here.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ _CHUNK_BLOCKS = 1 << 16  # blocks optimized at once: bounds the search's tempora
 
 def dequantize(raw: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
     """Stored bytes (rows, bytes per row) of a tensor -> float32 array of `shape`."""
+    if dtype == DType.Q3_0:
+        return _q3_0_decode(np.asarray(raw)).reshape(shape)
     out = gguf.quants.dequantize(np.asarray(raw), gguf.GGMLQuantizationType(int(dtype)))
     return np.asarray(out, dtype=np.float32).reshape(shape)
 
 
 def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     """float32 (rows, cols) -> stored bytes (rows, bytes per row), round-to-nearest as ggml's reference."""
+    if dtype == DType.Q3_0:
+        x = np.asarray(x, dtype=np.float32)
+        return _q3_0_rtn(x.reshape(-1, QK)).reshape(*x.shape[:-1], -1)
     return np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(dtype))))
 
 
@@ -34,11 +40,10 @@ def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn") -> np.ndarray:
         return x.view(np.uint8)
     if dtype == DType.F16:
         return x.astype("<f2").view(np.uint8)
-    if rounding == "search" and dtype in (DType.Q4_0, DType.Q4_1):
+    if rounding == "search" and dtype in _SEARCHED:
         rows = x.reshape(-1, x.shape[-1])
         blocks = rows.reshape(-1, QK)
-        out = [(_q4_0_search if dtype == DType.Q4_0 else _q4_1_search)(blocks[i:i + _CHUNK_BLOCKS])
-               for i in range(0, len(blocks), _CHUNK_BLOCKS)]
+        out = [_SEARCHED[dtype](blocks[i:i + _CHUNK_BLOCKS]) for i in range(0, len(blocks), _CHUNK_BLOCKS)]
         return np.concatenate(out).reshape(*x.shape[:-1], -1)
     return quantize(x, dtype)
 
@@ -53,36 +58,77 @@ def _f16_bytes(v: np.ndarray) -> np.ndarray:
     return v.astype("<f2").reshape(-1, 1).view(np.uint8)
 
 
-def _q4_0_search(x: np.ndarray) -> np.ndarray:
-    """Q4_0 blocks (value = d * (q - 8), q in 0..15) with the scale that minimizes the squared error.
+def _symmetric_scales(x: np.ndarray, bits: int) -> np.ndarray:
+    """Scales d of blocks valued d * k, k in [-2^(bits-1), 2^(bits-1) - 1], that minimize the squared error.
 
-    Candidates: the extreme value mapped to each level near the ends of [-8, 7], then each refitted by least
+    Candidates: the extreme value mapped to each level near the ends of the range, then each refitted by least
     squares for its rounding; the best (after the scale is rounded to f16) wins.
     """
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     idx = np.abs(x).argmax(axis=1)
-    extreme = x[np.arange(len(x)), idx][:, None]  # signed value of largest magnitude
+    extreme = x[np.arange(len(x)), idx]  # signed value of largest magnitude
     best_err = np.full(len(x), np.inf, dtype=np.float32)
     best_d = np.zeros(len(x), dtype=np.float32)
-    for level in (-8.5, -8.0, -7.5, -7.0, 7.0, 7.5):
-        d = extreme[:, 0] / level
+    for level in (lo - 0.5, lo, lo + 0.5, lo + 1, hi, hi + 0.5):
+        d = extreme / level
         for refit in (False, True):
-            q = _q4_0_levels(x, d)
+            q = _symmetric_levels(x, d, bits)
             if refit:  # least-squares scale for this rounding
                 num, den = (x * q).sum(axis=1), (q * q).sum(axis=1)
                 d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
-                q = _q4_0_levels(x, d)
             d16 = d.astype(np.float16).astype(np.float32)
-            err = ((x - d16[:, None] * _q4_0_levels(x, d16)) ** 2).sum(axis=1)
+            err = ((x - d16[:, None] * _symmetric_levels(x, d16, bits)) ** 2).sum(axis=1)
             better = err < best_err
             best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
-    q = _q4_0_levels(x, best_d) + 8
-    return np.concatenate([_f16_bytes(best_d), _pack_nibbles(q)], axis=1)
+    return best_d
 
 
-def _q4_0_levels(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _symmetric_levels(x: np.ndarray, d: np.ndarray, bits: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(d[:, None] != 0, np.rint(x / d[:, None]), 0)
-    return np.clip(q, -8, 7)
+    return np.clip(q, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def _q4_0_search(x: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (value = d * (q - 8), q in 0..15) with the error-minimizing scale."""
+    d = _symmetric_scales(x, 4)
+    return np.concatenate([_f16_bytes(d), _pack_nibbles(_symmetric_levels(x, d, 4) + 8)], axis=1)
+
+
+def _q3_0_search(x: np.ndarray) -> np.ndarray:
+    """Q3_0 blocks (value = d * (q - 4), q in 0..7) with the error-minimizing scale."""
+    d = _symmetric_scales(x, 3)
+    return _q3_0_pack(d, _symmetric_levels(x, d, 3) + 4)
+
+
+def _q3_0_rtn(x: np.ndarray) -> np.ndarray:
+    """Q3_0 by round-to-nearest, as ggml's Q4_0 reference does for 4 bits: the value of largest magnitude maps to
+    the end code -4 and the rest round to the nearest level."""
+    extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
+    d = (extreme / -4).astype(np.float16).astype(np.float32)
+    return _q3_0_pack(d, _symmetric_levels(x, d, 3) + 4)
+
+
+def _q3_0_pack(d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Scales (blocks,) and codes (blocks, 32) in 0..7 -> (blocks, 14) bytes: f16 d, the high bits (bit j of the
+    4 little-endian bytes is element j's), the low pairs (element j at bits 2*(j//8) of byte j % 8)."""
+    q = q.astype(np.uint8)
+    lo = q & 3
+    qs = np.zeros((len(q), 8), dtype=np.uint8)
+    for k in range(4):
+        qs |= lo[:, 8 * k:8 * k + 8] << (2 * k)
+    qh = np.packbits(q >> 2, axis=1, bitorder="little")
+    return np.concatenate([_f16_bytes(d), qh, qs], axis=1)
+
+
+def _q3_0_decode(raw: np.ndarray) -> np.ndarray:
+    """Q3_0 bytes (..., multiple of 14) -> float32 values (blocks, 32)."""
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 14)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
+    hi = np.unpackbits(blocks[:, 2:6], axis=1, bitorder="little")
+    lo = (blocks[:, None, 6:14] >> (2 * np.arange(4, dtype=np.uint8))[None, :, None]) & 3
+    q = lo.reshape(-1, QK) | (hi << 2)
+    return d[:, None] * (q.astype(np.float32) - 4)
 
 
 def _q4_1_search(x: np.ndarray) -> np.ndarray:
@@ -117,3 +163,6 @@ def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(d[:, None] > 0, np.rint((x - m[:, None]) / d[:, None]), 0)
     return np.clip(q, 0, 15)
+
+
+_SEARCHED = {DType.Q4_0: _q4_0_search, DType.Q4_1: _q4_1_search, DType.Q3_0: _q3_0_search}

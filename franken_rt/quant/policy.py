@@ -9,11 +9,13 @@ from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType, TensorInfo
 from franken_rt.errors import FrankenError
 
 QUANT_NAMES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0,
-               "q4_1": DType.Q4_1}
-_FOUR_BIT = (DType.Q4_0, DType.Q4_1)
+               "q4_1": DType.Q4_1, "q3_0": DType.Q3_0}
+_LOW_BIT = (DType.Q4_0, DType.Q4_1, DType.Q3_0)
 # Mixes, as llama.cpp's "_M" types: the base type, with the tensors most sensitive to quantization (the attention
-# values and the FFN down projection) kept at Q8_0.
-MIXES = {"q4_0m": ("q4_0", r"attn_v\.|ffn_down\."), "q4_1m": ("q4_1", r"attn_v\.|ffn_down\.")}
+# values and the FFN down projection) kept wider: (base, pattern, their type). q3_0m is the mixed 3/4-bit format.
+_SENSITIVE = r"attn_v\.|ffn_down\."
+MIXES = {"q4_0m": ("q4_0", _SENSITIVE, "q8_0"), "q4_1m": ("q4_1", _SENSITIVE, "q8_0"),
+         "q3_0m": ("q3_0", _SENSITIVE, "q4_0")}
 
 
 def parse_dtype(name: str) -> DType:
@@ -25,8 +27,8 @@ def parse_dtype(name: str) -> DType:
 
 @dataclass
 class QuantPolicy:
-    """`base` for 2-D weights; norms stay F32. With a 4-bit base, the embedding/output matrix is kept at Q8_0,
-    as llama.cpp's mixes keep it above 4 bits: it is read by every token and errors there reach every logit.
+    """`base` for 2-D weights; norms stay F32. With a 3- or 4-bit base, the embedding/output matrix is kept at
+    Q8_0, as llama.cpp's mixes keep it above 4 bits: it is read by every token and errors there reach every logit.
     `overrides`: (regex, type) pairs matched against tensor names before any default, first match wins."""
 
     base: DType
@@ -36,8 +38,8 @@ class QuantPolicy:
     def parse(cls, quant: str, overrides: list[str] = ()) -> QuantPolicy:  # type: ignore[assignment]
         pairs = []
         if quant.lower() in MIXES:
-            quant, sensitive = MIXES[quant.lower()]
-            overrides = [*overrides, f"{sensitive}=q8_0"]  # the user's overrides come first and win
+            quant, sensitive, wider = MIXES[quant.lower()]
+            overrides = [*overrides, f"{sensitive}={wider}"]  # the user's overrides come first and win
         for item in overrides:
             pattern, sep, type_name = item.rpartition("=")
             if not sep or not pattern:
@@ -54,7 +56,7 @@ class QuantPolicy:
         chosen = next((d for rx, d in self.overrides if rx.search(t.name)), None)
         if chosen is None:
             chosen = self.base
-            if self.base in _FOUR_BIT and t.name in ("token_embd.weight", "output.weight"):
+            if self.base in _LOW_BIT and t.name in ("token_embd.weight", "output.weight"):
                 chosen = DType.Q8_0
         if t.shape[-1] % BLOCK_LAYOUT[chosen][0]:
             return DType.F16  # rows that are not whole blocks cannot be quantized

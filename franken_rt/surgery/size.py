@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, nbytes_of
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.errors import FrankenError
 from franken_rt.quant.policy import MIXES, QUANT_NAMES, QuantPolicy
 
@@ -84,7 +84,7 @@ def header_bytes(ckpt: Checkpoint, policy: Callable[[TensorInfo], DType]) -> int
             w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
         for name, t, d in plan:
             w.add_tensor_info(name, t.shape, np.dtype(np.float32), nbytes_of(d, t.shape),
-                              raw_dtype=gguf.GGMLQuantizationType(int(d)))
+                              raw_dtype=ggml_type(d))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()

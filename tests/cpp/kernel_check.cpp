@@ -68,7 +68,7 @@ int main() {
             k.quantize_act(x.data(), qa.data(), n);
             ref.quantize_act(x.data(), qr.data(), n);
             check(std::memcmp(qa.data(), qr.data(), qa.size() * sizeof(BlockQ8A)) == 0, name + " quantize_act n=" + std::to_string(n));
-            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q3_0}) {
                 const int len = dtype_block_elems(t) == 1 && n > 64 ? n - 7 : n;  // float rows: odd lengths too
                 const auto row = random_row(t, len);
                 std::vector<float> a(len), b(len);

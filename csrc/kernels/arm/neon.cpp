@@ -105,6 +105,35 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+// Q3_0: the low planes are one 8-byte word; shifting it by 0/2 (elements 0-15) and 4/6 (16-31) per half and
+// masking gives two bits per byte; the high bit of element j is bit j of qh, tested against a per-byte mask after
+// copying qh's byte j/8 into byte j. The codes minus 4 are signed weights for the same block sum.
+float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    const int8x16_t shift01 = {0, 0, 0, 0, 0, 0, 0, 0, -2, -2, -2, -2, -2, -2, -2, -2};
+    const int8x16_t shift23 = {-4, -4, -4, -4, -4, -4, -4, -4, -6, -6, -6, -6, -6, -6, -6, -6};
+    const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t idx01 = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    const uint8x16_t idx23 = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    const uint8x16_t three = vdupq_n_u8(3), four = vdupq_n_u8(4);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const uint8x8_t lo = vld1_u8(b[i].qs);
+        const uint8x16_t lo2 = vcombine_u8(lo, lo);
+        uint32_t h;
+        std::memcpy(&h, b[i].qh, 4);
+        const uint8x16_t hv = vreinterpretq_u8_u32(vdupq_n_u32(h));
+        const uint8x16_t q0 = vorrq_u8(vandq_u8(vshlq_u8(lo2, shift01), three),
+                                       vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx01), bit), four));
+        const uint8x16_t q1 = vorrq_u8(vandq_u8(vshlq_u8(lo2, shift23), three),
+                                       vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx23), bit), four));
+        const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(q0), vreinterpretq_s8_u8(four));
+        const int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(q1), vreinterpretq_s8_u8(four));
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(w0, w1, a[i]);
+    }
+    return s;
+}
+
 #if defined(FRANKEN_DOTPROD)
 // ---- interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8), with SDOT only: SDOT sums four products per lane, so
 // a 16-byte load of four elements of rows 0-3 (or 4-7) times four activation bytes copied to every lane leaves row
@@ -210,9 +239,11 @@ KernelTable make_table() {
     t.dotq_q8_0 = dotq_q8_0;
     t.dotq_q4_0 = dotq_q4_0;
     t.dotq_q4_1 = dotq_q4_1;
+    t.dotq_q3_0 = dotq_q3_0;
     t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
     t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
     t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
+    t.gemmq_q3_0 = gemm_by_dots<dotq_q3_0>;
 #if defined(FRANKEN_DOTPROD)
     t.gemmq_q4_0x8 = gemmq_q4_0x8;
     t.gemmq_q8_0x8 = gemmq_q8_0x8;

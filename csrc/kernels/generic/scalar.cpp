@@ -67,6 +67,17 @@ float dot_q4_1(const void* row, const float* x, int n) {
     return s;
 }
 
+float dot_q3_0(const void* row, const float* x, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        float bs = 0.f;
+        for (int j = 0; j < kQK; ++j) bs += (q3_0_code(b[i], j) - 4) * x[j];
+        s += fp16_to_f32(b[i].d) * bs;
+    }
+    return s;
+}
+
 void to_f32_f16(const void* row, float* out, int n) {
     const uint16_t* w = static_cast<const uint16_t*>(row);
     for (int i = 0; i < n; ++i) out[i] = fp16_to_f32(w[i]);
@@ -104,6 +115,14 @@ void to_f32_q4_1(const void* row, float* out, int n) {
             out[j] = d * (b[i].qs[j] & 0x0f) + m;
             out[j + kQK / 2] = d * (b[i].qs[j] >> 4) + m;
         }
+    }
+}
+
+void to_f32_q3_0(const void* row, float* out, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    for (int i = 0; i < n / kQK; ++i, out += kQK) {
+        const float d = fp16_to_f32(b[i].d);
+        for (int j = 0; j < kQK; ++j) out[j] = d * (q3_0_code(b[i], j) - 4);
     }
 }
 
@@ -163,6 +182,17 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        int acc = 0;
+        for (int j = 0; j < kQK; ++j) acc += (q3_0_code(b[i], j) - 4) * a[i].qs[j];
+        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
+    }
+    return s;
+}
+
 // The interleaved layouts read element by element (their definitions in formats.h, read a second way).
 // code(block, r, k): row r's element k (0..31) of an interleaved block, as a signed integer.
 inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
@@ -190,11 +220,11 @@ void gemmq_x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* 
 
 const KernelTable kTable = {
     "scalar",
-    dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
-    to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
+    dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
+    to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
     axpy,
-    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
-    gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>,
+    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
+    gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
     gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,
 };
 

@@ -215,6 +215,25 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
     return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
 }
 
+// A Q3_0 block's 32 codes (0..7) as bytes in element order. The low planes: the 8-byte word in each 64-bit lane,
+// lane k shifted right by 2k, leaves element 8k+i's two bits at the bottom of byte i (the shift carries bits across
+// bytes, but only into the bits the mask drops). The high plane: byte j takes byte j/8 of qh and tests bit j%8.
+inline __m256i unpack_q3(const BlockQ3_0& b) {
+    uint64_t lo;
+    uint32_t hi;
+    std::memcpy(&lo, b.qs, 8);
+    std::memcpy(&hi, b.qh, 4);
+    const __m256i low = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(static_cast<long long>(lo)),
+                                                           _mm256_setr_epi64x(0, 2, 4, 6)),
+                                         _mm256_set1_epi8(3));
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(static_cast<int>(hi)),
+        _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+    return _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(4)));
+}
+
 // Sum of products of 32 unsigned bytes u and 32 signed bytes s, as 8 int32 partial sums.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
 #if defined(FRANKEN_VNNI)
@@ -272,6 +291,51 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return mins + dotq_blocks(b, a, n / kQK, [](const BlockQ4_1& w, const BlockQ8A& x) {
         return dot_u8s8(unpack_nibbles(w.qs), load_act(x));
     });
+}
+
+float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
+    // d (q - 4) x = d q x - 4 d x, as Q4_0
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    const float* f16 = fp16_table();
+    float offset = 0.f;
+    for (int i = 0; i < n / kQK; ++i) offset += f16[b[i].d] * a[i].s;
+    return dotq_blocks(b, a, n / kQK, [](const BlockQ3_0& w, const BlockQ8A& x) {
+        return dot_u8s8(unpack_q3(w), load_act(x));
+    }) - 4.f * offset;
+}
+
+// 32 codes (bytes 0..7) -> four vectors of eight floats, in element order.
+inline void codes_to_ps(__m256i q, __m256 out[4]) {
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    out[0] = u8x8_to_ps(lo);
+    out[1] = u8x8_to_ps(_mm_srli_si128(lo, 8));
+    out[2] = u8x8_to_ps(hi);
+    out[3] = u8x8_to_ps(_mm_srli_si128(hi, 8));
+}
+
+float dot_q3_0(const void* row, const float* x, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    __m256 acc = _mm256_setzero_ps();
+    const __m256 four = _mm256_set1_ps(4.f);
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        __m256 q[4];
+        codes_to_ps(unpack_q3(b[i]), q);
+        __m256 s = _mm256_mul_ps(q[0], _mm256_loadu_ps(x));
+        for (int k = 1; k < 4; ++k) s = _mm256_fmadd_ps(q[k], _mm256_loadu_ps(x + 8 * k), s);
+        acc = _mm256_fmadd_ps(bcast_f16(b[i].d), _mm256_fnmadd_ps(four, sum32(x), s), acc);
+    }
+    return hsum(acc);
+}
+
+void to_f32_q3_0(const void* row, float* out, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    for (int i = 0; i < n / kQK; ++i, out += kQK) {
+        const float d = _cvtsh_ss(b[i].d);
+        const __m256 dv = _mm256_set1_ps(d), off = _mm256_set1_ps(-4.f * d);
+        __m256 q[4];
+        codes_to_ps(unpack_q3(b[i]), q);
+        for (int k = 0; k < 4; ++k) _mm256_storeu_ps(out + 8 * k, _mm256_fmadd_ps(dv, q[k], off));
+    }
 }
 
 // ---- matrix-matrix: each weight row decoded once to bytes (0..15 or -128..127) and float scales, then
@@ -364,6 +428,16 @@ void gemmq_q4_1(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
         m = f16[b.m];
     };
     gemm_decoded<BlockQ4_1, false, decltype(decode), dotq_q4_1>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
+void gemmq_q3_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+                size_t ldo) {
+    auto decode = [](const BlockQ3_0& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), unpack_q3(b));
+        d = f16[b.d];
+        m = -4.f * d;
+    };
+    gemm_decoded<BlockQ3_0, false, decltype(decode), dotq_q3_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
 }
 
 // ---- interleaved Q4_0 (BlockQ4_0x8): lane r of every vector belongs to weight row r ----
@@ -481,11 +555,11 @@ const KernelTable kTable = {
 #else
     "avx2",
 #endif
-    dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1,
-    to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1,
+    dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
+    to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
     axpy,
-    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1,
-    gemmq_q8_0, gemmq_q4_0, gemmq_q4_1,
+    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
+    gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0,
     gemmq_q4_0x8, gemmq_q8_0x8,
 };
 
