@@ -102,9 +102,11 @@ def write_gguf(
     extra_metadata: dict[str, Any] | None = None,
     rounding: str = "rtn",
     progress: bool = False,
+    importance: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
-    Norm gains (1-D) stay F32, as llama.cpp expects. `rounding`: "rtn" or "search" for 4-bit types."""
+    Norm gains (1-D) stay F32, as llama.cpp expects. `rounding`: "rtn" or "search" for 3/4-bit types;
+    `importance`: per-column weights of that search, by tensor name (franken_rt.quant.importance)."""
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
     plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
@@ -132,12 +134,13 @@ def write_gguf(
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
                   file=sys.stderr) as bar:
             for name, t, d in plan:  # one tensor in memory at a time
-                w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d, rounding))
+                w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d, rounding, (importance or {}).get(name)))
                 bar.update(t.nbytes)
         w.close()
 
 
-def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rounding: str) -> np.ndarray:
+def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rounding: str,
+                     importance: np.ndarray | None = None) -> np.ndarray:
     """The bytes of one tensor as stored in the output: as it is, or decoded, permuted and re-encoded."""
     permute = not ckpt.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight"))
     if t.dtype == d and not permute:
@@ -145,7 +148,7 @@ def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, round
     arr = float_array(t)
     if permute:
         arr = permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
-    return encode(arr, d, rounding)
+    return encode(arr, d, rounding, importance)  # q/k permutations move rows, never the columns it weighs
 
 
 def file_type(dtypes: Iterable[DType]) -> int:

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="store a copy of each repeated block, for runtimes that do not know layer plans")
     ap.add_argument("--calib", metavar="FILE", default=None,
                     help="calibration text for --drop, --heal and --target-size (default: text sampled from the "
-                         "model itself, cached)")
+                         "model itself, cached); with it (or with those options) the 3/4-bit rounding weighs each "
+                         "column by the mean squared input it meets on this text")
     ap.add_argument("--drop", type=int, metavar="N", default=None, help="remove N decoder blocks, chosen by --method")
     ap.add_argument("--method", default="angular", choices=["bi", "angular", "ppl-greedy"],
                     help="how to choose the blocks to remove: bi (lowest Block Influence), angular (the contiguous "
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.checkpoint.gguf_writer import write_gguf
     from franken_rt.checkpoint.validate import check_finite
-    from franken_rt.quant.policy import QuantPolicy
+    from franken_rt.quant.policy import LOW_BIT, QuantPolicy
     from franken_rt.surgery import pipeline
     from franken_rt.surgery.plan import plan_checkpoint
 
@@ -83,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(note, file=sys.stderr)
     ckpt, surgery = plan_checkpoint(ckpt, None if opts.heal else args.plan, args.materialize_repeats)
+    moments = None  # with calibration at hand, 3/4-bit rounding weighs each column by the inputs it meets
+    if args.rounding == "search" and (args.calib or opts.active) and any(
+            policy(t) in LOW_BIT for t in ckpt.tensors.values()):
+        moments = pipeline.importance(ckpt, opts)
     t0 = time.perf_counter()
     try:  # the output is written to a temporary file, removed on failure: nothing partial is left
-        write_gguf(ckpt, out, dtype=policy, force=args.force, rounding=args.rounding, progress=not args.quiet)
+        write_gguf(ckpt, out, dtype=policy, force=args.force, rounding=args.rounding, progress=not args.quiet,
+                   importance=moments)
     except OSError as e:  # e.g. a full disk
         raise FrankenError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
     except KeyboardInterrupt:

@@ -33,8 +33,12 @@ def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     return np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(dtype))))
 
 
-def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn") -> np.ndarray:
-    """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row)."""
+def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn", importance: np.ndarray | None = None) -> np.ndarray:
+    """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row).
+
+    `importance` (one non-negative weight per column, e.g. the mean squared input the matrix multiplies, see
+    franken_rt.quant.importance): the search then minimizes the error weighted by it, so the columns that carry
+    large inputs are rounded more carefully. Round-to-nearest ignores it."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == DType.F32:
         return x.view(np.uint8)
@@ -43,7 +47,15 @@ def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn") -> np.ndarray:
     if rounding == "search" and dtype in _SEARCHED:
         rows = x.reshape(-1, x.shape[-1])
         blocks = rows.reshape(-1, QK)
-        out = [_SEARCHED[dtype](blocks[i:i + _CHUNK_BLOCKS]) for i in range(0, len(blocks), _CHUNK_BLOCKS)]
+        per_row = x.shape[-1] // QK
+        if importance is None:
+            col = np.ones((per_row, QK), dtype=np.float32)
+        else:
+            imp = np.asarray(importance, dtype=np.float64).reshape(per_row, QK)
+            col = (imp / max(float(imp.mean()), 1e-30) + 1e-6).astype(np.float32)  # no column weighs zero
+        step = max(1, _CHUNK_BLOCKS // per_row) * per_row  # whole rows, so each block meets its columns
+        out = [_SEARCHED[dtype](blocks[i:i + step], np.tile(col, (len(blocks[i:i + step]) // per_row, 1)))
+               for i in range(0, len(blocks), step)]
         return np.concatenate(out).reshape(*x.shape[:-1], -1)
     return quantize(x, dtype)
 
@@ -58,8 +70,9 @@ def _f16_bytes(v: np.ndarray) -> np.ndarray:
     return v.astype("<f2").reshape(-1, 1).view(np.uint8)
 
 
-def _symmetric_scales(x: np.ndarray, bits: int) -> np.ndarray:
-    """Scales d of blocks valued d * k, k in [-2^(bits-1), 2^(bits-1) - 1], that minimize the squared error.
+def _symmetric_scales(x: np.ndarray, w: np.ndarray, bits: int) -> np.ndarray:
+    """Scales d of blocks valued d * k, k in [-2^(bits-1), 2^(bits-1) - 1], that minimize the squared error
+    weighted by w (same shape as x).
 
     Candidates: the extreme value mapped to each level near the ends of the range, then each refitted by least
     squares for its rounding; the best (after the scale is rounded to f16) wins.
@@ -73,11 +86,11 @@ def _symmetric_scales(x: np.ndarray, bits: int) -> np.ndarray:
         d = extreme / level
         for refit in (False, True):
             q = _symmetric_levels(x, d, bits)
-            if refit:  # least-squares scale for this rounding
-                num, den = (x * q).sum(axis=1), (q * q).sum(axis=1)
+            if refit:  # weighted least-squares scale for this rounding
+                num, den = (w * x * q).sum(axis=1), (w * q * q).sum(axis=1)
                 d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
             d16 = d.astype(np.float16).astype(np.float32)
-            err = ((x - d16[:, None] * _symmetric_levels(x, d16, bits)) ** 2).sum(axis=1)
+            err = (w * (x - d16[:, None] * _symmetric_levels(x, d16, bits)) ** 2).sum(axis=1)
             better = err < best_err
             best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
     return best_d
@@ -89,15 +102,15 @@ def _symmetric_levels(x: np.ndarray, d: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(q, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
-def _q4_0_search(x: np.ndarray) -> np.ndarray:
+def _q4_0_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Q4_0 blocks (value = d * (q - 8), q in 0..15) with the error-minimizing scale."""
-    d = _symmetric_scales(x, 4)
+    d = _symmetric_scales(x, w, 4)
     return np.concatenate([_f16_bytes(d), _pack_nibbles(_symmetric_levels(x, d, 4) + 8)], axis=1)
 
 
-def _q3_0_search(x: np.ndarray) -> np.ndarray:
+def _q3_0_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Q3_0 blocks (value = d * (q - 4), q in 0..7) with the error-minimizing scale."""
-    d = _symmetric_scales(x, 3)
+    d = _symmetric_scales(x, w, 3)
     return _q3_0_pack(d, _symmetric_levels(x, d, 3) + 4)
 
 
@@ -131,9 +144,9 @@ def _q3_0_decode(raw: np.ndarray) -> np.ndarray:
     return d[:, None] * (q.astype(np.float32) - 4)
 
 
-def _q4_1_search(x: np.ndarray) -> np.ndarray:
-    """Q4_1 blocks (value = d * q + m, q in 0..15) minimizing the squared error: from several starting ranges,
-    alternate rounding and a least-squares fit of (d, m)."""
+def _q4_1_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Q4_1 blocks (value = d * q + m, q in 0..15) minimizing the squared error weighted by w: from several
+    starting ranges, alternate rounding and a weighted least-squares fit of (d, m)."""
     lo, hi = x.min(axis=1), x.max(axis=1)
     best_err = np.full(len(x), np.inf, dtype=np.float32)
     best_d, best_m = np.zeros_like(lo), lo.copy()
@@ -142,16 +155,16 @@ def _q4_1_search(x: np.ndarray) -> np.ndarray:
         m, d = mid - half, 2 * half / 15
         for _ in range(4):
             q = _q4_1_levels(x, d, m)
-            # normal equations of min sum (x - d q - m)^2 over (d, m)
-            n, sq, sqq = QK, q.sum(axis=1), (q * q).sum(axis=1)
-            sx, sxq = x.sum(axis=1), (x * q).sum(axis=1)
+            # normal equations of min sum w (x - d q - m)^2 over (d, m)
+            n, sq, sqq = w.sum(axis=1), (w * q).sum(axis=1), (w * q * q).sum(axis=1)
+            sx, sxq = (w * x).sum(axis=1), (w * x * q).sum(axis=1)
             det = n * sqq - sq * sq
             ok = det > 0
             d = np.where(ok, (n * sxq - sq * sx) / np.where(ok, det, 1), d)
             m = np.where(ok, (sx - d * sq) / n, m)
         d16 = d.astype(np.float16).astype(np.float32)
         m16 = m.astype(np.float16).astype(np.float32)
-        err = ((x - d16[:, None] * _q4_1_levels(x, d16, m16) - m16[:, None]) ** 2).sum(axis=1)
+        err = (w * (x - d16[:, None] * _q4_1_levels(x, d16, m16) - m16[:, None]) ** 2).sum(axis=1)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_d, best_m = np.where(better, d16, best_d), np.where(better, m16, best_m)

@@ -10,7 +10,7 @@ from franken_rt.errors import FrankenError
 
 QUANT_NAMES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0,
                "q4_1": DType.Q4_1, "q3_0": DType.Q3_0}
-_LOW_BIT = (DType.Q4_0, DType.Q4_1, DType.Q3_0)
+LOW_BIT = (DType.Q4_0, DType.Q4_1, DType.Q3_0)
 # Mixes, as llama.cpp's "_M" types: the base type, with the tensors most sensitive to quantization (the attention
 # values and the FFN down projection) kept wider: (base, pattern, their type). q3_0m is the mixed 3/4-bit format.
 _SENSITIVE = r"attn_v\.|ffn_down\."
@@ -56,7 +56,7 @@ class QuantPolicy:
         chosen = next((d for rx, d in self.overrides if rx.search(t.name)), None)
         if chosen is None:
             chosen = self.base
-            if self.base in _LOW_BIT and t.name in ("token_embd.weight", "output.weight"):
+            if self.base in LOW_BIT and t.name in ("token_embd.weight", "output.weight"):
                 chosen = DType.Q8_0
         if t.shape[-1] % BLOCK_LAYOUT[chosen][0]:
             return DType.F16  # rows that are not whole blocks cannot be quantized

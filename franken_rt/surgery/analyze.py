@@ -205,52 +205,14 @@ def plot_stats(s: BlockStats, out_dir: Path) -> list[Path]:
 # ---- attention --------------------------------------------------------------------------------------
 
 
-def rope(x: np.ndarray, inv_freq: np.ndarray, interleaved: bool) -> np.ndarray:
-    """Rotary embedding of x (positions, heads, head_dim) at positions 0..n-1, in the checkpoint's pairing."""
-    n = x.shape[0]
-    angle = np.arange(n)[:, None] * inv_freq[None, :].astype(np.float64)  # (n, head_dim / 2)
-    cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
-    if interleaved:
-        a, b = x[..., 0::2], x[..., 1::2]
-    else:
-        half = x.shape[-1] // 2
-        a, b = x[..., :half], x[..., half:]
-    ra, rb = a * cos - b * sin, a * sin + b * cos
-    out = np.empty_like(x)
-    if interleaved:
-        out[..., 0::2], out[..., 1::2] = ra, rb
-    else:
-        out[..., :half], out[..., half:] = ra, rb
-    return out
-
-
 def attention_maps(model, ids: Sequence[int]) -> np.ndarray:  # noqa: ANN001 (franken_rt.model.Model)
     """Attention probabilities (layers, heads, n, n) of a prompt, recomputed in numpy from the residual stream
     and each block's dequantized weights: RMSNorm, Q/K projections, RoPE, GQA, causal softmax."""
-    from franken_rt.checkpoint.tensors import float_array
+    from franken_rt.reference import block_inputs
 
-    ckpt, c = model.checkpoint, model.config
     res = model.residuals(ids)
-    n = res.shape[1]
-    inv_freq = c.inv_freq()
-    group = c.n_heads // c.n_kv_heads
-    mask = np.triu(np.ones((n, n), dtype=bool), 1)
-    out = np.zeros((c.n_layers, c.n_heads, n, n), dtype=np.float32)
-    for layer in range(c.n_layers):
-        x = res[2 * layer].astype(np.float64)
-        gain = float_array(ckpt.tensors[f"blk.{layer}.attn_norm.weight"]).astype(np.float64)
-        h = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + c.norm_eps) * gain
-        wq = float_array(ckpt.tensors[f"blk.{layer}.attn_q.weight"]).astype(np.float64)
-        wk = float_array(ckpt.tensors[f"blk.{layer}.attn_k.weight"]).astype(np.float64)
-        q = rope((h @ wq.T).reshape(n, c.n_heads, c.head_dim), inv_freq, ckpt.rope_interleaved)
-        k = rope((h @ wk.T).reshape(n, c.n_kv_heads, c.head_dim), inv_freq, ckpt.rope_interleaved)
-        k = np.repeat(k, group, axis=1)  # query head h reads key head h // group
-        scores = np.einsum("qhd,khd->hqk", q, k) / math.sqrt(c.head_dim)
-        scores[:, mask] = -np.inf
-        scores -= scores.max(axis=-1, keepdims=True)
-        p = np.exp(scores)
-        out[layer] = p / p.sum(axis=-1, keepdims=True)
-    return out
+    return np.stack([block_inputs(model.checkpoint, res, layer, ffn=False).probs.astype(np.float32)
+                     for layer in range(model.config.n_layers)])
 
 
 def fourier_magnitude(p: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ DEFAULT_METHOD = "angular"
 CALIB_CTX = 256
 CALIB_WINDOWS = 16     # for healing and --drop selections
 SEARCH_WINDOWS = 4     # perplexity of each candidate (ppl-greedy steps, --target-size candidates)
+IMPORTANCE_WINDOWS = 8  # input moments for the weighted 3/4-bit rounding
 
 
 @dataclass
@@ -28,6 +29,7 @@ class SurgeryOptions:
     rounding: str = "search"
     threads: int | None = None
     notes: list[str] = field(default_factory=list)
+    windows: list[list[int]] | None = None  # the calibration windows, once tokenized
 
     @property
     def active(self) -> bool:
@@ -61,26 +63,42 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
-    """(checkpoint to write, policy to write it with, one line per decision)."""
+def calibration_windows(ckpt: Checkpoint, opts: SurgeryOptions) -> list[list[int]]:
+    """The calibration text as windows of token ids, made once per conversion (the text sampled from the model, or
+    --calib), so every later step (a pruned model's importance too) reads the same tokens."""
     from franken_rt.model import Model
     from franken_rt.surgery.calib import calibration_text, windows
+
+    if opts.windows is None:
+        model = Model(ckpt, threads=opts.threads, n_ctx=min(CALIB_CTX, ckpt.config.context_length),
+                      activations="f32", kv_cache="f32")
+        if opts.calib is None:
+            log("calibration: sampling text from the model (cached after the first time)")
+        text = calibration_text(model, opts.calib)
+        opts.windows = windows(model, text, model.n_ctx, max_windows=CALIB_WINDOWS)
+        opts.notes.append(f"calibration: {opts.calib or 'text sampled from the model'} "
+                          f"({len(opts.windows)} windows of {model.n_ctx})")
+    return opts.windows
+
+
+def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
+    """Per-column input moments of `ckpt`'s matrices on the calibration windows, for the weighted rounding."""
+    from franken_rt.quant.importance import input_moments
+
+    log("calibration: measuring the inputs of every matrix (importance-weighted rounding)")
+    return input_moments(ckpt, calibration_windows(ckpt, opts)[:IMPORTANCE_WINDOWS], threads=opts.threads)
+
+
+def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
+    """(checkpoint to write, policy to write it with, one line per decision)."""
     from franken_rt.surgery.plan import apply_plan, drop, format_plan, is_removal_only, parse_plan
 
     if ckpt.layer_plan is not None:
         raise FrankenError("--drop/--target-size/--heal need a source without a layer plan")
     depth = ckpt.config.n_layers
-    notes: list[str] = []
-    model = Model(ckpt, threads=opts.threads, n_ctx=min(CALIB_CTX, ckpt.config.context_length), activations="f32",
-                  kv_cache="f32")
-    if opts.calib is None:
-        log("calibration: sampling text from the model (cached after the first time)")
-    text = calibration_text(model, opts.calib)
-    ctx = model.n_ctx
-    wins = windows(model, text, ctx, max_windows=CALIB_WINDOWS)
+    wins = calibration_windows(ckpt, opts)
     short = wins[:SEARCH_WINDOWS]
-    notes.append(f"calibration: {opts.calib or 'text sampled from the model'} ({len(wins)} windows of {ctx})")
-    del model
+    notes: list[str] = opts.notes
 
     removed: list[int] = []
     if opts.plan is not None:
@@ -100,8 +118,9 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
         from franken_rt.surgery import size
 
         budget = size.parse_size(opts.target_size)
+        moments = importance(ckpt, opts) if opts.rounding == "search" else None
         choice = size.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts),
-                             rounding=opts.rounding, threads=opts.threads, verbose=True)
+                             rounding=opts.rounding, threads=opts.threads, verbose=True, importance=moments)
         removed = choice.removed
         policy = choice.policy
         notes.append(choice.why)

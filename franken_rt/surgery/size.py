@@ -108,8 +108,9 @@ def file_size(ckpt: Checkpoint, policy: Callable[[TensorInfo], DType], header: i
 class QuantCache:
     """Each tensor encoded once per type, in files of a temporary folder: quantized checkpoints to measure."""
 
-    def __init__(self, ckpt: Checkpoint, rounding: str, folder: Path) -> None:
+    def __init__(self, ckpt: Checkpoint, rounding: str, folder: Path, importance: dict | None = None) -> None:
         self.ckpt, self.rounding, self.folder = ckpt, rounding, Path(folder)
+        self.importance = importance or {}
         self._done: dict[tuple[str, DType], TensorInfo] = {}
 
     def tensor(self, t: TensorInfo, d: DType) -> TensorInfo:
@@ -121,7 +122,7 @@ class QuantCache:
             from franken_rt.quant.formats import encode
 
             path = self.folder / f"{t.name}.{d.name}.bin"
-            encode(float_array(t), d, self.rounding).tofile(path)
+            encode(float_array(t), d, self.rounding, self.importance.get(t.name)).tofile(path)
             self._done[key] = TensorInfo(t.name, path, 0, d, t.shape)
         return self._done[key]
 
@@ -146,9 +147,11 @@ class Choice:
 
 def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for: Callable[[int], list[int]],
            max_drop: int | None = None, rounding: str = "search", threads: int | None = None,
-           candidates: Sequence[tuple[str, str | None]] | None = None, verbose: bool = False) -> Choice:
+           candidates: Sequence[tuple[str, str | None]] | None = None, verbose: bool = False,
+           importance: dict | None = None) -> Choice:
     """The (removed blocks, quantization) under `budget` bytes with the least calibration perplexity.
-    `removal_for(n)`: which n blocks to remove (a selection method's answer)."""
+    `removal_for(n)`: which n blocks to remove (a selection method's answer). `importance`: per-column input
+    moments for the weighted rounding (franken_rt.quant.importance), as the file will be written."""
     from franken_rt.surgery.analyze import plan_nll
     from franken_rt.surgery.plan import apply_plan, drop
 
@@ -196,7 +199,7 @@ def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for:
     removed(max(n for _, _, n, _ in feasible))  # nested selections (bi, ppl-greedy) are measured once
     table = []
     with tempfile.TemporaryDirectory(prefix="franken-size-") as tmp:
-        cache = QuantCache(ckpt, rounding, Path(tmp))
+        cache = QuantCache(ckpt, rounding, Path(tmp), importance)
         for i, (quant, embed, n, size) in enumerate(feasible):
             if verbose:
                 print(f"\r[target size: measuring candidate {i + 1}/{len(feasible)}]", end="", file=sys.stderr,
