@@ -111,8 +111,7 @@ py::array_t<uint8_t> repack_x8_rows(int dtype, const ByteArray& w, int n) {
 // The interleaved product over all groups of a repacked matrix (see repack_x8_rows).
 void gemm_x8_rows(const KernelTable& k, DType t, const uint8_t* w, int rows, int n, const BlockQ8A* act, int n_act,
                   float* out) {
-    const size_t group = static_cast<size_t>(kX8) * row_bytes(t, n);
-    for (int g = 0; g < rows / kX8; ++g) k.gemmq_x8(t)(w + g * group, n / kQK, act, n_act, out + g * kX8, rows);
+    k.gemmq_x8(t)(w, rows / kX8, n / kQK, act, n_act, out, rows);
 }
 
 void check_interleaved(const KernelTable& k, DType t, int rows) {

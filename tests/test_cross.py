@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ["csrc/kernels/dispatch.cpp", "csrc/kernels/generic/scalar.cpp", "tests/cpp/kernel_check.cpp"]
 ARCH_SOURCES = {
     "x86_64": [("csrc/kernels/x86/avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
-               ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512vl",
-                                                     "-mavx512vnni"])],
+               ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",
+                                                     "-mavx512vl", "-mavx512vnni"])],
     "aarch64": [("csrc/kernels/arm/neon.cpp", []), ("csrc/kernels/arm/neon_dotprod.cpp", ["-march=armv8.2-a+dotprod"])],
     "riscv64": [],
 }

@@ -27,8 +27,8 @@ bool cpu_runs(const std::string& name) {
     if (name == "avx2")
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (name == "avx512_vnni")
-        return cpu_runs("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vnni");
+        return cpu_runs("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(__aarch64__)
     if (name == "neon") return true;  // Advanced SIMD is mandatory on AArch64

@@ -21,10 +21,12 @@ using DotQFn = float (*)(const void* row, const BlockQ8A* act, int n);
 using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
                          float* out, size_t ldo);
 
-// gemm_x8(group, nb, act, n_act, out, ldo): the eight rows of one interleaved group (BlockQ4_0x8 or BlockQ8_0x8,
-// nb blocks each) times n_act activation rows: out[t * ldo + r] for r = 0..7. Serves decode (n_act = 1) and
-// prompts alike.
-using GemmX8Fn = void (*)(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo);
+// gemm_x8(groups, n_groups, nb, act, n_act, out, ldo): n_groups consecutive interleaved groups of eight rows
+// (BlockQ4_0x8 or BlockQ8_0x8, nb blocks each, group g at groups + g * nb blocks) times n_act activation rows:
+// row r of group g goes to out[t * ldo + 8 * g + r]. Serves decode (n_act = 1) and prompts alike; a kernel may
+// take two groups at once (AVX512: one 512-bit register holds sixteen rows' lanes).
+using GemmX8Fn = void (*)(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
+                          size_t ldo);
 
 struct KernelTable {
     const char* name;

@@ -247,7 +247,7 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
     if (w.x8) {  // interleaved (only with quantized activations): whole groups of eight rows
         const GemmX8Fn gemm = kern_->gemmq_x8(w.dtype);
-        for (int g = begin / kX8; g < end / kX8; ++g) gemm(w.group(g), cols / kQK, x.q, n_rows, out + g * kX8, rows);
+        gemm(w.group(begin / kX8), (end - begin) / kX8, cols / kQK, x.q, n_rows, out + begin, rows);
     } else if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
         for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
     } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token

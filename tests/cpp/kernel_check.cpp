@@ -94,18 +94,21 @@ int main() {
                 for (int i = 0; i < 15; ++i) ok &= close(g[i], h[i], mag);
                 check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
             }
-            // Interleaved Q4_0 / Q8_0: eight distinct random rows repacked, times 1 and 6 activation rows (the tile
-            // of four and the rest), against the scalar twin and the scalar dot product of each stored row.
+            // Interleaved Q4_0 / Q8_0: three groups of eight distinct random rows repacked (a kernel may pair
+            // groups: a pair and a single), times 1 and 6 activation rows (the tile of four and the rest), against
+            // the scalar twin and the scalar dot product of each stored row.
+            constexpr int kGroups = 3, kRows = kGroups * kX8;
             for (DType t : {DType::Q4_0, DType::Q8_0}) {
                 if (!k.gemmq_x8(t)) continue;
                 std::vector<uint8_t> rows8;
-                for (int r = 0; r < kX8; ++r) {
+                for (int r = 0; r < kRows; ++r) {
                     const auto row = random_row(t, n);
                     rows8.insert(rows8.end(), row.begin(), row.end());
                 }
                 const size_t stride = row_bytes(t, n);
                 std::vector<uint8_t> packed(rows8.size());
-                repack_x8(t, rows8.data(), stride, n / kQK, packed.data());
+                for (int g = 0; g < kGroups; ++g)
+                    repack_x8(t, rows8.data() + g * kX8 * stride, stride, n / kQK, packed.data() + g * kX8 * stride);
                 for (int n_act : {1, 6}) {
                     std::vector<BlockQ8A> acts;
                     for (int r = 0; r < n_act; ++r) {
@@ -115,15 +118,16 @@ int main() {
                         ref.quantize_act(xr.data(), q.data(), n);
                         acts.insert(acts.end(), q.begin(), q.end());
                     }
-                    std::vector<float> g(n_act * 9), h(n_act * 9);  // ldo 9: outputs need not be contiguous
-                    k.gemmq_x8(t)(packed.data(), n / kQK, acts.data(), n_act, g.data(), 9);
-                    ref.gemmq_x8(t)(packed.data(), n / kQK, acts.data(), n_act, h.data(), 9);
+                    constexpr int kLdo = kRows + 1;  // outputs need not be contiguous
+                    std::vector<float> g(n_act * kLdo), h(n_act * kLdo);
+                    k.gemmq_x8(t)(packed.data(), kGroups, n / kQK, acts.data(), n_act, g.data(), kLdo);
+                    ref.gemmq_x8(t)(packed.data(), kGroups, n / kQK, acts.data(), n_act, h.data(), kLdo);
                     bool twin = true, dots = true;
                     for (int a = 0; a < n_act; ++a)
-                        for (int r = 0; r < kX8; ++r) {
+                        for (int r = 0; r < kRows; ++r) {
                             const double d = ref.dotq(t)(rows8.data() + r * stride, &acts[a * (n / kQK)], n);
-                            twin &= close(g[a * 9 + r], h[a * 9 + r], std::fabs(d) + n);
-                            dots &= close(h[a * 9 + r], d, std::fabs(d) + n);
+                            twin &= close(g[a * kLdo + r], h[a * kLdo + r], std::fabs(d) + n);
+                            dots &= close(h[a * kLdo + r], d, std::fabs(d) + n);
                         }
                     const std::string what = std::string(" gemmq_x8 ") + dtype_name(t) + " n=" + std::to_string(n) +
                                              " acts=" + std::to_string(n_act);

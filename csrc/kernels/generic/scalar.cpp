@@ -202,18 +202,20 @@ inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
 inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
 
 template <class Block, int (*code)(const Block&, int, int)>
-void gemmq_x8(const void* group, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
-    const Block* w = static_cast<const Block*>(group);
-    for (int t = 0; t < n_act; ++t) {
-        const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
-        for (int r = 0; r < kX8; ++r) {
-            float s = 0.f;
-            for (int b = 0; b < nb; ++b) {
-                int acc = 0;
-                for (int k = 0; k < kQK; ++k) acc += code(w[b], r, k) * a[b].qs[k];
-                s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
+void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    for (int g = 0; g < n_groups; ++g) {
+        const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * nb;
+        for (int t = 0; t < n_act; ++t) {
+            const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
+            for (int r = 0; r < kX8; ++r) {
+                float s = 0.f;
+                for (int b = 0; b < nb; ++b) {
+                    int acc = 0;
+                    for (int k = 0; k < kQK; ++k) acc += code(w[b], r, k) * a[b].qs[k];
+                    s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
+                }
+                out[t * ldo + kX8 * g + r] = s;
             }
-            out[t * ldo + r] = s;
         }
     }
 }
