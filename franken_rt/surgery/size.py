@@ -148,10 +148,11 @@ class Choice:
 def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for: Callable[[int], list[int]],
            max_drop: int | None = None, rounding: str = "search", threads: int | None = None,
            candidates: Sequence[tuple[str, str | None]] | None = None, verbose: bool = False,
-           importance: dict | None = None) -> Choice:
+           importance: dict | None = None, cache: QuantCache | None = None) -> Choice:
     """The (removed blocks, quantization) under `budget` bytes with the least calibration perplexity.
     `removal_for(n)`: which n blocks to remove (a selection method's answer). `importance`: per-column input
-    moments for the weighted rounding (franken_rt.quant.importance), as the file will be written."""
+    moments for the weighted rounding (franken_rt.quant.importance), as the file will be written. `cache`: quantized
+    tensors to reuse across calls (its rounding and importance then apply)."""
     from franken_rt.surgery.analyze import plan_nll
     from franken_rt.surgery.plan import apply_plan, drop
 
@@ -199,7 +200,7 @@ def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for:
     removed(max(n for _, _, n, _ in feasible))  # nested selections (bi, ppl-greedy) are measured once
     table = []
     with tempfile.TemporaryDirectory(prefix="franken-size-") as tmp:
-        cache = QuantCache(ckpt, rounding, Path(tmp), importance)
+        cache = cache or QuantCache(ckpt, rounding, Path(tmp), importance)
         for i, (quant, embed, n, size) in enumerate(feasible):
             if verbose:
                 print(f"\r[target size: measuring candidate {i + 1}/{len(feasible)}]", end="", file=sys.stderr,
