@@ -57,6 +57,20 @@ void gemm_by_dots(const uint8_t* rows, int n_rows, size_t row_stride, const Bloc
         for (int t = 0; t < n_act; ++t) out[t * ldo + i] = dot(rows + i * row_stride, act + static_cast<size_t>(t) * (n / kQK), n);
 }
 
+// A gemm_x8 from a tile kernel that multiplies one group with kTile activation rows: consecutive groups, each in
+// tiles of four tokens and then one at a time (the loop every architecture's interleaved kernels share).
+template <class Block, void (*tile4)(const Block*, int, const BlockQ8A*, float*, size_t),
+          void (*tile1)(const Block*, int, const BlockQ8A*, float*, size_t)>
+void groups_by_tiles(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
+                     size_t ldo) {
+    for (int g = 0; g < n_groups; ++g, out += kX8) {
+        const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * nb;
+        int t = 0;
+        for (; t + 4 <= n_act; t += 4) tile4(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+        for (; t < n_act; ++t) tile1(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    }
+}
+
 // Tables each architecture file provides (null when not compiled for this target).
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();

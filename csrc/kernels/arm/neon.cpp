@@ -211,25 +211,8 @@ void q8_0x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, 
                    ldo, sums);
 }
 
-void gemmq_q4_0x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
-                  size_t ldo) {
-    for (int g = 0; g < n_groups; ++g, out += kX8) {
-        const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(groups) + static_cast<size_t>(g) * nb;
-        int t = 0;
-        for (; t + 4 <= n_act; t += 4) q4_0x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-        for (; t < n_act; ++t) q4_0x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-    }
-}
-
-void gemmq_q8_0x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
-                  size_t ldo) {
-    for (int g = 0; g < n_groups; ++g, out += kX8) {
-        const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(groups) + static_cast<size_t>(g) * nb;
-        int t = 0;
-        for (; t + 4 <= n_act; t += 4) q8_0x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-        for (; t < n_act; ++t) q8_0x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-    }
-}
+constexpr GemmX8Fn gemmq_q4_0x8 = groups_by_tiles<BlockQ4_0x8, q4_0x8_tile<4>, q4_0x8_tile<1>>;
+constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8_0x8_tile<4>, q8_0x8_tile<1>>;
 #endif
 
 KernelTable make_table() {

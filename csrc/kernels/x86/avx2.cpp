@@ -272,16 +272,21 @@ float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
     });
 }
 
-float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
-    // d (q - 8) x = d q x - 8 d x: the nibbles stay unsigned (no sign fix-ups), the offset uses the block sums
-    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+// Blocks valued d * (q - kOffset) with unsigned codes q (Q4_0: 8, Q3_0: 4): d (q - k) x = d q x - k d x, so the
+// codes stay unsigned (no sign fix-ups) and the offset comes from the activation block sums.
+template <class Block, int kOffset, __m256i (*codes)(const Block&)>
+float dotq_offset(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
     const float* f16 = fp16_table();
     float offset = 0.f;
     for (int i = 0; i < n / kQK; ++i) offset += f16[b[i].d] * a[i].s;
-    return dotq_blocks(b, a, n / kQK, [](const BlockQ4_0& w, const BlockQ8A& x) {
-        return dot_u8s8(unpack_nibbles(w.qs), load_act(x));
-    }) - 8.f * offset;
+    return dotq_blocks(b, a, n / kQK, [](const Block& w, const BlockQ8A& x) {
+        return dot_u8s8(codes(w), load_act(x));
+    }) - static_cast<float>(kOffset) * offset;
 }
+
+inline __m256i codes_q4_0(const BlockQ4_0& b) { return unpack_nibbles(b.qs); }
+constexpr DotQFn dotq_q4_0 = dotq_offset<BlockQ4_0, 8, codes_q4_0>;
 
 float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
@@ -293,16 +298,7 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     });
 }
 
-float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
-    // d (q - 4) x = d q x - 4 d x, as Q4_0
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
-    const float* f16 = fp16_table();
-    float offset = 0.f;
-    for (int i = 0; i < n / kQK; ++i) offset += f16[b[i].d] * a[i].s;
-    return dotq_blocks(b, a, n / kQK, [](const BlockQ3_0& w, const BlockQ8A& x) {
-        return dot_u8s8(unpack_q3(w), load_act(x));
-    }) - 4.f * offset;
-}
+constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3>;
 
 // 32 codes (bytes 0..7) -> four vectors of eight floats, in element order.
 inline void codes_to_ps(__m256i q, __m256 out[4]) {
@@ -555,12 +551,8 @@ void gemmq_q4_0x8(const void* groups, int n_groups, int nb, const BlockQ8A* act,
         for (; t < n_act; ++t) x16_tile<1>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
     }
 #endif
-    for (; g < n_groups; ++g) {
-        const BlockQ4_0x8* wg = w + static_cast<size_t>(g) * nb;
-        int t = 0;
-        for (; t + 4 <= n_act; t += 4) x8_tile<4>(wg, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
-        for (; t < n_act; ++t) x8_tile<1>(wg, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
-    }
+    groups_by_tiles<BlockQ4_0x8, x8_tile<4>, x8_tile<1>>(w + static_cast<size_t>(g) * nb, n_groups - g, nb, act,
+                                                         n_act, out + kX8 * g, ldo);
 }
 
 // Eight Q8_0 rows times up to kTile activation rows. Both operands are signed; the integer dot product wants one
@@ -603,15 +595,7 @@ inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* 
     for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, acc[k]);
 }
 
-void gemmq_q8_0x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
-                  size_t ldo) {
-    for (int g = 0; g < n_groups; ++g, out += kX8) {
-        const BlockQ8_0x8* w = static_cast<const BlockQ8_0x8*>(groups) + static_cast<size_t>(g) * nb;
-        int t = 0;
-        for (; t + 4 <= n_act; t += 4) q8x8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-        for (; t < n_act; ++t) q8x8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-    }
-}
+constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8x8_tile<4>, q8x8_tile<1>>;
 
 const KernelTable kTable = {
 #if defined(FRANKEN_VNNI)
