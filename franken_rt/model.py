@@ -15,7 +15,7 @@ from franken_rt import _core
 from franken_rt.checkpoint import Checkpoint
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
-from franken_rt.resources import check_memory
+from franken_rt.resources import check_memory, release_free_memory
 from franken_rt.sampling import SamplingParams
 
 DEFAULT_CTX = 2048
@@ -103,14 +103,17 @@ class Model:
 
             layer_plan = check_plan(list(layer_plan), ckpt.config.n_layers)
         self.layer_plan = list(layer_plan) if layer_plan is not None else list(range(ckpt.config.n_layers))
-        cfg = _core_config(ckpt, n_ctx, threads or 0, layer_plan)
+        if threads is None:  # the physical cores, but no more than the CPUs this process may run on (taskset)
+            threads = min(_core.physical_cores(), n_cpu)
+        cfg = _core_config(ckpt, n_ctx, threads, layer_plan)
         cfg.float_activations = activations == "f32"
         if kv_cache not in KV_CACHE_TYPES:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
         cfg.kv_type = KV_CACHE_TYPES[kv_cache]
-        check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads or n_cpu)
+        check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads)
         if check_values:
             check_finite(ckpt)
+        release_free_memory()  # before the core allocates the weights on top of the readers' freed heap
         try:
             self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
         except _core.CoreError as e:

@@ -187,6 +187,9 @@ def write_report(results: list[dict], meta: dict, md: Path, png: Path) -> None:
     lines += ["", "Healing notes:", ""]
     lines += [f"- {r['name']}: {r['heal_note']}" for r in results if r.get("heal_note")]
     lines += ["", "![perplexity against size](surgery.png)", ""]
+    lines += ["Removing blocks against spending fewer bits per weight under a file-size budget (`--target-size`, "
+              "with the 3-bit formats): [size.md](size.md). The per-block analysis of the full model "
+              "(`franken-analyze`): [analyze/](analyze/).", ""]
     md.write_text("\n".join(lines))
     plot(results, png, second)
 
