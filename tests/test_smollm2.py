@@ -141,3 +141,21 @@ def test_two_models_in_two_threads_match_sequential_runs(smollm_gguf: Path) -> N
     with ThreadPoolExecutor(max_workers=2) as pool:
         concurrent = list(pool.map(run, models, prompts))
     assert concurrent == sequential
+
+
+def test_generation_imports_no_optional_library(smollm_gguf: Path, tmp_path: Path) -> None:
+    """Loading and generating (no chat template) imports none of the libraries the converter, the tests or the
+    chat template use: each would add megabytes to the resident memory of every generation."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "gguf", "jinja2", "tqdm", "sentencepiece", "rich", "matplotlib")
+    code = (
+        "import sys, franken_rt\n"
+        "m = franken_rt.load(sys.argv[1], threads=1, n_ctx=64)\n"
+        "print(''.join(m.generate('Hi', max_tokens=2, temperature=0)))\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(smollm_gguf)], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)  # not the source tree: the package as installed (or on PYTHONPATH)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -374,6 +374,49 @@ def test_gguf_round_trip_smollm(tmp_path: Path, smollm: Tokenizer, smollm_meta: 
     assert meta == {k: v for k, v in smollm_meta.items() if k.startswith("tokenizer.")}
 
 
+def test_lazy_header_strings_decode_to_the_same_lists(smollm_gguf: Path, smollm_meta: dict[str, Any]) -> None:
+    from franken_rt.checkpoint.gguf import GGUFStrings
+
+    lazy = read_header(smollm_gguf, lazy_strings=True).metadata
+    assert isinstance(lazy["tokenizer.ggml.tokens"], GGUFStrings)
+    assert sorted(lazy) == sorted(smollm_meta)
+    for key, value in lazy.items():
+        assert (value.tolist() if isinstance(value, GGUFStrings) else value) == smollm_meta[key], key
+
+
+def test_gguf_checkpoint_leaves_the_vocabulary_to_its_tokenizer(smollm_gguf: Path, smollm_meta: dict[str, Any]) -> None:
+    """read_gguf keeps the tokenizer.* keys only in the tokenizer (packed), which gives them back unchanged."""
+    from franken_rt.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(smollm_gguf)
+    assert not any(k.startswith("tokenizer.") for k in ckpt.metadata)
+    assert ckpt.metadata["general.architecture"] == "llama"
+    back = ckpt.tokenizer.gguf_metadata()
+    assert back == {k: v for k, v in smollm_meta.items() if k.startswith("tokenizer.")}
+    for key, value in back.items():  # element types too (1 == 1.0 == True would hide a change)
+        if isinstance(value, list):
+            assert [type(x) for x in value] == [type(x) for x in smollm_meta[key]], key
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["", "a", "Ġthe", "日本", "🙂", "\x00x"] * 20,
+        list(range(-3, 200)),
+        [2**63 - 1, -(2**63)] * 40,
+        [2**64] * 80,  # too big for any array: stays a list
+        [0.1, -1000.0, 1e300, float("inf")] * 20,
+        [True, False] * 40,  # bools stay bools
+        [1, 2.5] * 40,  # mixed: as it is
+    ],
+)
+def test_packed_metadata_values_come_back_equal(value: list[Any]) -> None:
+    from franken_rt.checkpoint.tokenizer import _compact, _expand
+
+    back = _expand(_compact(value))
+    assert back == value and [type(x) for x in back] == [type(x) for x in value]
+
+
 def test_gguf_round_trip_spm_folder(tmp_path: Path, spm_model: Path) -> None:
     tok = Tokenizer.from_hf_folder(_hf_folder(tmp_path, spm_model))
     meta = _assert_round_trip(tok, tmp_path, "a</s>b c<s>x<unk>y")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorI
 from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
+
+if TYPE_CHECKING:
+    from franken_rt.checkpoint.tokenizer import Tokenizer
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -42,6 +45,18 @@ class GGUFTensor:
     dtype_id: int
     shape: tuple[int, ...]  # outermost first (GGUF lists dims innermost first)
     offset: int             # absolute byte offset in the file
+
+
+@dataclass(frozen=True)
+class GGUFStrings:
+    """A metadata array of strings, not decoded yet: its bytes as stored (checked: every length lies inside them)."""
+
+    raw: bytes = field(repr=False)
+    count: int
+
+    def tolist(self) -> list[str]:
+        cur = _Cursor(memoryview(self.raw), Path("GGUFStrings"))
+        return [cur.string("string array") for _ in range(self.count)]
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,15 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="replace")  # token texts may hold raw bytes
 
+    def skip_strings(self, count: int, what: str) -> GGUFStrings:
+        """Check and step over `count` strings, kept undecoded."""
+        start = self.pos
+        for _ in range(count):
+            n = self.u64(what)
+            self.need(n, what)
+            self.pos += n
+        return GGUFStrings(bytes(self.buf[start:self.pos]), count)
+
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.scalar(*_SCALARS[vtype], what)
@@ -104,6 +128,8 @@ class _Cursor:
                 return (arr != 0).tolist() if etype == 7 else arr.tolist()
             if etype == _STRING:
                 self.need(count * 8, what)  # each string needs at least its length field
+                if depth == 0:
+                    return self.skip_strings(count, what)
                 return [self.string(what) for _ in range(count)]
             if etype == _ARRAY:
                 if depth >= MAX_ARRAY_DEPTH:
@@ -114,8 +140,11 @@ class _Cursor:
         raise FrankenError(f"{self.path}: unknown GGUF value type {vtype} in {what}")
 
 
-def read_header(path: Path) -> GGUFHeader:
-    """Parse and validate a GGUF file's header and tensor table; the tensor data is not touched."""
+def read_header(path: Path, lazy_strings: bool = False) -> GGUFHeader:
+    """Parse and validate a GGUF file's header and tensor table; the tensor data is not touched.
+
+    `lazy_strings`: metadata arrays of strings come as GGUFStrings (`.tolist()` decodes them) rather than lists.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -124,9 +153,15 @@ def read_header(path: Path) -> GGUFHeader:
                 raise FrankenError(f"{path}: not a GGUF file (too short)")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 with memoryview(mm) as buf:
-                    return _parse(buf, path, size)
+                    header = _parse(buf, path, size)
     except OSError as e:
         raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
+    if not lazy_strings:
+        # Decoded after the tensor table, whose objects outlive the strings (see _read_tokenizer for why it matters).
+        for key, value in header.metadata.items():
+            if isinstance(value, GGUFStrings):
+                header.metadata[key] = value.tolist()
+    return header
 
 
 def _parse(buf: memoryview, path: Path, size: int) -> GGUFHeader:
@@ -200,11 +235,10 @@ def _check_tensor_extents(tensors: list[GGUFTensor], path: Path, size: int, alig
 
 def read_gguf(path: Path) -> Checkpoint:
     """A llama-architecture GGUF file as a Checkpoint."""
-    from franken_rt.checkpoint.tokenizer import Tokenizer
     from franken_rt.surgery.plan import PLAN_KEY, check_plan
 
     path = Path(path)
-    header = read_header(path)
+    header = read_header(path, lazy_strings=True)  # the vocabulary is decoded last: see _read_tokenizer
     meta = header.metadata
     arch = meta.get("general.architecture")
     if arch != "llama":
@@ -226,17 +260,37 @@ def read_gguf(path: Path) -> Checkpoint:
     plan = None
     if PLAN_KEY in meta:
         plan = check_plan(meta[PLAN_KEY], config.n_layers, where=f"{path}: {PLAN_KEY}")
+    # The tokenizer.* keys stay with the tokenizer, packed (tokenizer.gguf_metadata() gives them back).
+    metadata = {k: _decoded(v) for k, v in meta.items() if not k.startswith("tokenizer.")}
+    tokenizer = _read_tokenizer(meta)
     ckpt = Checkpoint(
         config=config,
         tensors=tensors,
-        tokenizer=Tokenizer.from_gguf_metadata(meta),
+        tokenizer=tokenizer,
         rope_interleaved=True,
         source=path,
-        metadata=meta,
+        metadata=metadata,
         layer_plan=plan,
     )
     check_tensors(ckpt)
     return ckpt
+
+
+def _decoded(value: Any) -> Any:
+    return value.tolist() if isinstance(value, GGUFStrings) else value
+
+
+def _read_tokenizer(meta: dict[str, Any]) -> Tokenizer:
+    """The tokenizer of a header read with lazy_strings, made after every other object that outlives the load.
+
+    Its vocabulary and merges decode to ~100k small strings, freed once the tokenizer is built. Python's allocator
+    gives a 1 MiB arena back to the system only when all of it is free: an object made while the strings exist
+    lands among them and keeps their arenas resident (~1 MiB each) for the rest of the run.
+    """
+    from franken_rt.checkpoint.tokenizer import Tokenizer, import_engine
+
+    import_engine(meta.get("tokenizer.ggml.model"))  # a module's objects would be such objects too
+    return Tokenizer.from_gguf_metadata({k: _decoded(v) for k, v in meta.items() if k.startswith("tokenizer.")})
 
 
 def _with_rope_freqs(config: ModelConfig, t: TensorInfo) -> ModelConfig:

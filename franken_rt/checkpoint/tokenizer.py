@@ -24,9 +24,11 @@ import codecs
 import json
 import re
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from datetime import datetime
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,7 @@ class Tokenizer:
     ) -> None:
         self._encode_fn = encode_fn
         self._gguf_keys = gguf_keys  # builds the tokenizer.* GGUF keys (only when asked: it walks the vocabulary)
-        self._pieces = pieces  # the bytes each id stands for
+        self._pieces = _ByteTable(pieces)  # the bytes each id stands for
         self._transparent = transparent  # control tokens: do not count as the first visible piece
         self._lead_space = lead_space  # ids whose leading space is sentencepiece's dummy prefix
         self.vocab_size = len(pieces)
@@ -252,7 +254,9 @@ class Tokenizer:
 
         declared = [eos, token_id("eot_token_id"), token_id("eom_token_id")]
         controls = {i for i, t in enumerate(types or ()) if t == CONTROL}
-        keys = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
+        # Kept packed: as lists of Python objects the vocabulary arrays would hold ~10 MB for the rest of the run,
+        # and only a conversion ever asks for them back.
+        keys = {k: _compact(v) for k, v in meta.items() if k.startswith("tokenizer.")}
         return cls(
             encode_fn=encode_fn,
             pieces=pieces,
@@ -263,7 +267,7 @@ class Tokenizer:
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
             chat_template=chat_template or None,
-            gguf_keys=lambda: keys,
+            gguf_keys=lambda: {k: _expand(v) for k, v in keys.items()},
         )
 
     @classmethod
@@ -355,6 +359,18 @@ class Tokenizer:
         )
 
 
+def import_engine(model: Any) -> None:
+    """Import the library that encodes for GGUF tokenizer `model` (`tokenizer.ggml.model`), ahead of reading the
+    vocabulary (see gguf._read_tokenizer); from_gguf_metadata reports an unknown model or a missing library."""
+    try:
+        if model == "gpt2":
+            import tokenizers.models  # noqa: F401
+        elif model == "llama":
+            import sentencepiece  # noqa: F401
+    except ImportError:
+        pass
+
+
 class StreamDecoder:
     """Turns ids into text one at a time; text is returned once its UTF-8 bytes are complete."""
 
@@ -376,6 +392,74 @@ class StreamDecoder:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+class _ByteTable:
+    """Byte strings by index in one buffer plus offsets: a list of a vocabulary's 50k `bytes` objects would take
+    ~50 bytes of object header each, for pieces ~5 bytes long."""
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self, items: Iterable[bytes]) -> None:
+        items = list(items)
+        self._data = b"".join(items)
+        self._offsets = _offsets(items)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        if not 0 <= i < len(self._offsets) - 1:
+            raise IndexError(i)
+        return self._data[self._offsets[i]:self._offsets[i + 1]]
+
+
+class _StrTable:
+    """A list of str as one str plus offsets (as _ByteTable): `tolist()` gives back an equal list."""
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self, items: list[str]) -> None:
+        self._data = "".join(items)
+        self._offsets = _offsets(items)
+
+    def tolist(self) -> list[str]:
+        data, offsets = self._data, self._offsets
+        return [data[a:b] for a, b in zip(offsets, offsets[1:])]
+
+
+def _compact(value: Any) -> Any:
+    """A metadata value with its long lists of str, int or float packed (see _expand); other values as they are."""
+    if not isinstance(value, list) or len(value) < 64:
+        return value
+    if all(type(x) is str for x in value):
+        return _StrTable(value)
+    if all(type(x) is int for x in value):  # `type is`: a list of bool stays one
+        return _int_array(value) or value
+    if all(type(x) is float for x in value):
+        return array("d", value)  # exact: Python floats are doubles
+    return value
+
+
+def _int_array(values: Sequence[int]) -> array | None:
+    """`values` in the narrowest signed array that holds them (token types fit one byte each), or None."""
+    for code in "bhiq":
+        try:
+            return array(code, values)
+        except OverflowError:
+            continue
+    return None
+
+
+def _offsets(items: Sequence[Sized]) -> array:
+    """Where each item starts in the items joined, and where the last ends: 0, len(a), len(a) + len(b), ..."""
+    ends = [0, *accumulate(map(len, items))]
+    return array("I" if ends[-1] < 1 << 32 else "Q", ends)
+
+
+def _expand(value: Any) -> Any:
+    """The value _compact packed, as the list it was."""
+    return value.tolist() if isinstance(value, (_StrTable, array)) else value
 
 
 def _end_ids(
@@ -765,6 +849,11 @@ def _byte_level_bytes(text: str) -> bytes | None:
 @lru_cache(maxsize=1)
 def _char_to_byte() -> dict[str, int]:
     return {c: b for b, c in _byte_to_char().items()}
+
+
+# Built at import, not at first use: that comes while a vocabulary is being read, and the tables' small objects
+# would then sit among the vocabulary's strings and keep their allocator arenas after those are freed.
+_char_to_byte()
 
 
 def _bpe_from_gguf(
