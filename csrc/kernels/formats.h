@@ -100,11 +100,36 @@ inline void repack_q8_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
         }
 }
 
+// Row r's element k (0..31) of an interleaved block, as its signed value before scaling: the layouts above read
+// element by element (the scalar twins use these; the SIMD kernels read whole vectors).
+inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
+    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
+    return (k % 8 < 4 ? byte & 0x0f : byte >> 4) - 8;
+}
+inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
+
+inline float fp16_to_f32(uint16_t h);  // defined below
+
+// Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
+// output matrix it shares has been repacked).
+template <class Block, int (*code)(const Block&, int, int)>
+void x8_row_to_f32(const void* group, int nb, int r, float* out) {
+    const Block* w = static_cast<const Block*>(group);
+    for (int b = 0; b < nb; ++b, out += kQK) {
+        const float d = fp16_to_f32(w[b].d[r]);
+        for (int k = 0; k < kQK; ++k) out[k] = d * static_cast<float>(code(w[b], r, k));
+    }
+}
+
 // The interleaved forms exist for Q4_0 and Q8_0; eight rows of either -> nb interleaved blocks at `out`.
 inline bool dtype_interleaves(DType t) { return t == DType::Q4_0 || t == DType::Q8_0; }
 inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, void* out) {
     if (t == DType::Q4_0) repack_q4_0x8(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
     if (t == DType::Q8_0) repack_q8_0x8(rows, row_stride, nb, static_cast<BlockQ8_0x8*>(out));
+}
+inline void x8_row_to_f32(DType t, const void* group, int nb, int r, float* out) {
+    if (t == DType::Q4_0) x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>(group, nb, r, out);
+    if (t == DType::Q8_0) x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>(group, nb, r, out);
 }
 
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");

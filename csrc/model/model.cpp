@@ -150,7 +150,13 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
 void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits) {
     const Config& c = cfg_;
     const int pos0 = n_past_;
-    for (int r = 0; r < n; ++r) kern_->to_f32(w_.token_embd.dtype, w_.token_embd.row(tokens[r]), &x_[r * c.dim], c.dim);
+    const Matrix& emb = w_.token_embd;
+    for (int r = 0; r < n; ++r) {
+        if (emb.x8)  // tied to the repacked output matrix
+            x8_row_to_f32(emb.dtype, emb.group(tokens[r] / kX8), c.dim / kQK, tokens[r] % kX8, &x_[r * c.dim]);
+        else
+            kern_->to_f32(emb.dtype, emb.row(tokens[r]), &x_[r * c.dim], c.dim);
+    }
 
     // The rotation angles of this batch's positions, shared by every block. Float32 throughout, as the reference.
     const int half = c.head_dim / 2;

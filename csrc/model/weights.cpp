@@ -36,7 +36,9 @@ WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
 void WeightStore::interleave(const KernelTable& k) {
     for (Block& b : w_.blocks)
         for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) interleave(*m, k);
+    const bool tied = w_.token_embd.data == w_.output.data;
     interleave(w_.output, k);
+    if (tied && w_.output.x8) w_.token_embd = w_.output;  // lookups read the copy: the original stays released
 }
 
 void WeightStore::interleave(Matrix& m, const KernelTable& k) {

@@ -193,14 +193,7 @@ float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
-// The interleaved layouts read element by element (their definitions in formats.h, read a second way).
-// code(block, r, k): row r's element k (0..31) of an interleaved block, as a signed integer.
-inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
-    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
-    return (k % 8 < 4 ? byte & 0x0f : byte >> 4) - 8;
-}
-inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
-
+// The interleaved layouts read element by element through formats.h's accessors (q4_0x8_code, q8_0x8_code).
 template <class Block, int (*code)(const Block&, int, int)>
 void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     for (int g = 0; g < n_groups; ++g) {
