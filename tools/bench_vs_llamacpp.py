@@ -88,7 +88,11 @@ def main() -> int:
     machine = {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version()}
     result = {"machine": machine, "rounds": args.rounds, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
-    Path(args.out).with_suffix(".md").write_text(render(result))
+    md = Path(args.out).with_suffix(".md")
+    notes = ""  # the hand-written "## Notes" section of an existing report survives a re-run
+    if md.is_file() and "\n## Notes" in md.read_text():
+        notes = "\n## Notes" + md.read_text().split("\n## Notes", 1)[1]
+    md.write_text(render(result) + notes)
     return 0
 
 
