@@ -63,10 +63,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.json"))
+    ap.add_argument("--only", default="", help="time only the model files whose label contains this (q8_0, q4_0, Q4_1)")
     args = ap.parse_args()
     bin_dir = build()
     rows = []
-    for label, path in models():
+    for label, path in (m for m in models() if args.only in m[0]):
         for threads in args.threads:
             runs: dict[str, list[dict]] = {"llama.cpp": [], "franken-rt": []}
             for _ in range(args.rounds):  # alternate, so both engines see the same machine
