@@ -30,6 +30,7 @@ class SurgeryOptions:
     threads: int | None = None
     notes: list[str] = field(default_factory=list)
     windows: list[list[int]] | None = None  # the calibration windows, once tokenized
+    moments: tuple[dict, dict] | None = None  # (tensors they were measured on, input moments)
 
     @property
     def active(self) -> bool:
@@ -85,8 +86,12 @@ def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
     """Per-column input moments of `ckpt`'s matrices on the calibration windows, for the weighted rounding."""
     from franken_rt.quant.importance import input_moments
 
+    if opts.moments is not None and opts.moments[0] == ckpt.tensors:  # e.g. --target-size kept every block
+        return opts.moments[1]
     log("calibration: measuring the inputs of every matrix (importance-weighted rounding)")
-    return input_moments(ckpt, calibration_windows(ckpt, opts)[:IMPORTANCE_WINDOWS], threads=opts.threads)
+    moments = input_moments(ckpt, calibration_windows(ckpt, opts)[:IMPORTANCE_WINDOWS], threads=opts.threads)
+    opts.moments = (dict(ckpt.tensors), moments)
+    return moments
 
 
 def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
