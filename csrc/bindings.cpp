@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/sampler.h"
 #include "runtime/error.h"
+#include "runtime/mapped_file.h"
 #include "runtime/thread_pool.h"
 
 namespace py = pybind11;
@@ -61,11 +62,46 @@ py::array_t<float> trace(Model& m, const Int32Array& tokens) {
     return out;
 }
 
+// Token ids as the generation path passes them: any 1-D buffer of 32-bit ints (array('i'), a numpy int32
+// array), read in place. Unlike py::array_t this does not import numpy, which the runtime path does without.
+class Tokens {
+public:
+    explicit Tokens(const py::buffer& b) : info_(b.request()) {
+        const std::string& f = info_.format;
+        const char kind = f.empty() ? '?' : f.back(), order = f.size() > 1 ? f.front() : '@';
+        if (info_.ndim != 1 || info_.itemsize != 4 || (kind != 'i' && kind != 'l') || order == '>' || order == '!')
+            throw Error("tokens must be a 1-D buffer of 32-bit ints, such as array('i')");
+        if (info_.shape[0] > 1 && info_.strides[0] != 4) throw Error("tokens must be contiguous");
+    }
+    const int32_t* data() const { return static_cast<const int32_t*>(info_.ptr); }
+    int size() const { return static_cast<int>(info_.shape[0]); }
+
+private:
+    py::buffer_info info_;
+};
+
 // Forward the tokens and draw the next one, without handing the logits to Python.
-int eval_sample(Model& m, const Int32Array& tokens, Sampler& s, const Int32Array& history) {
+int eval_sample(Model& m, const py::buffer& tokens, Sampler& s, const py::buffer& history) {
+    const Tokens t(tokens), h(history);
     py::gil_scoped_release release;
-    const float* logits = m.forward_last(tokens.data(), static_cast<int>(tokens.size()));
-    return s.sample(logits, m.config().vocab_size, history.data(), static_cast<int>(history.size()));
+    const float* logits = m.forward_last(t.data(), t.size());
+    return s.sample(logits, m.config().vocab_size, h.data(), h.size());
+}
+
+// Forward the tokens, keeping the last logits inside the core (speed measurements: no copy, no sampling).
+void advance(Model& m, const py::buffer& tokens) {
+    const Tokens t(tokens);
+    py::gil_scoped_release release;
+    m.forward_last(t.data(), t.size());
+}
+
+// NaN or infinite values (or block scales) of one tensor, read from its mapped file.
+int64_t nonfinite_count(const std::string& path, uint64_t offset, int dtype, uint64_t n_bytes) {
+    if (!dtype_known(dtype)) throw Error("unknown dtype");
+    const MappedFile f(path);
+    if (offset > f.size() || n_bytes > f.size() - offset) throw Error("tensor runs past the end of " + path);
+    py::gil_scoped_release release;
+    return count_nonfinite(static_cast<DType>(dtype), f.data() + offset, n_bytes);  // unmapped on return
 }
 
 // The type of a raw row (or matrix rows) handed to a kernel entry point, checked: a known type (quantized if
@@ -266,7 +302,9 @@ PYBIND11_MODULE(_core, mod) {
         .def("trace", &trace, py::arg("tokens"),
              "Run tokens after the cached ones; the residual stream (2*depth+1, n, dim): block s's input at 2s, "
              "its residual after attention at 2s+1, the final residual last.")
-        .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"))
+        .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"),
+             "Run tokens (array('i')) after the cached ones and sample the next token from the last logits.")
+        .def("advance", &advance, py::arg("tokens"), "Run tokens (array('i')) after the cached ones.")
         .def("truncate", &Model::truncate, py::arg("n"))
         .def_property_readonly("n_past", &Model::n_past)
         .def_property_readonly("n_ctx", [](const Model& m) { return m.config().n_ctx; })
@@ -294,6 +332,8 @@ PYBIND11_MODULE(_core, mod) {
              },
              py::arg("logits"), py::arg("history"));
 
+    mod.def("nonfinite_count", &nonfinite_count, py::arg("path"), py::arg("offset"), py::arg("dtype"),
+            py::arg("n_bytes"), "NaN or infinite values (block scales of quantized types) of one tensor's bytes.");
     mod.def("available_kernels", &available_kernels, "Kernel paths this CPU can run, best first.");
     mod.def("default_kernels", [] { return std::string(kernels().name); });
     mod.def("physical_cores", &physical_cores);

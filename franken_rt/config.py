@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from franken_rt.errors import FrankenError
 
@@ -49,18 +49,23 @@ class Llama3RopeScaling:
             raise FrankenError(f"config: rope_scaling original_max_position_embeddings = "
                                f"{self.original_context_length!r} is out of range")
 
-    def apply(self, inv_freq: np.ndarray) -> np.ndarray:
+    def apply(self, inv_freq: list[float]) -> list[float]:
+        """The scaled frequencies, in double precision (as transformers computes them)."""
+        return [self._scaled(f) for f in inv_freq]
+
+    def _scaled(self, inv_freq: float) -> float:
         # Long wavelengths are slowed by `factor`, short ones kept, the band between blended smoothly.
         low_wavelen = self.original_context_length / self.low_freq_factor
         high_wavelen = self.original_context_length / self.high_freq_factor
         wavelen = 2 * math.pi / inv_freq
+        if wavelen > low_wavelen:
+            return inv_freq / self.factor
+        if wavelen < high_wavelen:
+            return inv_freq
         smooth = (self.original_context_length / wavelen - self.low_freq_factor) / (
             self.high_freq_factor - self.low_freq_factor
         )
-        blended = (1 - smooth) * inv_freq / self.factor + smooth * inv_freq
-        out = np.where(wavelen > low_wavelen, inv_freq / self.factor, inv_freq)
-        mid = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
-        return np.where(mid, blended, out)
+        return (1 - smooth) * inv_freq / self.factor + smooth * inv_freq
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,22 @@ class ModelConfig:
         if not (1 < self.rope_theta < 1e12) or not math.isfinite(self.rope_theta):
             raise FrankenError(f"config: rope_theta = {self.rope_theta!r} is out of range")
 
-    def inv_freq(self) -> np.ndarray:
-        """RoPE inverse frequencies (head_dim/2 floats), scaling applied, computed as transformers does."""
-        exps = np.arange(0, self.head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(self.head_dim)
-        inv = (1.0 / (np.float32(self.rope_theta) ** exps)).astype(np.float32)
+    def inv_freq(self) -> list[float]:
+        """RoPE inverse frequencies (head_dim/2 float32 values), scaling applied, computed as transformers does
+        (in float32, the scaling in float64).
+
+        Plain Python, not numpy: the runtime must not import numpy (over 10 MiB resident). Each float32 operation
+        is done in double and rounded once to float32: exactly numpy's result for a division, and for the power the
+        correctly rounded value, which numpy's float32 power is within 1 ulp of (its SIMD loop on AVX512 machines
+        is 1 ulp off for ~20% of the values, which moves those frequencies by a few ulps). tests/test_inv_freq.py
+        compares with the numpy code this replaced."""
+        theta = _f32(self.rope_theta)
+        exps = _f32s(i / self.head_dim for i in range(0, self.head_dim, 2))
+        inv = _f32s(1.0 / p for p in _f32s(theta**e for e in exps))
         if self.rope_scaling is not None:
-            inv = self.rope_scaling.apply(inv.astype(np.float64)).astype(np.float32)
+            inv = _f32s(self.rope_scaling.apply(inv))
         if self.rope_freq_factors is not None:
-            inv = (inv / np.asarray(self.rope_freq_factors, dtype=np.float32)).astype(np.float32)
+            inv = _f32s(f / d for f, d in zip(inv, _f32s(self.rope_freq_factors), strict=True))
         return inv
 
     # ---- readers -------------------------------------------------------------------------------------
@@ -216,6 +229,15 @@ class ModelConfig:
             rope_theta=num("rope_theta", 10000.0, kind=float),
             tie_embeddings=tie_embeddings,
         )
+
+
+def _f32s(values: Iterable[float]) -> list[float]:
+    """Each value rounded to the nearest float32 (as a Python float)."""
+    return array("f", values).tolist()
+
+
+def _f32(value: float) -> float:
+    return _f32s((value,))[0]
 
 
 def _is_int(value: Any) -> bool:

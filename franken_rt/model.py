@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numbers
+import operator
 import os
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from franken_rt import _core
 from franken_rt.checkpoint import Checkpoint
@@ -17,6 +17,9 @@ from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
 from franken_rt.sampling import SamplingParams
+
+if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
+    import numpy as np
 
 DEFAULT_CTX = 2048
 
@@ -49,7 +52,7 @@ def _core_config(ckpt: Checkpoint, n_ctx: int, threads: int, layer_plan: Sequenc
     cc.n_layers, cc.dim, cc.n_heads, cc.n_kv_heads = c.n_layers, c.dim, c.n_heads, c.n_kv_heads
     cc.head_dim, cc.ffn_dim, cc.vocab_size, cc.norm_eps = c.head_dim, c.ffn_dim, c.vocab_size, c.norm_eps
     cc.rope_interleaved = ckpt.rope_interleaved
-    cc.inv_freq = c.inv_freq().tolist()
+    cc.inv_freq = c.inv_freq()
     cc.layer_plan = list(layer_plan or [])
     cc.n_ctx, cc.n_threads = n_ctx, threads
     return cc
@@ -163,7 +166,7 @@ class Model:
         2s, its residual after attention at 2s + 1, the final residual (before the output norm) last."""
         return self._fresh(token_ids, self._core.trace)
 
-    def _fresh(self, token_ids: Sequence[int], run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def _fresh(self, token_ids: Sequence[int], run: Callable[[array], np.ndarray]) -> np.ndarray:
         """`run` on the ids in an empty context; afterwards the cache holds them (a later prompt may reuse it)."""
         ids = self._check_ids(token_ids)
         self._core.truncate(0)
@@ -172,17 +175,22 @@ class Model:
         self._cached = ids.tolist()
         return out
 
-    def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(token_ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
+    def _check_ids(self, token_ids: Sequence[int]) -> array:
+        """The ids as the core takes them (array('i')): a non-empty sequence of integers (numpy's too) that fits
+        the context, each an id of the vocabulary."""
+        try:
+            ids = [operator.index(i) for i in token_ids]
+        except TypeError:  # not iterable, or an element that is not an integer (a float, a nested sequence)
+            raise FrankenError("need a non-empty sequence of token ids") from None
+        if not ids:
             raise FrankenError("need a non-empty sequence of token ids")
-        if ids.size > self.n_ctx:
-            raise FrankenError(f"{ids.size} tokens do not fit the context of {self.n_ctx}")
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+        if len(ids) > self.n_ctx:
+            raise FrankenError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
+        if min(ids) < 0 or max(ids) >= self.config.vocab_size:
             raise FrankenError("token id out of range of the vocabulary")
-        return ids.astype(np.int32)
+        return array("i", ids)
 
-    def _feed(self, ids: list[int]) -> np.ndarray:
+    def _feed(self, ids: list[int]) -> array:
         """Make the cache hold exactly `ids`, reusing the longest cached prefix; return tokens still to run."""
         keep = 0
         for a, b in zip(self._cached, ids[:-1]):  # the last token always runs: its logits are needed
@@ -191,7 +199,7 @@ class Model:
             keep += 1
         self._core.truncate(keep)
         self._cached = ids[:keep]
-        return np.asarray(ids[keep:], dtype=np.int32)
+        return array("i", ids[keep:])
 
     def generate(self, prompt: str | Sequence[int], stop: Sequence[str] = (), **sampling: Any) -> Iterator[str]:
         """Stream the continuation of `prompt` (text, or token ids), one text piece per generated token.
@@ -229,7 +237,7 @@ class Model:
             raise FrankenError("the prompt is empty")
         if len(ids) >= self.n_ctx:
             raise FrankenError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
-        self._check_ids(ids)
+        ids = self._check_ids(ids).tolist()  # plain ints, whatever the caller's sequence held
         return self._tokens(ids, params, max_tokens, set() if ignore_eos else set(self.tokenizer.eos_ids))
 
     def _tokens(self, ids: list[int], params: SamplingParams, max_tokens: int, eos: set[int]) -> Iterator[int]:
@@ -238,7 +246,7 @@ class Model:
             setattr(sp, name, getattr(params, name))
         sampler = _core.Sampler(sp)
         stats = self.last_stats = GenerationStats()
-        history = list(ids)
+        history = array("i", ids)  # the buffer eval_sample reads the repetition penalty's window from
         todo = self._feed(ids)
         stats.prompt_tokens = len(todo)
         stats.finish_reason = "length"
@@ -248,20 +256,20 @@ class Model:
                 stats.finish_reason = "context"
                 return
             t0 = time.perf_counter()
-            token = self._core.eval_sample(todo, sampler, np.asarray(history, dtype=np.int32))
+            token = self._core.eval_sample(todo, sampler, history)
             elapsed = time.perf_counter() - t0
             if first:
                 stats.prompt_seconds, first = elapsed, False
             else:
                 stats.decode_steps += 1
                 stats.decode_seconds += elapsed
-            self._cached.extend(todo.tolist())
+            self._cached.extend(todo)
             if token in eos:
                 stats.finish_reason = "eos"
                 return
             stats.generated_tokens += 1
             history.append(token)
-            todo = np.asarray([token], dtype=np.int32)
+            todo = array("i", (token,))
             yield token
 
     def _text(self, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:

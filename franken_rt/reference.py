@@ -64,7 +64,7 @@ def block_inputs(ckpt: Checkpoint, residuals: np.ndarray, layer: int, dtype: typ
     x = residuals[2 * layer].astype(dtype)
     n = x.shape[0]
     h = rms_norm(x, weight(ckpt, p + "attn_norm.weight", dtype), c.norm_eps)
-    inv_freq = c.inv_freq()
+    inv_freq = np.asarray(c.inv_freq(), dtype=np.float32)
     q = rope((h @ weight(ckpt, p + "attn_q.weight", dtype).T).reshape(n, c.n_heads, c.head_dim), inv_freq,
              ckpt.rope_interleaved)
     k = rope((h @ weight(ckpt, p + "attn_k.weight", dtype).T).reshape(n, c.n_kv_heads, c.head_dim), inv_freq,

@@ -34,6 +34,11 @@ struct KernelTable {
     ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0;
     // y += a * x (attention's weighted sum of values)
     void (*axpy)(float a, const float* x, float* y, int n);
+    // The element-wise exponentials of a block, vectorized (libm's expf, one value at a time, cost as much as the
+    // block's norms and residuals together): gate[i] = silu(gate[i]) * up[i] (SwiGLU), and softmax's numerators
+    // x[i] = exp(x[i] - max), returning their sum.
+    void (*swiglu)(float* gate, const float* up, int n);
+    float (*exp_sum)(float* x, int n, float max);
     // Activations to 8-bit blocks (n a multiple of 32), and quantized weight rows times them.
     void (*quantize_act)(const float* x, BlockQ8A* out, int n);
     DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0;

@@ -52,8 +52,8 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     kv_type_ = static_cast<DType>(c.kv_type);
     kv_row_bytes_ = row_bytes(kv_type_, static_cast<int64_t>(kv_dim));
     const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_row_bytes_;
-    k_cache_.assign(cache, 0);
-    v_cache_.assign(cache, 0);
+    k_cache_ = ZeroedBuffer(cache);
+    v_cache_ = ZeroedBuffer(cache);
     v_row_.resize(static_cast<size_t>(pool_.size()) * c.head_dim);
     const size_t B = c.n_batch, q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
     x_.resize(B * c.dim);
@@ -173,23 +173,25 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
         project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}});
-        rope(q_.data(), n, c.n_heads);
-        rope(k_.data(), n, c.n_kv_heads);
-        store_kv(slot, pos0, n);
+        each_row(n, [&](int r0, int r1, int) {
+            rope(q_.data(), r0, r1, c.n_heads);
+            rope(k_.data(), r0, r1, c.n_kv_heads);
+            store_kv(slot, pos0, r0, r1);
+        });
         attention(slot, n, pos0);
         project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}});
-        for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
+        add_rows(x_.data(), xb_.data(), n);
         record(2 * slot + 1, n);
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
         project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}});
-        for (size_t i = 0; i < static_cast<size_t>(n) * c.ffn_dim; ++i) {
-            const float g = hb_[i];
-            hb_[i] = g / (1.f + std::exp(-g)) * hb2_[i];
-        }
+        each_row(n, [&](int r0, int r1, int) {
+            const size_t at = static_cast<size_t>(r0) * c.ffn_dim;
+            kern_->swiglu(&hb_[at], &hb2_[at], (r1 - r0) * c.ffn_dim);
+        });
         project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}});
-        for (size_t i = 0; i < static_cast<size_t>(n) * c.dim; ++i) x_[i] += xb_[i];
+        add_rows(x_.data(), xb_.data(), n);
     }
     record(2 * depth(), n);
     n_past_ += n;
@@ -201,16 +203,37 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
     project(xb_.data(), n - first, c.dim, {{&w_.output, logits}});
 }
 
+// Row-wise work (norms, rotations, residuals, activation quantization) of a prompt's rows, split over the threads:
+// left on one thread it would leave the others waiting for a sixth of a prompt's time. A decode step's single
+// row runs on the calling thread, where waking the pool would cost more than the work.
+template <class F>
+void Model::each_row(int n_rows, F&& fn) {
+    if (n_rows == 1)
+        fn(0, 1, 0);
+    else
+        pool_.parallel_for(n_rows, fn);
+}
+
 void Model::rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows) {
     const int d = cfg_.dim;
-    for (int r = 0; r < n_rows; ++r) {
-        const float* xr = x + static_cast<size_t>(r) * d;
-        float ss = 0.f;
-        for (int i = 0; i < d; ++i) ss += xr[i] * xr[i];
-        const float scale = 1.f / std::sqrt(ss / d + cfg_.norm_eps);
-        float* o = out + static_cast<size_t>(r) * d;
-        for (int i = 0; i < d; ++i) o[i] = gain[i] * (xr[i] * scale);
-    }
+    each_row(n_rows, [&](int r0, int r1, int) {
+        for (int r = r0; r < r1; ++r) {
+            const float* xr = x + static_cast<size_t>(r) * d;
+            float ss = 0.f;
+            for (int i = 0; i < d; ++i) ss += xr[i] * xr[i];
+            const float scale = 1.f / std::sqrt(ss / d + cfg_.norm_eps);
+            float* o = out + static_cast<size_t>(r) * d;
+            for (int i = 0; i < d; ++i) o[i] = gain[i] * (xr[i] * scale);
+        }
+    });
+}
+
+// The residual connection: x += delta, for n_rows rows of dim.
+void Model::add_rows(float* x, const float* delta, int n_rows) {
+    const size_t d = cfg_.dim;
+    each_row(n_rows, [&](int r0, int r1, int) {
+        for (size_t i = r0 * d; i < r1 * d; ++i) x[i] += delta[i];
+    });
 }
 
 // The rows of x as 8-bit blocks, for quantized weights (unless float activations were asked for).
@@ -218,7 +241,9 @@ Model::Act Model::activations(const float* x, int n_rows, int cols) {
     Act a{x, nullptr, n_rows, cols};
     if (cfg_.float_activations) return a;
     const int blocks = cols / kQK;  // quantized weights have whole blocks, so cols is a multiple of 32
-    for (int r = 0; r < n_rows; ++r) kern_->quantize_act(x + static_cast<size_t>(r) * cols, &xq_[r * blocks], cols);
+    each_row(n_rows, [&](int r0, int r1, int) {
+        for (int r = r0; r < r1; ++r) kern_->quantize_act(x + static_cast<size_t>(r) * cols, &xq_[r * blocks], cols);
+    });
     a.q = xq_.data();
     return a;
 }
@@ -272,9 +297,9 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
 }
 
 // Rotates each head's (query or key) vector by its position's angles.
-void Model::rope(float* vec, int n_rows, int n_heads) {
+void Model::rope(float* vec, int r0, int r1, int n_heads) {
     const int hd = cfg_.head_dim, half = hd / 2;
-    for (int r = 0; r < n_rows; ++r) {
+    for (int r = r0; r < r1; ++r) {
         const float* cs = &cos_[r * half];
         const float* sn = &sin_[r * half];
         for (int h = 0; h < n_heads; ++h) {
@@ -291,10 +316,10 @@ void Model::rope(float* vec, int n_rows, int n_heads) {
     }
 }
 
-// Appends the batch's keys and values (k_, v_) to the cache of block slot `slot`, in the cache's type.
-void Model::store_kv(int slot, int pos0, int n) {
+// Appends rows [r0, r1) of the batch's keys and values (k_, v_) to the cache of block slot `slot`, in the cache's type.
+void Model::store_kv(int slot, int pos0, int r0, int r1) {
     const int kv_dim = cfg_.n_kv_heads * cfg_.head_dim;
-    for (int r = 0; r < n; ++r) {
+    for (int r = r0; r < r1; ++r) {
         const size_t at = (static_cast<size_t>(slot) * cfg_.n_ctx + pos0 + r) * kv_row_bytes_;
         for (auto [src, cache] : {std::pair{&k_, &k_cache_}, std::pair{&v_, &v_cache_}}) {
             const float* x = src->data() + static_cast<size_t>(r) * kv_dim;
@@ -334,11 +359,7 @@ void Model::attention(int slot, int n_rows, int pos0) {
                 scores[j] = dot(kc + static_cast<size_t>(j) * kv_row_bytes_ + kv_off, q, hd) * scale;
                 max_s = std::max(max_s, scores[j]);
             }
-            float sum = 0.f;
-            for (int j = 0; j < n_keys; ++j) {
-                scores[j] = std::exp(scores[j] - max_s);
-                sum += scores[j];
-            }
+            const float sum = kern_->exp_sum(scores, n_keys, max_s);
             float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
             std::fill(out, out + hd, 0.f);
             const float inv = 1.f / sum;

@@ -6,6 +6,7 @@
 
 #include "../kernels/kernels.h"
 #include "../runtime/thread_pool.h"
+#include "../runtime/zeroed_buffer.h"
 #include "weights.h"
 
 namespace franken {
@@ -55,8 +56,11 @@ private:
     void rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread);
     void check_tokens(const int32_t* tokens, int n) const;
     void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
+    template <class F>
+    void each_row(int n_rows, F&& fn);
     void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);
-    void rope(float* vec, int n_rows, int n_heads);  // angles of the batch: cos_, sin_
+    void add_rows(float* x, const float* delta, int n_rows);
+    void rope(float* vec, int r0, int r1, int n_heads);  // rows [r0, r1); angles of the batch: cos_, sin_
     void attention(int slot, int n_rows, int pos0);
 
     Config cfg_;
@@ -70,13 +74,13 @@ private:
     int trace_n_ = 0, trace_row_ = 0;
     void record(int point, int n);
 
-    void store_kv(int slot, int pos0, int n);
+    void store_kv(int slot, int pos0, int r0, int r1);
 
     // KV cache: per executed block (a repeated block has a cache per repeat), n_ctx rows of kv_dim values,
     // each row stored as kv_type.
     DType kv_type_;
     size_t kv_row_bytes_;
-    std::vector<uint8_t> k_cache_, v_cache_;
+    ZeroedBuffer k_cache_, v_cache_;
     std::vector<float> v_row_;  // [n_threads][head_dim] a decoded value vector
     // Activations for one batch of n_batch tokens.
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;

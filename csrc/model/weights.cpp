@@ -110,4 +110,32 @@ std::vector<float> WeightStore::vector(const std::string& name, int n) {
     return out;
 }
 
+int64_t count_nonfinite(DType t, const uint8_t* data, size_t n_bytes) {
+    // All exponent bits set marks NaN or infinity: f32 0x7F800000, bf16 0x7F80, f16 0x7C00.
+    auto bad16 = [](const uint8_t* p, uint16_t mask) {
+        uint16_t w;
+        std::memcpy(&w, p, 2);
+        return (w & mask) == mask;
+    };
+    int64_t count = 0;
+    if (t == DType::F32) {
+        for (size_t i = 0; i + 4 <= n_bytes; i += 4) {
+            uint32_t w;
+            std::memcpy(&w, data + i, 4);
+            count += (w & 0x7F800000u) == 0x7F800000u;
+        }
+        return count;
+    }
+    if (t == DType::F16 || t == DType::BF16) {
+        const uint16_t mask = t == DType::F16 ? 0x7C00 : 0x7F80;
+        for (size_t i = 0; i + 2 <= n_bytes; i += 2) count += bad16(data + i, mask);
+        return count;
+    }
+    const size_t block = dtype_block_bytes(t);
+    const int scales = t == DType::Q4_1 ? 2 : 1;  // Q4_1 also stores an f16 minimum after the scale
+    for (size_t b = 0; b + block <= n_bytes; b += block)
+        for (int s = 0; s < scales; ++s) count += bad16(data + b + 2 * s, 0x7C00);
+    return count;
+}
+
 }  // namespace franken

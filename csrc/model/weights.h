@@ -92,4 +92,8 @@ private:
     Weights w_;
 };
 
+// How many values (float types) or block scales and minimums (block types) in `n_bytes` of `t` are NaN or
+// infinite. The packed integers of a block cannot be, so only its f16 header words are read.
+int64_t count_nonfinite(DType t, const uint8_t* data, size_t n_bytes);
+
 }  // namespace franken

@@ -7,13 +7,15 @@ vocabulary); this parser reads the same header in a fraction of that, and the co
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
+import sys
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorInfo
 from franken_rt.checkpoint.validate import check_tensors
@@ -34,8 +36,9 @@ MAX_ARRAY_DEPTH = 4  # arrays of arrays: llama files use none; a bound keeps a h
 # GGUF metadata value types: id -> (struct format, size) for the fixed-size ones.
 _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
             6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8",
-          11: "<i8", 12: "<f8"}
+# The same as `array` type codes, for arrays of them (the codes' sizes are the C types': these on every platform
+# CPython runs on; tests/test_runtime_imports.py checks them against _SCALARS).
+_ARRAY_CODES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "B", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 
 
@@ -123,9 +126,9 @@ class _Cursor:
             if etype in _SCALARS:
                 size = _SCALARS[etype][1]
                 self.need(count * size, what)
-                arr = np.frombuffer(self.buf, dtype=_NUMPY[etype], count=count, offset=self.pos)
+                values = _little_endian(_ARRAY_CODES[etype], self.buf[self.pos:self.pos + count * size])
                 self.pos += count * size
-                return (arr != 0).tolist() if etype == 7 else arr.tolist()
+                return [v != 0 for v in values] if etype == 7 else values.tolist()
             if etype == _STRING:
                 self.need(count * 8, what)  # each string needs at least its length field
                 if depth == 0:
@@ -223,7 +226,7 @@ def _check_tensor_extents(tensors: list[GGUFTensor], path: Path, size: int, alig
         block, block_bytes = BLOCK_LAYOUT[dtype]
         if t.shape[-1] % block:
             raise FrankenError(f"{path}: tensor {t.name}: row of {t.shape[-1]} is not whole {dtype.name} blocks")
-        n_bytes = int(np.prod(t.shape, dtype=object)) // block * block_bytes
+        n_bytes = math.prod(t.shape) // block * block_bytes  # Python integers: a hostile shape cannot wrap
         if t.offset + n_bytes > size:
             raise FrankenError(f"{path}: tensor {t.name} runs past the end of the file")
         extents.append((t.offset, t.offset + n_bytes, t.name))
@@ -260,9 +263,9 @@ def read_gguf(path: Path) -> Checkpoint:
     plan = None
     if PLAN_KEY in meta:
         plan = check_plan(meta[PLAN_KEY], config.n_layers, where=f"{path}: {PLAN_KEY}")
-    # The tokenizer.* keys stay with the tokenizer, packed (tokenizer.gguf_metadata() gives them back).
+    # The tokenizer.* keys are left out: tokenizer.gguf_metadata() reads them from the file again.
     metadata = {k: _decoded(v) for k, v in meta.items() if not k.startswith("tokenizer.")}
-    tokenizer = _read_tokenizer(meta)
+    tokenizer = _read_tokenizer(meta, path)
     ckpt = Checkpoint(
         config=config,
         tensors=tensors,
@@ -280,8 +283,9 @@ def _decoded(value: Any) -> Any:
     return value.tolist() if isinstance(value, GGUFStrings) else value
 
 
-def _read_tokenizer(meta: dict[str, Any]) -> Tokenizer:
-    """The tokenizer of a header read with lazy_strings, made after every other object that outlives the load.
+def _read_tokenizer(meta: dict[str, Any], path: Path) -> Tokenizer:
+    """The tokenizer of `path`'s header read with lazy_strings, made after every other object that outlives the
+    load.
 
     Its vocabulary and merges decode to ~100k small strings, freed once the tokenizer is built. Python's allocator
     gives a 1 MiB arena back to the system only when all of it is free: an object made while the strings exist
@@ -290,7 +294,31 @@ def _read_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     from franken_rt.checkpoint.tokenizer import Tokenizer, import_engine
 
     import_engine(meta.get("tokenizer.ggml.model"))  # a module's objects would be such objects too
-    return Tokenizer.from_gguf_metadata({k: _decoded(v) for k, v in meta.items() if k.startswith("tokenizer.")})
+    keys = _tokenizer_keys_reader(path)
+    return Tokenizer.from_gguf_metadata({k: _decoded(v) for k, v in meta.items() if k.startswith("tokenizer.")},
+                                        gguf_keys=keys)
+
+
+def _tokenizer_keys_reader(path: Path) -> Callable[[], dict[str, Any]]:
+    """What gives a GGUF tokenizer's `tokenizer.*` keys back (for a conversion): the file's header read again,
+    rather than the keys kept in memory (~4 MiB for SmolLM2's, that a generation never uses). Refuses a file
+    that is no longer the one the model was loaded from."""
+    stamp = _file_stamp(path)
+
+    def read() -> dict[str, Any]:
+        if _file_stamp(path) != stamp:
+            raise FrankenError(f"{path} has changed since the model was loaded: cannot read its tokenizer again")
+        return {k: v for k, v in read_header(path).metadata.items() if k.startswith("tokenizer.")}
+
+    return read
+
+
+def _file_stamp(path: Path) -> tuple[int, ...]:
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise FrankenError(f"cannot read {path}: {e.strerror or e}") from None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _with_rope_freqs(config: ModelConfig, t: TensorInfo) -> ModelConfig:
@@ -298,7 +326,24 @@ def _with_rope_freqs(config: ModelConfig, t: TensorInfo) -> ModelConfig:
 
     if t.dtype != DType.F32 or t.shape != (config.head_dim // 2,):
         raise FrankenError(f"{t.file}: tensor rope_freqs.weight must be F32 of {config.head_dim // 2} values")
-    factors = np.fromfile(t.file, dtype="<f4", count=t.shape[0], offset=t.offset).astype(np.float64)
-    if not np.all(np.isfinite(factors)) or np.any(factors <= 0):
+    try:
+        with open(t.file, "rb") as f:
+            f.seek(t.offset)
+            raw = f.read(t.nbytes)
+    except OSError as e:
+        raise FrankenError(f"cannot read {t.file}: {e.strerror or e}") from None
+    if len(raw) != t.nbytes:  # the header check put it inside the file; the file may have shrunk since
+        raise FrankenError(f"{t.file}: tensor rope_freqs.weight runs past the end of the file")
+    factors = _little_endian("f", raw).tolist()
+    if not all(math.isfinite(x) and x > 0 for x in factors):
         raise FrankenError(f"{t.file}: tensor rope_freqs.weight holds non-positive or non-finite factors")
-    return replace(config, rope_freq_factors=tuple(float(x) for x in factors))
+    return replace(config, rope_freq_factors=tuple(factors))
+
+
+def _little_endian(code: str, raw: bytes | memoryview) -> array:
+    """GGUF's little-endian values of `array` type `code` (a copy of `raw`, in this machine's byte order)."""
+    values = array(code)
+    values.frombytes(raw)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values

@@ -167,5 +167,5 @@ def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:
         return None
     from dataclasses import replace
 
-    plain = replace(c, rope_scaling=None, rope_freq_factors=None).inv_freq().astype(np.float64)
-    return (plain / c.inv_freq().astype(np.float64)).astype(np.float32)
+    plain = np.asarray(replace(c, rope_scaling=None, rope_freq_factors=None).inv_freq(), dtype=np.float64)
+    return (plain / np.asarray(c.inv_freq(), dtype=np.float64)).astype(np.float32)

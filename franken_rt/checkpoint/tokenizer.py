@@ -203,8 +203,13 @@ class Tokenizer:
     # ---------------------------------------------------------------- constructors
 
     @classmethod
-    def from_gguf_metadata(cls, meta: dict[str, Any]) -> Tokenizer:
-        """The tokenizer a GGUF file describes (`meta`: key -> value, as `gguf.read_header(path).metadata`)."""
+    def from_gguf_metadata(
+        cls, meta: dict[str, Any], gguf_keys: Callable[[], dict[str, Any]] | None = None
+    ) -> Tokenizer:
+        """The tokenizer a GGUF file describes (`meta`: key -> value, as `gguf.read_header(path).metadata`).
+
+        `gguf_keys` gives the `tokenizer.*` keys back when gguf_metadata() asks (a GGUF file's reader reads them
+        from the file again); without it they are kept from `meta`, packed."""
         model = meta.get("tokenizer.ggml.model")
         if model is None:
             raise FrankenError("GGUF metadata has no tokenizer (tokenizer.ggml.model is missing)")
@@ -254,9 +259,6 @@ class Tokenizer:
 
         declared = [eos, token_id("eot_token_id"), token_id("eom_token_id")]
         controls = {i for i, t in enumerate(types or ()) if t == CONTROL}
-        # Kept packed: as lists of Python objects the vocabulary arrays would hold ~10 MB for the rest of the run,
-        # and only a conversion ever asks for them back.
-        keys = {k: _compact(v) for k, v in meta.items() if k.startswith("tokenizer.")}
         return cls(
             encode_fn=encode_fn,
             pieces=pieces,
@@ -267,7 +269,7 @@ class Tokenizer:
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
             chat_template=chat_template or None,
-            gguf_keys=lambda: {k: _expand(v) for k, v in keys.items()},
+            gguf_keys=gguf_keys or _packed_keys(meta),
         )
 
     @classmethod
@@ -426,6 +428,13 @@ class _StrTable:
     def tolist(self) -> list[str]:
         data, offsets = self._data, self._offsets
         return [data[a:b] for a, b in zip(offsets, offsets[1:])]
+
+
+def _packed_keys(meta: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """What gives the `tokenizer.*` keys of `meta` back, keeping them packed meanwhile: as lists of Python objects
+    the vocabulary arrays would hold ~10 MB for the rest of the run, and only a conversion ever asks for them."""
+    keys = {k: _compact(v) for k, v in meta.items() if k.startswith("tokenizer.")}
+    return lambda: {k: _expand(v) for k, v in keys.items()}
 
 
 def _compact(value: Any) -> Any:

@@ -1,6 +1,7 @@
 // Every kernel table this CPU runs, against the scalar table, on random data and odd sizes. A standalone program
 // so the same check runs natively and, cross-compiled, under qemu (tests/test_cross.py).
 // Prints one line per table and a closing "N passed, N failed"; exits non-zero on any failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -135,6 +136,28 @@ int main() {
                     check(dots, name + what + " vs stored rows");
                 }
             }
+        }
+        // The exponentials: SwiGLU and softmax numerators over the range a model meets (and past the clamp),
+        // lengths with and without a vector tail.
+        for (int n : {7, 64, 1539}) {
+            std::vector<float> g(n), u(n), g2, x(n), x2;
+            for (int i = 0; i < n; ++i) {
+                g[i] = 12.f * randn();
+                u[i] = randn();
+                x[i] = i == 0 ? -200.f : 15.f * randn();
+            }
+            g2 = g;
+            x2 = x;
+            k.swiglu(g.data(), u.data(), n);
+            ref.swiglu(g2.data(), u.data(), n);
+            bool ok = true;
+            for (int i = 0; i < n; ++i) ok &= std::fabs(g[i] - g2[i]) <= 1e-6f * (1.f + std::fabs(g2[i]));
+            check(ok, name + " swiglu n=" + std::to_string(n));
+            const float max = *std::max_element(x.begin(), x.end());
+            const float sa = k.exp_sum(x.data(), n, max), sb = ref.exp_sum(x2.data(), n, max);
+            ok = std::fabs(sa - sb) <= 1e-5f * sb;
+            for (int i = 0; i < n; ++i) ok &= std::fabs(x[i] - x2[i]) <= 1e-6f * x2[i] + 1e-30f;
+            check(ok, name + " exp_sum n=" + std::to_string(n));
         }
         std::printf("%s: checked against scalar\n", name.c_str());
     }

@@ -3,6 +3,7 @@
 // Entries without an ARM-specific version come from the scalar table.
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "../kernels.h"
@@ -28,6 +29,45 @@ void axpy(float a, const float* x, float* y, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), av, vld1q_f32(x + i)));
     for (; i < n; ++i) y[i] += a * x[i];
+}
+
+// e^x of 4 floats: the AVX2 file's exp8 (2^n * e^r, Cephes' expf polynomial), lane for lane.
+inline float32x4_t exp4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.f));
+    const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504f)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.f)), p, vmulq_f32(r, r));
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+void swiglu(float* gate, const float* up, int n) {
+    const float32x4_t one = vdupq_n_f32(1.f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(gate + i);
+        const float32x4_t silu = vdivq_f32(g, vaddq_f32(one, exp4(vnegq_f32(g))));
+        vst1q_f32(gate + i, vmulq_f32(silu, vld1q_f32(up + i)));
+    }
+    for (; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
+float exp_sum(float* x, int n, float max) {
+    const float32x4_t m = vdupq_n_f32(max);
+    float32x4_t acc = vdupq_n_f32(0.f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), m));
+        vst1q_f32(x + i, e);
+        acc = vaddq_f32(acc, e);
+    }
+    float sum = vaddvq_f32(acc);
+    for (; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
+    return sum;
 }
 
 void quantize_act(const float* x, BlockQ8A* out, int n) {
@@ -224,6 +264,8 @@ KernelTable make_table() {
 #endif
     t.dot_f32 = dot_f32;
     t.axpy = axpy;
+    t.swiglu = swiglu;
+    t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;
     t.dotq_q8_0 = dotq_q8_0;
     t.dotq_q4_0 = dotq_q4_0;

@@ -130,6 +130,16 @@ void axpy(float a, const float* x, float* y, int n) {
     for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void swiglu(float* gate, const float* up, int n) {
+    for (int i = 0; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
+float exp_sum(float* x, int n, float max) {
+    float sum = 0.f;
+    for (int i = 0; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
+    return sum;
+}
+
 void quantize_act(const float* x, BlockQ8A* out, int n) {
     for (int i = 0; i < n / kQK; ++i, x += kQK) {
         float amax = 0.f;
@@ -217,7 +227,7 @@ const KernelTable kTable = {
     "scalar",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
-    axpy,
+    axpy, swiglu, exp_sum,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
     gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,

@@ -1,0 +1,129 @@
+"""The runtime path imports no numpy (over 10 MiB of resident memory that no generation needs): loading a GGUF file and
+generating, the speed benchmark and franken-run, each in a fresh interpreter on the source tree. Also what made that
+possible: GGUF metadata arrays read without numpy, and the GGUF tokenizer's keys read from the file again when a
+conversion asks, rather than kept in memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+from make_corpus import tiny_gguf  # noqa: E402
+
+from franken_rt.checkpoint import read_checkpoint
+from franken_rt.checkpoint.gguf import _ARRAY_CODES, _SCALARS, read_header
+from franken_rt.errors import FrankenError
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT = "\nimport sys\nprint('numpy loaded:', 'numpy' in sys.modules)\n"
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def model_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny GGUF models, one per tokenizer engine (sentencepiece, `tokenizers`): each engine is imported."""
+    path = tmp_path_factory.mktemp("runtime") / f"tiny-{request.param}.gguf"
+    tiny_gguf(path, tokenizer=request.param, quant="q4_1", tied=False)
+    return path
+
+
+def run_python(code: str, *args: str, cwd: Path) -> list[str]:
+    """Lines `code` prints, run by this Python with the source tree first on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code + REPORT, *args], capture_output=True, text=True, env=env,
+                         cwd=cwd, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_load_and_generate(model_file: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, franken_rt\n"
+        "model = franken_rt.load(sys.argv[1])\n"
+        "list(model.generate('Hello', max_tokens=4, seed=1, ignore_eos=True))\n"
+        "print(model.last_stats.generated_tokens)\n"
+    )
+    lines = run_python(code, str(model_file), cwd=tmp_path)
+    assert lines[-1] == "numpy loaded: False"
+    assert lines[-2] == "4"
+
+
+def test_speed_benchmark(model_file: Path, tmp_path: Path) -> None:
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['speed', sys.argv[1], '-t', '1', '-p', '8', '-n', '4', '-r', '1']\n"
+        "try:\n"
+        "    runpy.run_module('franken_rt.eval.speed', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+    )
+    lines = run_python(code, str(model_file), cwd=tmp_path)
+    assert lines[-1] == "numpy loaded: False"
+    assert '"engine": "franken-rt"' in lines[-2]
+
+
+def test_franken_run(model_file: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from franken_rt.cli.run import main\n"
+        "assert main([sys.argv[1], '-p', 'Hello', '-n', '4', '--seed', '1']) == 0\n"
+    )
+    lines = run_python(code, str(model_file), cwd=tmp_path)
+    assert lines[-1] == "numpy loaded: False"
+
+
+def test_array_codes_match_the_gguf_sizes() -> None:
+    for etype, code in _ARRAY_CODES.items():
+        assert array(code).itemsize == _SCALARS[etype][1], (etype, code)
+
+
+def test_metadata_arrays_of_every_type(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    values = {
+        "u8": ([0, 7, 255] * 30, gguf.GGUFValueType.UINT8),
+        "i8": ([-128, 0, 127] * 30, gguf.GGUFValueType.INT8),
+        "u16": ([0, 65535] * 40, gguf.GGUFValueType.UINT16),
+        "i16": ([-32768, 32767] * 40, gguf.GGUFValueType.INT16),
+        "u32": ([0, 2**32 - 1] * 40, gguf.GGUFValueType.UINT32),
+        "i32": ([-(2**31), 2**31 - 1] * 40, gguf.GGUFValueType.INT32),
+        "u64": ([0, 2**64 - 1] * 40, gguf.GGUFValueType.UINT64),
+        "i64": ([-(2**63), 2**63 - 1] * 40, gguf.GGUFValueType.INT64),
+        "f32": ([float(np.float32(0.1)), -2.5, float("inf")] * 30, gguf.GGUFValueType.FLOAT32),
+        "f64": ([0.1, -1e300, float("-inf")] * 30, gguf.GGUFValueType.FLOAT64),
+        "bool": ([True, False, False] * 30, gguf.GGUFValueType.BOOL),
+    }
+    path = tmp_path / "arrays.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    for key, (items, vtype) in values.items():
+        w.add_key_value(key, items, gguf.GGUFValueType.ARRAY, sub_type=vtype)
+    w.add_tensor("t", np.zeros(32, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    meta = read_header(path).metadata
+    for key, (items, _) in values.items():
+        assert meta[key] == items, key
+        assert [type(x) for x in meta[key]] == [type(x) for x in items], key
+
+
+def test_gguf_tokenizer_keys_come_from_the_file(model_file: Path) -> None:
+    """gguf_metadata() reads the tokenizer.* keys from the file again (the same as read_header gives), and refuses a
+    file that changed since the model was loaded."""
+    ckpt = read_checkpoint(model_file)
+    expected = {k: v for k, v in read_header(model_file).metadata.items() if k.startswith("tokenizer.")}
+    assert ckpt.tokenizer.gguf_metadata() == expected
+    st = model_file.stat()
+    try:
+        os.utime(model_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(FrankenError, match="has changed since the model was loaded"):
+            ckpt.tokenizer.gguf_metadata()
+    finally:
+        os.utime(model_file, ns=(st.st_atime_ns, st.st_mtime_ns))
