@@ -11,6 +11,7 @@
 #include "runtime/error.h"
 #include "runtime/mapped_file.h"
 #include "runtime/thread_pool.h"
+#include "tokenizer/bpe.h"
 
 namespace py = pybind11;
 using namespace franken;
@@ -331,6 +332,13 @@ PYBIND11_MODULE(_core, mod) {
                                  static_cast<int>(history.size()));
              },
              py::arg("logits"), py::arg("history"));
+
+    py::class_<ByteLevelBpe>(mod, "ByteLevelBpe")
+        .def(py::init<const std::vector<int32_t>&, const std::vector<int32_t>&, bool>(), py::arg("byte_ids"),
+             py::arg("merges"), py::arg("isolate_digits"),
+             "byte_ids: the token of each byte (256); merges: flat (left, right, merged) ids in priority order.")
+        .def("encode", &ByteLevelBpe::encode, py::arg("text"), py::call_guard<py::gil_scoped_release>(),
+             "Token ids of text without special tokens: GPT-2's split pattern, then the merges.");
 
     mod.def("nonfinite_count", &nonfinite_count, py::arg("path"), py::arg("offset"), py::arg("dtype"),
             py::arg("n_bytes"), "NaN or infinite values (block scales of quantized types) of one tensor's bytes.");

@@ -1,5 +1,6 @@
-"""The runtime path imports no numpy (over 10 MiB of resident memory that no generation needs): loading a GGUF file and
-generating, the speed benchmark and franken-run, each in a fresh interpreter on the source tree. Also what made that
+"""The runtime path imports no numpy (over 10 MiB of resident memory that no generation needs), nor `tokenizers` for a
+GPT-2-style vocabulary: loading a GGUF file and generating, the speed benchmark and franken-run, each in a fresh
+interpreter on the source tree. Also what made that
 possible: GGUF metadata arrays read without numpy, and the GGUF tokenizer's keys read from the file again when a
 conversion asks, rather than kept in memory."""
 
@@ -21,12 +22,18 @@ from franken_rt.checkpoint.gguf import _ARRAY_CODES, _SCALARS, read_header
 from franken_rt.errors import FrankenError
 
 REPO = Path(__file__).resolve().parent.parent
-REPORT = "\nimport sys\nprint('numpy loaded:', 'numpy' in sys.modules)\n"
+# numpy (over 10 MiB), and `tokenizers` (~15 MiB with a vocabulary) for GPT-2-style vocabularies, which the core
+# encodes.
+REPORT = (
+    "\nimport sys\nprint('tokenizers loaded:', 'tokenizers' in sys.modules)\n"
+    "print('numpy loaded:', 'numpy' in sys.modules)\n"
+)
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def model_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny GGUF models, one per tokenizer engine (sentencepiece, `tokenizers`): each engine is imported."""
+    """Tiny GGUF models, one per tokenizer engine (sentencepiece; the core's byte-level BPE for SmolLM's
+    pre-tokenizer): each engine is imported."""
     path = tmp_path_factory.mktemp("runtime") / f"tiny-{request.param}.gguf"
     tiny_gguf(path, tokenizer=request.param, quant="q4_1", tied=False)
     return path
@@ -50,7 +57,8 @@ def test_load_and_generate(model_file: Path, tmp_path: Path) -> None:
     )
     lines = run_python(code, str(model_file), cwd=tmp_path)
     assert lines[-1] == "numpy loaded: False"
-    assert lines[-2] == "4"
+    assert lines[-2] == "tokenizers loaded: False"
+    assert lines[-3] == "4"
 
 
 def test_speed_benchmark(model_file: Path, tmp_path: Path) -> None:
@@ -64,7 +72,8 @@ def test_speed_benchmark(model_file: Path, tmp_path: Path) -> None:
     )
     lines = run_python(code, str(model_file), cwd=tmp_path)
     assert lines[-1] == "numpy loaded: False"
-    assert '"engine": "franken-rt"' in lines[-2]
+    assert lines[-2] == "tokenizers loaded: False"
+    assert '"engine": "franken-rt"' in lines[-3]
 
 
 def test_franken_run(model_file: Path, tmp_path: Path) -> None:
@@ -75,6 +84,7 @@ def test_franken_run(model_file: Path, tmp_path: Path) -> None:
     )
     lines = run_python(code, str(model_file), cwd=tmp_path)
     assert lines[-1] == "numpy loaded: False"
+    assert lines[-2] == "tokenizers loaded: False"
 
 
 def test_array_codes_match_the_gguf_sizes() -> None:

@@ -30,7 +30,7 @@ rm -f "$work"/pkg/franken_rt/_core*.so
 cp "$B"/_core*.so "$work/pkg/franken_rt/"
 CXX="${CXX:-g++}"
 if [ $# -eq 0 ]; then
-  set -- tests/test_kernels.py tests/test_concurrency.py
+  set -- tests/test_kernels.py tests/test_concurrency.py tests/test_bpe.py
 fi
 preload="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1

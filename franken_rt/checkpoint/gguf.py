@@ -293,7 +293,8 @@ def _read_tokenizer(meta: dict[str, Any], path: Path) -> Tokenizer:
     """
     from franken_rt.checkpoint.tokenizer import Tokenizer, import_engine
 
-    import_engine(meta.get("tokenizer.ggml.model"))  # a module's objects would be such objects too
+    # A module imported later would make such objects too.
+    import_engine(meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default"))
     keys = _tokenizer_keys_reader(path)
     return Tokenizer.from_gguf_metadata({k: _decoded(v) for k, v in meta.items() if k.startswith("tokenizer.")},
                                         gguf_keys=keys)

@@ -361,11 +361,14 @@ class Tokenizer:
         )
 
 
-def import_engine(model: Any) -> None:
-    """Import the library that encodes for GGUF tokenizer `model` (`tokenizer.ggml.model`), ahead of reading the
-    vocabulary (see gguf._read_tokenizer); from_gguf_metadata reports an unknown model or a missing library."""
+def import_engine(model: Any, pre: Any = None) -> None:
+    """Import the library that encodes for GGUF tokenizer `model` (`tokenizer.ggml.model`, with pre-tokenizer
+    `pre`), ahead of reading the vocabulary (see gguf._read_tokenizer); from_gguf_metadata reports an unknown
+    model or a missing library. GPT-2's split pattern needs none: the core encodes it."""
     try:
-        if model == "gpt2":
+        if model == "gpt2" and _PRE_FAMILIES.get(pre if isinstance(pre, str) else "default") in _NATIVE:
+            from franken_rt import _core  # noqa: F401
+        elif model == "gpt2":
             import tokenizers.models  # noqa: F401
         elif model == "llama":
             import sentencepiece  # noqa: F401
@@ -868,10 +871,6 @@ _char_to_byte()
 def _bpe_from_gguf(
     meta: dict[str, Any], tokens: list[str], types: list[int] | None
 ) -> tuple[Callable[[str], list[int]], list[bytes], frozenset[int], frozenset[int]]:
-    from tokenizers import AddedToken, Regex, pre_tokenizers
-    from tokenizers import Tokenizer as HfTokenizer
-    from tokenizers.models import BPE
-
     pre = meta.get("tokenizer.ggml.pre", "default")
     family = _PRE_FAMILIES.get(pre) if isinstance(pre, str) else None
     if family is None:
@@ -887,17 +886,69 @@ def _bpe_from_gguf(
 
     vocab: dict[str, int] = {}
     pieces: list[bytes] = []
-    added = []
+    added: list[tuple[str, bool]] = []  # (text, special) of the tokens matched whole in text
     for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
         spelled = _byte_level_bytes(text)
         if kind in (CONTROL, USER_DEFINED) or spelled is None:
             # Special tokens, and the odd token a converter stored as raw text, stand for their own text.
             pieces.append(text.encode())
             if kind in (CONTROL, USER_DEFINED) and text:
-                added.append(AddedToken(text, special=kind == CONTROL, normalized=False))
+                added.append((text, kind == CONTROL))
         else:
             pieces.append(spelled)
         vocab.setdefault(text, i)
+    transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
+    if family in _NATIVE:
+        encode = _native_byte_level(vocab, merges, added, isolate_digits=family == "digits+gpt2")
+        return encode, pieces, transparent, frozenset()
+    return _library_byte_level(vocab, merges, added, family), pieces, transparent, frozenset()
+
+
+# Pre-tokenizer families the core's byte-level BPE encodes (GPT-2's split pattern, digits apart or not); Llama 3's
+# pattern goes through `tokenizers`.
+_NATIVE = ("gpt2", "digits+gpt2")
+
+
+def _native_byte_level(
+    vocab: dict[str, int], merges: list[str], added: list[tuple[str, bool]], isolate_digits: bool
+) -> Callable[[str], list[int]]:
+    """An encoder on the core's byte-level BPE: the added tokens cut out of the text first (as `tokenizers` does),
+    then GPT-2's split pattern and the merges. A byte without a token is dropped, as `tokenizers` drops it (SmolLM2
+    has none for bytes that never occur in UTF-8, such as 0xC0)."""
+    from franken_rt import _core
+
+    to_char = _byte_to_char()
+    byte_ids = [vocab.get(to_char[b], -1) for b in range(256)]
+    triples = array("i")
+    for m in merges:
+        left, sep, right = m.partition(" ")
+        ids = (vocab.get(left), vocab.get(right), vocab.get(left + right))
+        if not sep or None in ids:
+            raise FrankenError(f"invalid GGUF byte-level vocabulary: merge {m!r} is not two tokens of the vocabulary")
+        triples.extend(ids)  # type: ignore[arg-type]
+    bpe = _core.ByteLevelBpe(byte_ids, triples, isolate_digits)
+    split = _special_splitter({text: vocab[text] for text, _ in added})
+
+    def encode(text: str) -> list[int]:
+        ids: list[int] = []
+        for _, part in split(text):
+            if isinstance(part, int):
+                ids.append(part)
+            else:
+                ids += bpe.encode(part)
+        return ids
+
+    return encode
+
+
+def _library_byte_level(
+    vocab: dict[str, int], merges: list[str], added: list[tuple[str, bool]], family: str
+) -> Callable[[str], list[int]]:
+    """An encoder on `tokenizers`' BPE model, with the family's pre-tokenizer."""
+    from tokenizers import AddedToken, Regex, pre_tokenizers
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers.models import BPE
+
     try:
         # Llama 3's tokenizer.json (and llama.cpp) look a whole word up before merging.
         merge_pairs = [tuple(m.split(" ", 1)) for m in merges]
@@ -915,8 +966,8 @@ def _bpe_from_gguf(
             tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
         else:
             tok.pre_tokenizer = byte_level
-        tok.add_special_tokens([t for t in added if t.special])
-        tok.add_tokens([t for t in added if not t.special])
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, special in added if special])
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, special in added if not special])
     except BaseException as exc:  # tokenizers raises its own Exception subclasses on bad merges, or panics
         _reraise_unless_engine_error(exc)
         raise FrankenError(f"invalid GGUF byte-level vocabulary: {_one_line(exc)}") from None
@@ -924,8 +975,7 @@ def _bpe_from_gguf(
     def encode(text: str) -> list[int]:
         return _run_engine(lambda: tok.encode(text, add_special_tokens=False).ids)
 
-    transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
-    return encode, pieces, transparent, frozenset()
+    return encode
 
 
 # ------------------------------------------------------------- tokenizer.json
