@@ -46,10 +46,23 @@ def test_generate_64_at_context(benchmark, model, context: int) -> None:  # noqa
     benchmark.extra_info["tokens_per_s"] = 64 / benchmark.stats.stats.median
 
 
+def speed_run(model: Path, cwd: Path, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "franken_rt.eval.speed", str(model), "-r", "1", *args],
+                         capture_output=True, text=True, check=True, cwd=cwd).stdout  # not the source tree
+    return json.loads(out)
+
+
 def test_peak_memory_of_a_generation(smollm_gguf: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "franken_rt.eval.speed", str(smollm_gguf), "-r", "1"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout  # not the source tree
-    result = json.loads(out)
+    result = speed_run(smollm_gguf, tmp_path)
     print(f"peak RSS of pp128 + tg64: {result['peak_rss_mib']:.0f} MiB")
     weights_mib = smollm_gguf.stat().st_size / 2**20
     assert result["peak_rss_mib"] < weights_mib + 100  # mapped weights + cache + scratch, no copies
+
+
+def test_kv_cache_is_resident_only_as_filled(smollm_gguf: Path, tmp_path: Path) -> None:
+    """The same 192 tokens with the cache sized for them and for the model's whole context (8192 tokens: 180 MiB of
+    f16 keys and values for SmolLM2): the peak may not grow by more than a small part of that."""
+    small = speed_run(smollm_gguf, tmp_path)["peak_rss_mib"]
+    full = speed_run(smollm_gguf, tmp_path, "--ctx", "8192")["peak_rss_mib"]
+    print(f"peak RSS with n_ctx 192: {small:.0f} MiB, with n_ctx 8192: {full:.0f} MiB")
+    assert full - small < 16

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "fuzz" / "fuzz_readers.py"
 CORPUS = ROOT / "tests" / "fuzz" / "corpus"
-TARGETS = ("gguf_header", "gguf", "safetensors", "config", "tokenizer_json", "tokenizer_model")
+TARGETS = ("gguf_header", "gguf", "safetensors", "config", "tokenizer_json", "tokenizer_model", "bpe")
 CORPUS_OF = {"gguf_header": "gguf", "gguf": "gguf"}
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 _STAT = re.compile(r"^#(\d+)\s", re.MULTILINE)

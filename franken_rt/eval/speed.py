@@ -1,7 +1,7 @@
 """Prompt and generation speed the way llama-bench measures it: pp = a fresh prompt of P tokens in one batch,
 tg = G single-token decode steps (no sampling); tokens per second of each, and this process's peak RSS.
 
-    python -m franken_rt.eval.speed MODEL [-t THREADS] [-p 128] [-n 64] [-r 3]   (prints JSON)
+    python -m franken_rt.eval.speed MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--ctx N]   (prints JSON)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from franken_rt.eval.memory import peak_rss_mib
 
 
 def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repeats: int = 3,
-            ) -> dict:
+            n_ctx: int | None = None) -> dict:
+    """`n_ctx`: the KV cache's size, by default just what the run fills (as llama-bench sizes it)."""
     import franken_rt
 
-    model = franken_rt.load(path, threads=threads, n_ctx=n_prompt + n_gen)
+    model = franken_rt.load(path, threads=threads, n_ctx=n_ctx or n_prompt + n_gen)
     core = model._core
     # Python's generator and array('i'), not numpy: importing it would add over 10 MiB to the peak RSS this
     # process reports, memory no generation needs.
@@ -50,8 +51,9 @@ def main() -> int:
     ap.add_argument("-p", "--n-prompt", type=int, default=128)
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("-r", "--repeats", type=int, default=3)
+    ap.add_argument("--ctx", type=int, default=None, help="KV cache size in tokens (default: prompt + generated)")
     a = ap.parse_args()
-    print(json.dumps(measure(a.model, a.threads, a.n_prompt, a.n_gen, a.repeats)))
+    print(json.dumps(measure(a.model, a.threads, a.n_prompt, a.n_gen, a.repeats, a.ctx)))
     return 0
 
 

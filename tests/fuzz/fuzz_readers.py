@@ -1,5 +1,6 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the file readers: every input must either load or raise
-FrankenError; any other exception, a crash, a hang or a runaway allocation is a bug.
+FrankenError; any other exception, a crash, a hang or a runaway allocation is a bug. The `bpe` target is
+differential: the core's byte-level BPE against `tokenizers` on arbitrary text.
 
     python tests/fuzz/fuzz_readers.py --target gguf [libFuzzer options...] [corpus dirs...]
 
@@ -16,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 # Scratch files live in memory where possible: the readers take paths (they map files), not bytes.
@@ -91,6 +93,29 @@ def fuzz_tokenizer_model(data: bytes) -> None:
     tok = Tokenizer.from_hf_folder(_folder({"tokenizer.model": data, "tokenizer_config.json": config}))
     tok.decode(tok.encode("the cat <s> 12"))
 
+@lru_cache(maxsize=1)
+def _bpe_pair() -> tuple[Callable[[str], list[int]], Callable[[str], list[int]]]:
+    """The core's byte-level BPE and `tokenizers` on the same small vocabulary (SmolLM's pre-tokenizer)."""
+    from make_corpus import _bpe_vocab
+
+    from franken_rt.checkpoint import tokenizer as tk
+
+    tokens, types, merges = _bpe_vocab()
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    added = [(t, k == tk.CONTROL) for t, k in zip(tokens, types, strict=True) if k in (tk.CONTROL, tk.USER_DEFINED)]
+    return (tk._native_byte_level(vocab, merges, added, isolate_digits=True),
+            tk._library_byte_level(vocab, merges, added, "digits+gpt2"))
+
+
+def fuzz_bpe(data: bytes) -> None:
+    """Differential: any text must give the core's byte-level BPE the ids `tokenizers` gives."""
+    text = data.decode("utf-8", errors="replace")
+    native, library = _bpe_pair()
+    ids = native(text)
+    assert ids == library(text), f"native BPE differs from tokenizers on {text!r}: {ids}"
+
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "gguf_header": fuzz_gguf_header,
@@ -99,10 +124,11 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "config": fuzz_config,
     "tokenizer_json": fuzz_tokenizer_json,
     "tokenizer_model": fuzz_tokenizer_model,
+    "bpe": fuzz_bpe,
 }
 # Which seed corpus each target starts from (tests/fuzz/corpus/<name>).
 CORPUS_OF = {"gguf_header": "gguf", "gguf": "gguf", "safetensors": "safetensors", "config": "config",
-             "tokenizer_json": "tokenizer_json", "tokenizer_model": "tokenizer_model"}
+             "tokenizer_json": "tokenizer_json", "tokenizer_model": "tokenizer_model", "bpe": "bpe"}
 
 
 def run_one(target: str, data: bytes) -> None:
