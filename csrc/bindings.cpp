@@ -66,21 +66,26 @@ py::array_t<float> trace(Model& m, const Int32Array& tokens) {
 }
 
 // Token ids as the generation path passes them: any 1-D buffer of 32-bit ints (array('i'), a numpy int32
-// array), read in place. Unlike py::array_t this does not import numpy, which the runtime path does without.
+// array). Unlike py::array_t this does not import numpy, which the runtime path does without. The ids are copied
+// while the GIL is held: the model checks them and then runs without it, when another Python thread could
+// otherwise change a checked id in the caller's buffer.
 class Tokens {
 public:
-    explicit Tokens(const py::buffer& b) : info_(b.request()) {
-        const std::string& f = info_.format;
+    explicit Tokens(const py::buffer& b) {
+        const py::buffer_info info = b.request();
+        const std::string& f = info.format;
         const char kind = f.empty() ? '?' : f.back(), order = f.size() > 1 ? f.front() : '@';
-        if (info_.ndim != 1 || info_.itemsize != 4 || (kind != 'i' && kind != 'l') || order == '>' || order == '!')
+        if (info.ndim != 1 || info.itemsize != 4 || (kind != 'i' && kind != 'l') || order == '>' || order == '!')
             throw Error("tokens must be a 1-D buffer of 32-bit ints, such as array('i')");
-        if (info_.shape[0] > 1 && info_.strides[0] != 4) throw Error("tokens must be contiguous");
+        if (info.shape[0] > 1 && info.strides[0] != 4) throw Error("tokens must be contiguous");
+        const auto* p = static_cast<const int32_t*>(info.ptr);
+        ids_.assign(p, p + info.shape[0]);
     }
-    const int32_t* data() const { return static_cast<const int32_t*>(info_.ptr); }
-    int size() const { return static_cast<int>(info_.shape[0]); }
+    const int32_t* data() const { return ids_.data(); }
+    int size() const { return static_cast<int>(ids_.size()); }
 
 private:
-    py::buffer_info info_;
+    std::vector<int32_t> ids_;
 };
 
 // Forward the tokens and draw the next one, without handing the logits to Python.

@@ -4,6 +4,7 @@ replaces on the runtime path: the same ids for real and adversarial text, on Smo
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,36 @@ def test_tiny_vocabulary_matches_tokenizers(family: str) -> None:
     native, library = both(tokens, types, merges, family)
     for text in ["the cat", "at the  thé", " the\n\nthe", "t\x00he", *adversarial_texts(2, 500)]:
         assert native(text) == library(text), repr(text)
+
+
+def class_edges() -> list[int]:
+    """The code points on both sides of every range edge of the core's character tables (where a class changes)."""
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "tokenizer" / "unicode_classes.h").read_text()
+    edges = set()
+    for first, last in re.findall(r"\{0x([0-9A-F]+), 0x([0-9A-F]+)\}", header):
+        for cp in (int(first, 16) - 1, int(first, 16), int(last, 16), int(last, 16) + 1):
+            if 0 <= cp <= 0x10FFFF and not 0xD800 <= cp < 0xE000:
+                edges.add(cp)
+    return sorted(edges)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_character_class_edges_match_the_installed_tokenizers(
+        smollm_vocab: tuple[list[str], list[int], list[str]], family: str) -> None:
+    """The tables were measured from one `tokenizers` (tools/gen_unicode_classes.py); each edge of them, between
+    letters, after a space, among digits, must still split as the installed library splits it."""
+    native, library = both(*smollm_vocab, family)
+    for cp in class_edges():
+        c = chr(cp)
+        for text in (f"a{c}a", f"1{c}1", f"  {c}", f" {c}{c}x", f"{c} 2"):
+            assert native(text) == library(text), (hex(cp), text)
+
+
+def test_lone_surrogates_are_a_clean_error() -> None:
+    tokens, types, merges = _bpe_vocab()
+    native, _ = both(tokens, types, merges, "digits+gpt2")
+    with pytest.raises(FrankenError, match="cannot tokenize"):
+        native("the \ud800 cat")
 
 
 def test_specials_are_matched_whole_in_text() -> None:

@@ -187,8 +187,8 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
         project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}});
         each_row(n, [&](int r0, int r1, int) {
-            const size_t at = static_cast<size_t>(r0) * c.ffn_dim;
-            kern_->swiglu(&hb_[at], &hb2_[at], (r1 - r0) * c.ffn_dim);
+            for (size_t at = static_cast<size_t>(r0) * c.ffn_dim; at < static_cast<size_t>(r1) * c.ffn_dim; at += c.ffn_dim)
+                kern_->swiglu(&hb_[at], &hb2_[at], c.ffn_dim);
         });
         project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}});
         add_rows(x_.data(), xb_.data(), n);

@@ -21,15 +21,18 @@ bool in(const CodeRange (&table)[N], uint32_t cp) {
 
 bool is_letter(uint32_t cp) { return cp < 0x80 ? ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') : in(kLetters, cp); }
 bool is_number(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in(kNumbers, cp); }
+// What SmolLM's Digits pre-tokenizer isolates (Rust's char::is_numeric): nearly \p{N}, but a few more characters.
+bool is_isolated_digit(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in(kDigits, cp); }
 bool is_space(uint32_t cp) { return cp < 0x80 ? (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) : in(kSpaces, cp); }
 
 // A code point of valid UTF-8 (Python's str encodes to nothing else) and its byte offset.
 struct Char {
     uint32_t cp;
-    size_t at;
+    uint32_t at;  // texts are limited to 4 GiB, so that a character costs 8 bytes here
 };
 
 std::vector<Char> decode_utf8(const char* s, size_t n) {
+    if (n >= (size_t(1) << 32)) throw Error("text too long to tokenize (4 GiB or more)");
     std::vector<Char> out;
     out.reserve(n);
     for (size_t i = 0; i < n;) {
@@ -38,7 +41,7 @@ std::vector<Char> decode_utf8(const char* s, size_t n) {
         if (i + len > n) throw Error("text is not valid UTF-8");
         uint32_t cp = len == 1 ? b : b & (0x3F >> (len - 1));
         for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-        out.push_back({cp, i});
+        out.push_back({cp, static_cast<uint32_t>(i)});
         i += len;
     }
     return out;
@@ -100,7 +103,7 @@ void ByteLevelBpe::split(const std::string& text, std::vector<std::pair<size_t, 
     if (!isolate_digits_) return scan(0, c.size());
     size_t begin = 0;  // digits first: each number character alone, the pattern within the text between them
     for (size_t i = 0; i < c.size(); ++i)
-        if (is_number(c[i].cp)) {
+        if (is_isolated_digit(c[i].cp)) {
             scan(begin, i);
             pieces.emplace_back(byte_at(i), byte_at(i + 1) - byte_at(i));
             begin = i + 1;

@@ -11,8 +11,8 @@ namespace franken {
 class ByteLevelBpe {
 public:
     // byte_ids[b]: the token spelling the single byte b, or -1 if none (the byte is then dropped from the text). merges: (left, right, merged) token
-    // ids in priority order (a later duplicate of a pair replaces the earlier one). isolate_digits: every number
-    // character is a piece of its own (SmolLM's pre-tokenizer), before the split pattern runs.
+    // ids in priority order (a later duplicate of a pair replaces the earlier one). isolate_digits: every digit
+    // (Rust's is_numeric, as SmolLM's Digits pre-tokenizer) is a piece of its own, before the split pattern runs.
     ByteLevelBpe(const std::vector<int32_t>& byte_ids, const std::vector<int32_t>& merges, bool isolate_digits);
 
     // Token ids of UTF-8 text (no special tokens: the caller splits those out first).

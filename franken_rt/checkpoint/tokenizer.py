@@ -934,8 +934,12 @@ def _native_byte_level(
         for _, part in split(text):
             if isinstance(part, int):
                 ids.append(part)
-            else:
-                ids += bpe.encode(part)
+                continue
+            try:
+                utf8 = part.encode()
+            except UnicodeEncodeError as exc:  # a lone surrogate: no bytes to tokenize
+                raise FrankenError(f"cannot tokenize the text: {exc.reason} at character {exc.start}") from None
+            ids += bpe.encode(utf8)
         return ids
 
     return encode

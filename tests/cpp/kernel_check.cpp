@@ -159,6 +159,14 @@ int main() {
             for (int i = 0; i < n; ++i) ok &= std::fabs(x[i] - x2[i]) <= 1e-6f * x2[i] + 1e-30f;
             check(ok, name + " exp_sum n=" + std::to_string(n));
         }
+        {  // NaN propagates as through std::exp: a broken score or activation shows, it is not averaged away
+            std::vector<float> x(64, 0.5f), g(64, 0.5f), u(64, 1.f);
+            x[3] = g[5] = NAN;
+            const float sum = k.exp_sum(x.data(), 64, 1.f);
+            k.swiglu(g.data(), u.data(), 64);
+            check(std::isnan(sum) && std::isnan(x[3]) && std::isnan(g[5]) && !std::isnan(g[4]),
+                  name + " exp_sum/swiglu NaN");
+        }
         std::printf("%s: checked against scalar\n", name.c_str());
     }
     std::printf("%d passed, %d failed\n", passed, failed);

@@ -177,9 +177,11 @@ void axpy(float a, const float* x, float* y, int n) {
 }
 
 // e^x of 8 floats as 2^n * e^r, n = round(x / ln 2), |r| <= ln(2)/2, e^r by Cephes' expf polynomial (about
-// 1 ulp). x is clamped to [-87.3, 88] so that 2^n is a normal float built directly in the exponent bits.
+// 1 ulp). x is clamped to [-87.3, 88] so that 2^n is a normal float built directly in the exponent bits; NaN
+// passes through.
 inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.f));
+    // max/min return their second operand when one is NaN: x second, so a NaN stays NaN (as std::exp's does)
+    x = _mm256_min_ps(_mm256_set1_ps(88.f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln 2 in two parts: r stays exact
