@@ -22,7 +22,7 @@ bool in(const CodeRange (&table)[N], uint32_t cp) {
 bool is_letter(uint32_t cp) { return cp < 0x80 ? ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') : in(kLetters, cp); }
 bool is_number(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in(kNumbers, cp); }
 // What SmolLM's Digits pre-tokenizer isolates (Rust's char::is_numeric): nearly \p{N}, but a few more characters.
-bool is_isolated_digit(uint32_t cp) { return cp < 0x80 ? (cp >= '0' && cp <= '9') : in(kDigits, cp); }
+bool is_isolated_digit(uint32_t cp) { return is_number(cp) || (cp >= 0x80 && in(kDigitsBeyondNumbers, cp)); }
 bool is_space(uint32_t cp) { return cp < 0x80 ? (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) : in(kSpaces, cp); }
 
 // A code point of valid UTF-8 (Python's str encodes to nothing else) and its byte offset.
