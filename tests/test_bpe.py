@@ -46,18 +46,8 @@ def adversarial_texts(seed: int, n: int) -> list[str]:
     return texts
 
 
-def vocabulary(tokens: list[str], types: list[int]) -> tuple[dict[str, int], list[tuple[str, bool]]]:
-    vocab: dict[str, int] = {}
-    added = []
-    for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
-        if kind in (tk.CONTROL, tk.USER_DEFINED) and text:
-            added.append((text, kind == tk.CONTROL))
-        vocab.setdefault(text, i)
-    return vocab, added
-
-
 def both(tokens: list[str], types: list[int], merges: list[str], family: str) -> tuple[Any, Any]:
-    vocab, added = vocabulary(tokens, types)
+    vocab, added = tk._byte_level_vocab(tokens, types)
     native = tk._native_byte_level(vocab, merges, added, isolate_digits=family == "digits+gpt2")
     library = tk._library_byte_level(vocab, merges, added, family)
     return native, library
@@ -129,7 +119,7 @@ def test_specials_are_matched_whole_in_text() -> None:
 
 def test_merges_that_name_missing_tokens_are_refused() -> None:
     tokens, types, merges = _bpe_vocab()
-    vocab, added = vocabulary(tokens, types)
+    vocab, added = tk._byte_level_vocab(tokens, types)
     for bad in (["Ġ t", "q z"], ["Ġt"], ["h e", "he x"]):
         with pytest.raises(FrankenError, match="invalid GGUF byte-level vocabulary"):
             tk._native_byte_level(vocab, bad, added, isolate_digits=True)

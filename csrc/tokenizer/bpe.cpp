@@ -1,7 +1,7 @@
 #include "bpe.h"
 
 #include <algorithm>
-#include <iterator>
+#include <functional>
 #include <queue>
 
 #include "../runtime/error.h"

@@ -361,12 +361,12 @@ class Tokenizer:
         )
 
 
-def import_engine(model: Any, pre: Any = None) -> None:
+def import_engine(model: Any, pre: Any) -> None:
     """Import the library that encodes for GGUF tokenizer `model` (`tokenizer.ggml.model`, with pre-tokenizer
     `pre`), ahead of reading the vocabulary (see gguf._read_tokenizer); from_gguf_metadata reports an unknown
     model or a missing library. GPT-2's split pattern needs none: the core encodes it."""
     try:
-        if model == "gpt2" and _PRE_FAMILIES.get(pre if isinstance(pre, str) else "default") in _NATIVE:
+        if model == "gpt2" and _pre_family(pre) in _NATIVE:
             from franken_rt import _core  # noqa: F401
         elif model == "gpt2":
             import tokenizers.models  # noqa: F401
@@ -872,7 +872,7 @@ def _bpe_from_gguf(
     meta: dict[str, Any], tokens: list[str], types: list[int] | None
 ) -> tuple[Callable[[str], list[int]], list[bytes], frozenset[int], frozenset[int]]:
     pre = meta.get("tokenizer.ggml.pre", "default")
-    family = _PRE_FAMILIES.get(pre) if isinstance(pre, str) else None
+    family = _pre_family(pre)
     if family is None:
         raise FrankenError(
             f"unsupported GGUF pre-tokenizer {pre!r} (supported: {', '.join(sorted(_PRE_FAMILIES))})"
@@ -884,24 +884,34 @@ def _bpe_from_gguf(
         raise FrankenError("GGUF tokenizer.ggml.merges is not an array of strings")
     types = types or [NORMAL] * len(tokens)
 
-    vocab: dict[str, int] = {}
     pieces: list[bytes] = []
-    added: list[tuple[str, bool]] = []  # (text, special) of the tokens matched whole in text
-    for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
+    for text, kind in zip(tokens, types, strict=True):
         spelled = _byte_level_bytes(text)
-        if kind in (CONTROL, USER_DEFINED) or spelled is None:
-            # Special tokens, and the odd token a converter stored as raw text, stand for their own text.
-            pieces.append(text.encode())
-            if kind in (CONTROL, USER_DEFINED) and text:
-                added.append((text, kind == CONTROL))
-        else:
-            pieces.append(spelled)
-        vocab.setdefault(text, i)
+        # Special tokens, and the odd token a converter stored as raw text, stand for their own text.
+        pieces.append(text.encode() if kind in (CONTROL, USER_DEFINED) or spelled is None else spelled)
+    vocab, added = _byte_level_vocab(tokens, types)
     transparent = frozenset(i for i, k in enumerate(types) if k == CONTROL)
     if family in _NATIVE:
         encode = _native_byte_level(vocab, merges, added, isolate_digits=family == "digits+gpt2")
         return encode, pieces, transparent, frozenset()
     return _library_byte_level(vocab, merges, added, family), pieces, transparent, frozenset()
+
+
+def _byte_level_vocab(tokens: list[str], types: Sequence[int]) -> tuple[dict[str, int], list[tuple[str, bool]]]:
+    """What a byte-level BPE encoder is built from: each token text's id (the first, for a text given twice), and
+    the (text, special) of the tokens matched whole in text (control and user-defined ones)."""
+    vocab: dict[str, int] = {}
+    added: list[tuple[str, bool]] = []
+    for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
+        if kind in (CONTROL, USER_DEFINED) and text:
+            added.append((text, kind == CONTROL))
+        vocab.setdefault(text, i)
+    return vocab, added
+
+
+def _pre_family(pre: Any) -> str | None:
+    """The pre-tokenizer family of a GGUF `tokenizer.ggml.pre` value, None if unsupported."""
+    return _PRE_FAMILIES.get(pre) if isinstance(pre, str) else None
 
 
 # Pre-tokenizer families the core's byte-level BPE encodes (GPT-2's split pattern, digits apart or not); Llama 3's

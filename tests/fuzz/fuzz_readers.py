@@ -101,10 +101,7 @@ def _bpe_pair() -> tuple[Callable[[str], list[int]], Callable[[str], list[int]]]
     from franken_rt.checkpoint import tokenizer as tk
 
     tokens, types, merges = _bpe_vocab()
-    vocab: dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        vocab.setdefault(t, i)
-    added = [(t, k == tk.CONTROL) for t, k in zip(tokens, types, strict=True) if k in (tk.CONTROL, tk.USER_DEFINED)]
+    vocab, added = tk._byte_level_vocab(tokens, types)
     return (tk._native_byte_level(vocab, merges, added, isolate_digits=True),
             tk._library_byte_level(vocab, merges, added, "digits+gpt2"))
 

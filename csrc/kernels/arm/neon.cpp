@@ -3,7 +3,6 @@
 // Entries without an ARM-specific version come from the scalar table.
 #include <arm_neon.h>
 
-#include <cmath>
 #include <cstring>
 
 #include "../kernels.h"
@@ -53,7 +52,7 @@ void swiglu(float* gate, const float* up, int n) {
         const float32x4_t silu = vdivq_f32(g, vaddq_f32(one, exp4(vnegq_f32(g))));
         vst1q_f32(gate + i, vmulq_f32(silu, vld1q_f32(up + i)));
     }
-    for (; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    scalar_kernels()->swiglu(gate + i, up + i, n - i);  // the tail: the scalar twin's formula
 }
 
 float exp_sum(float* x, int n, float max) {
@@ -65,9 +64,8 @@ float exp_sum(float* x, int n, float max) {
         vst1q_f32(x + i, e);
         acc = vaddq_f32(acc, e);
     }
-    float sum = vaddvq_f32(acc);
-    for (; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
-    return sum;
+    const float sum = vaddvq_f32(acc);
+    return sum + scalar_kernels()->exp_sum(x + i, n - i, max);  // the tail: the scalar twin
 }
 
 void quantize_act(const float* x, BlockQ8A* out, int n) {

@@ -4,7 +4,6 @@
 // 256-bit registers), one instruction where AVX2 needs two.
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstring>
 
 #include "../kernels.h"
@@ -202,7 +201,7 @@ void swiglu(float* gate, const float* up, int n) {
         const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
         _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
     }
-    for (; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    scalar_kernels()->swiglu(gate + i, up + i, n - i);  // the tail: the scalar twin's formula
 }
 
 float exp_sum(float* x, int n, float max) {
@@ -214,9 +213,8 @@ float exp_sum(float* x, int n, float max) {
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float sum = hsum(acc);
-    for (; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
-    return sum;
+    const float sum = hsum(acc);
+    return sum + scalar_kernels()->exp_sum(x + i, n - i, max);  // the tail: the scalar twin
 }
 
 // ---- integer kernels: weights times activations quantized to 8-bit blocks ----
