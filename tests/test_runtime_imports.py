@@ -1,6 +1,7 @@
 """The runtime path imports no numpy (over 10 MiB of resident memory that no generation needs), nor `tokenizers` for a
 GPT-2-style vocabulary: loading a GGUF file and generating, the speed benchmark and franken-run, each in a fresh
-interpreter on the source tree. Also what made that
+interpreter that imports the package this test imported (the source tree in development, the installed package in
+CI, whose checkout has no built core). Also what made that
 possible: GGUF metadata arrays read without numpy, and the GGUF tokenizer's keys read from the file again when a
 conversion asks, rather than kept in memory."""
 
@@ -17,11 +18,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 from make_corpus import tiny_gguf  # noqa: E402
 
+import franken_rt
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf import _ARRAY_CODES, _SCALARS, read_header
 from franken_rt.errors import FrankenError
 
-REPO = Path(__file__).resolve().parent.parent
+# Where the franken_rt this process runs was imported from: the child must import the same one.
+PACKAGE_ROOT = Path(franken_rt.__file__).resolve().parent.parent
 # numpy (over 10 MiB), and `tokenizers` (~15 MiB with a vocabulary) for GPT-2-style vocabularies, which the core
 # encodes.
 REPORT = (
@@ -40,9 +43,9 @@ def model_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 def run_python(code: str, *args: str, cwd: Path) -> list[str]:
-    """Lines `code` prints, run by this Python with the source tree first on its path; asserts that it imported
-    neither numpy nor `tokenizers`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    """Lines `code` prints, run by this Python with this process's franken_rt first on its path; asserts that it
+    imported neither numpy nor `tokenizers`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code + REPORT, *args], capture_output=True, text=True, env=env,
                          cwd=cwd, timeout=300)
     assert out.returncode == 0, out.stderr
