@@ -28,7 +28,7 @@ def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarr
 
 
 # The model repacks these formats at load into eight-row interleaved groups (for kernel paths that have them).
-INTERLEAVED = [DType.Q8_0, DType.Q4_0]
+INTERLEAVED = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q3_0]
 
 
 def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bool]:

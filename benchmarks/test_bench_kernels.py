@@ -1,6 +1,6 @@
 """Matrix-vector (decode) and matrix-matrix (prompt) products per format and SIMD path, at SmolLM2's and a 7B
 model's shapes, beside numpy's float32 BLAS product of the same shape, each in the layout the model multiplies
-(Q4_0/Q8_0 interleaved where the path has it). Reports only: test_gates.py gates."""
+(interleaved where the path has it). Reports only: test_gates.py gates."""
 
 from __future__ import annotations
 

@@ -140,11 +140,11 @@ float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, con
     return k.dotq(t)(row.data(), act.data(), n);
 }
 
-// Q4_0 / Q8_0 matrix rows (rows x bytes, rows a multiple of 8) in the interleaved layout the model uses.
+// Quantized matrix rows (rows x bytes, rows a multiple of 8) in the interleaved layout the model uses.
 py::array_t<uint8_t> repack_x8_rows(int dtype, const ByteArray& w, int n) {
     const DType t = checked_row(dtype, true, n, w.ndim() == 2 ? w.shape(1) : -1);
     if (!dtype_interleaves(t) || w.ndim() != 2 || w.shape(0) % kX8)
-        throw Error("need 2-D Q4_0 or Q8_0 rows, a multiple of 8 of them");
+        throw Error("need 2-D rows of a quantized type, a multiple of 8 of them");
     py::array_t<uint8_t> out({w.shape(0), w.shape(1)});
     const size_t stride = static_cast<size_t>(w.shape(1));
     for (py::ssize_t g = 0; g < w.shape(0) / kX8; ++g)
@@ -159,7 +159,7 @@ void gemm_x8_rows(const KernelTable& k, DType t, const uint8_t* w, int rows, int
 }
 
 void check_interleaved(const KernelTable& k, DType t, int rows) {
-    if (!dtype_interleaves(t) || rows % kX8) throw Error("interleaved needs Q4_0 or Q8_0 rows, a multiple of 8");
+    if (!dtype_interleaves(t) || rows % kX8) throw Error("interleaved needs rows of a quantized type, a multiple of 8");
     if (!k.gemmq_x8(t)) throw Error(std::string("kernel path '") + k.name + "' has no interleaved kernel");
 }
 
@@ -364,7 +364,7 @@ PYBIND11_MODULE(_core, mod) {
                 return dtype_known(dtype) && kernels_by_name(table).gemmq_x8(static_cast<DType>(dtype)) != nullptr;
             }, py::arg("table"), py::arg("dtype"), "Whether a kernel path multiplies this type in the interleaved layout.");
     mod.def("repack_x8", &repack_x8_rows, py::arg("dtype"), py::arg("w"), py::arg("n"),
-            "Q4_0 or Q8_0 rows (a multiple of 8) in the interleaved layout the integer kernels read.");
+            "Quantized rows (a multiple of 8) in the interleaved layout the integer kernels read.");
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
     mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
 }

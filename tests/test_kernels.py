@@ -98,7 +98,7 @@ def test_matrix_matrix_matches_dots(path: str, dtype: DType, rows: int, n_act: i
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q8_0], ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q8_0, DType.Q4_1, DType.Q3_0], ids=lambda d: d.name)
 @pytest.mark.parametrize(("rows", "n_act", "n"), [(8, 1, 32), (16, 1, 576), (24, 5, 96), (40, 13, 1536)])
 def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_act: int, n: int) -> None:
     """The repacked layout the model uses at run time gives the stored rows' integer products, for decode
@@ -117,11 +117,12 @@ def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_a
 
 
 def test_interleaved_needs_whole_groups() -> None:
-    assert _core.kernel_interleaves("scalar", int(DType.Q4_0)) and _core.kernel_interleaves("scalar", int(DType.Q8_0))
-    assert not _core.kernel_interleaves("scalar", int(DType.Q4_1)) and not _core.kernel_interleaves("scalar", 77)
+    for dtype in (DType.Q4_0, DType.Q8_0, DType.Q4_1, DType.Q3_0):
+        assert _core.kernel_interleaves("scalar", int(dtype))
+    assert not _core.kernel_interleaves("scalar", int(DType.F16)) and not _core.kernel_interleaves("scalar", 77)
     raw = np.zeros((12, 18), dtype=np.uint8)
     with pytest.raises(_core.CoreError, match="multiple of 8"):
         _core.repack_x8(int(DType.Q4_0), raw, 32)
     with pytest.raises(_core.CoreError, match="interleaved"):
-        _core.kernel_matvec("scalar", int(DType.Q4_1), np.zeros((8, 20), np.uint8), np.zeros(32, np.float32),
+        _core.kernel_matvec("scalar", int(DType.F16), np.zeros((8, 64), np.uint8), np.zeros(32, np.float32),
                             interleaved=True)

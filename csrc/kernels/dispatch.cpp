@@ -88,7 +88,13 @@ DotQFn KernelTable::dotq(DType t) const {
 }
 
 GemmX8Fn KernelTable::gemmq_x8(DType t) const {
-    return t == DType::Q4_0 ? gemmq_q4_0x8 : t == DType::Q8_0 ? gemmq_q8_0x8 : nullptr;
+    switch (t) {
+        case DType::Q4_0: return gemmq_q4_0x8;
+        case DType::Q8_0: return gemmq_q8_0x8;
+        case DType::Q4_1: return gemmq_q4_1x8;
+        case DType::Q3_0: return gemmq_q3_0x8;
+        default: return nullptr;
+    }
 }
 
 GemmQFn KernelTable::gemmq(DType t) const {

@@ -73,6 +73,26 @@ struct BlockQ8_0x8 {
 };
 static_assert(sizeof(BlockQ8_0x8) == 8 * 34, "Q8_0x8 block is eight Q8_0 blocks");
 
+// Q4_1 rows interleaved as Q4_0 (same nibble order), with the eight rows' minimums: value = d[r] * q + m[r].
+// Same 160 bytes as eight Q4_1 blocks.
+struct BlockQ4_1x8 {
+    uint16_t d[kX8];
+    uint16_t m[kX8];
+    uint8_t qs[kX8 * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_1x8) == 8 * 20, "Q4_1x8 block is eight Q4_1 blocks");
+
+// Q3_0 rows interleaved: row r's element k = 4c + j (c = 0..7, j = 0..3) has its low two bits at bits
+// 2 (c % 4) of ql[32 (c / 4) + 4r + j] and its high bit at bit c of qh[4r + j]. One 32-byte vector shifted right
+// by 2 (c % 4) and masked gives chunk c of all eight rows, lane r holding row r's four elements, as in Q4_0x8.
+// Same 112 bytes as eight Q3_0 blocks: value = d[r] * (q - 4).
+struct BlockQ3_0x8 {
+    uint16_t d[kX8];
+    uint8_t ql[kX8 * kQK / 4];
+    uint8_t qh[kX8 * kQK / 8];
+};
+static_assert(sizeof(BlockQ3_0x8) == 8 * 14, "Q3_0x8 block is eight Q3_0 blocks");
+
 // Element j (0..31) of a Q4_0 block, as its 4-bit code.
 inline int q4_0_code(const BlockQ4_0& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
 
@@ -87,6 +107,40 @@ inline void repack_q4_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
                     out[b].qs[32 * c + 4 * r + j] =
                         static_cast<uint8_t>(q4_0_code(src, 8 * c + j) | (q4_0_code(src, 8 * c + 4 + j) << 4));
         }
+}
+
+// Element j (0..31) of a Q4_1 block, as its 4-bit code (the nibble order of Q4_0).
+inline int q4_1_code(const BlockQ4_1& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
+
+// Eight Q4_1 rows -> nb interleaved blocks.
+inline void repack_q4_1x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_1x8* out) {
+    for (int b = 0; b < nb; ++b)
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ4_1& src = reinterpret_cast<const BlockQ4_1*>(rows + r * row_stride)[b];
+            out[b].d[r] = src.d;
+            out[b].m[r] = src.m;
+            for (int c = 0; c < 4; ++c)
+                for (int j = 0; j < 4; ++j)
+                    out[b].qs[32 * c + 4 * r + j] =
+                        static_cast<uint8_t>(q4_1_code(src, 8 * c + j) | (q4_1_code(src, 8 * c + 4 + j) << 4));
+        }
+}
+
+// Eight Q3_0 rows -> nb interleaved blocks.
+inline void repack_q3_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ3_0x8* out) {
+    for (int b = 0; b < nb; ++b) {
+        BlockQ3_0x8& w = out[b];
+        std::memset(&w, 0, sizeof w);
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ3_0& src = reinterpret_cast<const BlockQ3_0*>(rows + r * row_stride)[b];
+            w.d[r] = src.d;
+            for (int k = 0; k < kQK; ++k) {
+                const int q = q3_0_code(src, k), c = k / 4, j = k % 4;
+                w.ql[32 * (c / 4) + 4 * r + j] |= static_cast<uint8_t>((q & 3) << (2 * (c % 4)));
+                w.qh[4 * r + j] |= static_cast<uint8_t>((q >> 2) << c);
+            }
+        }
+    }
 }
 
 // Eight Q8_0 rows -> nb interleaved blocks.
@@ -107,29 +161,50 @@ inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
     return (k % 8 < 4 ? byte & 0x0f : byte >> 4) - 8;
 }
 inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
+inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the minimum is added apart
+    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
+    return k % 8 < 4 ? byte & 0x0f : byte >> 4;
+}
+inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) {
+    const int c = k / 4, j = k % 4;
+    const int lo = (w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3, hi = (w.qh[4 * r + j] >> c) & 1;
+    return (lo | (hi << 2)) - 4;
+}
 
 inline float fp16_to_f32(uint16_t h);  // defined below
 
 // Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
 // output matrix it shares has been repacked).
+// Row r's minimum in an interleaved block: the m of Q4_1, zero for the formats without one.
+template <class Block>
+inline float x8_min(const Block&, int) { return 0.f; }
+template <>
+inline float x8_min(const BlockQ4_1x8& w, int r) { return fp16_to_f32(w.m[r]); }
+
 template <class Block, int (*code)(const Block&, int, int)>
 void x8_row_to_f32(const void* group, int nb, int r, float* out) {
     const Block* w = static_cast<const Block*>(group);
     for (int b = 0; b < nb; ++b, out += kQK) {
-        const float d = fp16_to_f32(w[b].d[r]);
-        for (int k = 0; k < kQK; ++k) out[k] = d * static_cast<float>(code(w[b], r, k));
+        const float d = fp16_to_f32(w[b].d[r]), m = x8_min(w[b], r);
+        for (int k = 0; k < kQK; ++k) out[k] = d * static_cast<float>(code(w[b], r, k)) + m;
     }
 }
 
-// The interleaved forms exist for Q4_0 and Q8_0; eight rows of either -> nb interleaved blocks at `out`.
-inline bool dtype_interleaves(DType t) { return t == DType::Q4_0 || t == DType::Q8_0; }
+// Every quantized format interleaves; eight rows of one -> nb interleaved blocks at `out`.
+inline bool dtype_interleaves(DType t) {
+    return t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_1 || t == DType::Q3_0;
+}
 inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, void* out) {
     if (t == DType::Q4_0) repack_q4_0x8(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
     if (t == DType::Q8_0) repack_q8_0x8(rows, row_stride, nb, static_cast<BlockQ8_0x8*>(out));
+    if (t == DType::Q4_1) repack_q4_1x8(rows, row_stride, nb, static_cast<BlockQ4_1x8*>(out));
+    if (t == DType::Q3_0) repack_q3_0x8(rows, row_stride, nb, static_cast<BlockQ3_0x8*>(out));
 }
 inline void x8_row_to_f32(DType t, const void* group, int nb, int r, float* out) {
     if (t == DType::Q4_0) x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>(group, nb, r, out);
     if (t == DType::Q8_0) x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>(group, nb, r, out);
+    if (t == DType::Q4_1) x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>(group, nb, r, out);
+    if (t == DType::Q3_0) x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>(group, nb, r, out);
 }
 
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");

@@ -22,7 +22,7 @@ using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, con
                          float* out, size_t ldo);
 
 // gemm_x8(groups, n_groups, nb, act, n_act, out, ldo): n_groups consecutive interleaved groups of eight rows
-// (BlockQ4_0x8 or BlockQ8_0x8, nb blocks each, group g at groups + g * nb blocks) times n_act activation rows:
+// (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8 or BlockQ3_0x8, nb blocks each, group g at groups + g * nb blocks) times n_act activation rows:
 // row r of group g goes to out[t * ldo + 8 * g + r]. Serves decode (n_act = 1) and prompts alike; a kernel may
 // take two groups at once (AVX512: one 512-bit register holds sixteen rows' lanes).
 using GemmX8Fn = void (*)(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
@@ -43,14 +43,14 @@ struct KernelTable {
     void (*quantize_act)(const float* x, BlockQ8A* out, int n);
     DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0;
     GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0;
-    // Interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8); null in a table without them, and then the model
-    // keeps the rows as stored.
-    GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8;
+    // Interleaved products (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8, BlockQ3_0x8); null in a table without them,
+    // and then the model keeps that format's rows as stored.
+    GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8;
 
     DotFn dot(DType t) const;
     DotQFn dotq(DType t) const;  // null for float types
     GemmQFn gemmq(DType t) const;
-    GemmX8Fn gemmq_x8(DType t) const;  // null unless Q4_0 / Q8_0 with an interleaved kernel
+    GemmX8Fn gemmq_x8(DType t) const;  // null unless a quantized type with an interleaved kernel
     void to_f32(DType t, const void* row, float* out, int n) const;
 };
 

@@ -44,7 +44,7 @@ struct TensorSpec {
 };
 
 // A 2-D weight: `rows` rows of `cols` elements, each row stored contiguously in its format.
-// Or, when `x8` is set (Q4_0 / Q8_0 repacked at load for the kernels, see BlockQ4_0x8), rows/8 groups of eight
+// Or, when `x8` is set (quantized rows repacked at load for the kernels, see BlockQ4_0x8), rows/8 groups of eight
 // interleaved rows; row() is then meaningless and group() gives group g.
 struct Matrix {
     DType dtype = DType::F32;
@@ -74,7 +74,7 @@ class WeightStore {
 public:
     WeightStore(const Config& cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors);
     const Weights& weights() const { return w_; }
-    // Repacks every Q4_0 / Q8_0 matrix whose rows come in whole groups of eight into the interleaved layout, for
+    // Repacks every quantized matrix whose rows come in whole groups of eight into the interleaved layout, for
     // kernel tables that have it, releasing the mapped original: the same bytes, resident once. The output
     // matrix is repacked apart from the embedding table it may share, whose rows are looked up one at a time.
     void interleave(const KernelTable& k);

@@ -95,11 +95,11 @@ int main() {
                 for (int i = 0; i < 15; ++i) ok &= close(g[i], h[i], mag);
                 check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
             }
-            // Interleaved Q4_0 / Q8_0: three groups of eight distinct random rows repacked (a kernel may pair
+            // Interleaved formats: three groups of eight distinct random rows repacked (a kernel may pair
             // groups: a pair and a single), times 1 and 6 activation rows (the tile of four and the rest), against
             // the scalar twin and the scalar dot product of each stored row.
             constexpr int kGroups = 3, kRows = kGroups * kX8;
-            for (DType t : {DType::Q4_0, DType::Q8_0}) {
+            for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q3_0}) {
                 if (!k.gemmq_x8(t)) continue;
                 std::vector<uint8_t> rows8;
                 for (int r = 0; r < kRows; ++r) {

@@ -173,9 +173,9 @@ float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
 }
 
 #if defined(FRANKEN_DOTPROD)
-// ---- interleaved Q4_0 / Q8_0 (BlockQ4_0x8, BlockQ8_0x8), with SDOT only: SDOT sums four products per lane, so
-// a 16-byte load of four elements of rows 0-3 (or 4-7) times four activation bytes copied to every lane leaves row
-// r's partial sum in lane r. (Plain NEON has no per-lane four-product sum: it keeps rows as stored.) ----
+// ---- interleaved formats (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8, BlockQ3_0x8), with SDOT only: SDOT sums four
+// products per lane, so a 16-byte load of four elements of rows 0-3 (or 4-7) times four activation bytes copied to
+// every lane leaves row r's partial sum in lane r. (Plain NEON has no per-lane four-product sum: it keeps rows as stored.) ----
 
 // Four activation bytes (elements i..i+3 of a block) in every lane.
 inline int8x16_t bcast4(const BlockQ8A& a, int i) {
@@ -192,9 +192,11 @@ inline void load_scales(const uint16_t* d, float32x4_t& d0, float32x4_t& d1) {
 }
 
 // Eight rows times kTile activation rows; `block_sums(b, a, s0, s1)` adds block b's integer sums (rows 0-3, 4-7).
+// `mins`, when given, names the rows' minimums (Q4_1), added times the activation block sums.
+using HalvesOf = const uint16_t* (*)(const void*, int);
 template <int kTile, class BlockSums>
-inline void x8_tile(const uint16_t* (*scales)(const void*, int), const void* w, int nb, const BlockQ8A* act,
-                    float* out, size_t ldo, BlockSums block_sums) {
+inline void x8_tile(HalvesOf scales, HalvesOf mins, const void* w, int nb, const BlockQ8A* act, float* out,
+                    size_t ldo, BlockSums block_sums) {
     float32x4_t acc[kTile][2];
     for (int k = 0; k < kTile; ++k) acc[k][0] = acc[k][1] = vdupq_n_f32(0.f);
     for (int b = 0; b < nb; ++b) {
@@ -207,6 +209,15 @@ inline void x8_tile(const uint16_t* (*scales)(const void*, int), const void* w, 
             const float dx = act[static_cast<size_t>(k) * nb + b].d;
             acc[k][0] = vfmaq_f32(acc[k][0], vmulq_n_f32(d0, dx), vcvtq_f32_s32(s[k][0]));
             acc[k][1] = vfmaq_f32(acc[k][1], vmulq_n_f32(d1, dx), vcvtq_f32_s32(s[k][1]));
+        }
+        if (mins) {
+            float32x4_t m0, m1;
+            load_scales(mins(w, b), m0, m1);
+            for (int k = 0; k < kTile; ++k) {
+                const float sx = act[static_cast<size_t>(k) * nb + b].s;
+                acc[k][0] = vfmaq_n_f32(acc[k][0], m0, sx);
+                acc[k][1] = vfmaq_n_f32(acc[k][1], m1, sx);
+            }
         }
     }
     for (int k = 0; k < kTile; ++k) {
@@ -231,8 +242,52 @@ void q4_0x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* out, 
                 }
             }
     };
-    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ4_0x8*>(p)[b].d; }, w, nb, act, out,
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ4_0x8*>(p)[b].d; }, nullptr, w, nb, act,
+                   out, ldo, sums);
+}
+
+// Q4_1: the same nibbles, unsigned (0..15 fit SDOT's signed bytes), and the minimums added apart.
+template <int kTile>
+void q4_1x8_tile(const BlockQ4_1x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
+        const uint8x16_t m4 = vdupq_n_u8(0x0f);
+        for (int c = 0; c < 4; ++c)
+            for (int h = 0; h < 2; ++h) {
+                const uint8x16_t v = vld1q_u8(w[b].qs + 32 * c + 16 * h);
+                const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, m4));
+                const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+                for (int k = 0; k < kTile; ++k) {
+                    const BlockQ8A& x = a[static_cast<size_t>(k) * nbk + b];
+                    s[k][h] = vdotq_s32(vdotq_s32(s[k][h], lo, bcast4(x, 8 * c)), hi, bcast4(x, 8 * c + 4));
+                }
+            }
+    };
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ4_1x8*>(p)[b].d; },
+                   [](const void* p, int b) { return static_cast<const BlockQ4_1x8*>(p)[b].m; }, w, nb, act, out,
                    ldo, sums);
+}
+
+// Q3_0: chunk c's two low bits from the low plane shifted right by 2 (c % 4), its third from bit c of the high
+// plane moved to bit 2 (NEON's per-byte shifts carry nothing across bytes), minus 4.
+template <int kTile>
+void q3_0x8_tile(const BlockQ3_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
+        const uint8x16_t m2 = vdupq_n_u8(3), b2 = vdupq_n_u8(4);
+        const int8x16_t four = vdupq_n_s8(4);
+        for (int h = 0; h < 2; ++h) {
+            const uint8x16_t hi = vld1q_u8(w[b].qh + 16 * h);
+            for (int c = 0; c < 8; ++c) {
+                const uint8x16_t lo = vld1q_u8(w[b].ql + 32 * (c / 4) + 16 * h);
+                const uint8x16_t l = vandq_u8(vshlq_u8(lo, vdupq_n_s8(static_cast<int8_t>(-2 * (c % 4)))), m2);
+                const uint8x16_t t = vandq_u8(vshlq_u8(hi, vdupq_n_s8(static_cast<int8_t>(2 - c))), b2);
+                const int8x16_t q = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(l, t)), four);
+                for (int k = 0; k < kTile; ++k)
+                    s[k][h] = vdotq_s32(s[k][h], q, bcast4(a[static_cast<size_t>(k) * nbk + b], 4 * c));
+            }
+        }
+    };
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ3_0x8*>(p)[b].d; }, nullptr, w, nb, act,
+                   out, ldo, sums);
 }
 
 template <int kTile>
@@ -245,12 +300,14 @@ void q8_0x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, 
                     s[k][h] = vdotq_s32(s[k][h], v, bcast4(a[static_cast<size_t>(k) * nbk + b], 4 * c));
             }
     };
-    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ8_0x8*>(p)[b].d; }, w, nb, act, out,
-                   ldo, sums);
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ8_0x8*>(p)[b].d; }, nullptr, w, nb, act,
+                   out, ldo, sums);
 }
 
 constexpr GemmX8Fn gemmq_q4_0x8 = groups_by_tiles<BlockQ4_0x8, q4_0x8_tile<4>, q4_0x8_tile<1>>;
 constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8_0x8_tile<4>, q8_0x8_tile<1>>;
+constexpr GemmX8Fn gemmq_q4_1x8 = groups_by_tiles<BlockQ4_1x8, q4_1x8_tile<4>, q4_1x8_tile<1>>;
+constexpr GemmX8Fn gemmq_q3_0x8 = groups_by_tiles<BlockQ3_0x8, q3_0x8_tile<4>, q3_0x8_tile<1>>;
 #endif
 
 KernelTable make_table() {
@@ -276,9 +333,13 @@ KernelTable make_table() {
 #if defined(FRANKEN_DOTPROD)
     t.gemmq_q4_0x8 = gemmq_q4_0x8;
     t.gemmq_q8_0x8 = gemmq_q8_0x8;
+    t.gemmq_q4_1x8 = gemmq_q4_1x8;
+    t.gemmq_q3_0x8 = gemmq_q3_0x8;
 #else
     t.gemmq_q4_0x8 = nullptr;  // plain NEON keeps rows as stored (see above)
     t.gemmq_q8_0x8 = nullptr;
+    t.gemmq_q4_1x8 = nullptr;
+    t.gemmq_q3_0x8 = nullptr;
 #endif
     return t;
 }

@@ -203,7 +203,8 @@ float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
-// The interleaved layouts read element by element through formats.h's accessors (q4_0x8_code, q8_0x8_code).
+// The interleaved layouts read element by element through formats.h's accessors (q4_0x8_code, x8_min, ...):
+// d_w d_x sum(q q_x) + m_w s_x per block, the minimum term only for Q4_1.
 template <class Block, int (*code)(const Block&, int, int)>
 void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     for (int g = 0; g < n_groups; ++g) {
@@ -215,7 +216,7 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
                 for (int b = 0; b < nb; ++b) {
                     int acc = 0;
                     for (int k = 0; k < kQK; ++k) acc += code(w[b], r, k) * a[b].qs[k];
-                    s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc);
+                    s += fp16_to_f32(w[b].d[r]) * a[b].d * static_cast<float>(acc) + x8_min(w[b], r) * a[b].s;
                 }
                 out[t * ldo + kX8 * g + r] = s;
             }
@@ -231,6 +232,7 @@ const KernelTable kTable = {
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
     gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,
+    gemmq_x8<BlockQ4_1x8, q4_1x8_code>, gemmq_x8<BlockQ3_0x8, q3_0x8_code>,
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "../kernels.h"
 
@@ -478,7 +479,7 @@ void gemmq_q3_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
     gemm_decoded<BlockQ3_0, false, decltype(decode), dotq_q3_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
 }
 
-// ---- interleaved Q4_0 (BlockQ4_0x8): lane r of every vector belongs to weight row r ----
+// ---- interleaved Q4_0, Q4_1, Q3_0 (BlockQ4_0x8, ...): lane r of every vector belongs to weight row r ----
 
 // Four activation bytes (elements 4i..4i+3 of a block) in every 32-bit lane.
 inline __m256i bcast4(const BlockQ8A& a, int i) {
@@ -487,50 +488,75 @@ inline __m256i bcast4(const BlockQ8A& a, int i) {
     return _mm256_set1_epi32(v);
 }
 
+// A block's unsigned codes as eight vectors: q[c] holds elements 4c..4c+3 of row r in lane r.
+template <class Block>  // Q4_0 and Q4_1: the nibbles of 32-byte word c are chunks 2c (low) and 2c + 1 (high)
+inline void x8_codes(const Block& w, __m256i q[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+        q[2 * c] = _mm256_and_si256(v, m4);
+        q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+// Q3_0: two bits from a low plane shifted by 2 (c % 4), the third from bit c of the high plane moved to bit 2.
+// The 16-bit shifts carry bits across bytes, but only into bits the masks drop.
+template <>
+inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
+    const __m256i m2 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
+    const __m256i lo[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql)),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 32))};
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh));
+    const __m256i h[8] = {_mm256_slli_epi16(hi, 2), _mm256_slli_epi16(hi, 1), hi,  _mm256_srli_epi16(hi, 1),
+                          _mm256_srli_epi16(hi, 2), _mm256_srli_epi16(hi, 3), _mm256_srli_epi16(hi, 4),
+                          _mm256_srli_epi16(hi, 5)};
+    const __m256i l[4] = {lo[0], _mm256_srli_epi16(lo[0], 2), _mm256_srli_epi16(lo[0], 4), _mm256_srli_epi16(lo[0], 6)};
+    const __m256i u[4] = {lo[1], _mm256_srli_epi16(lo[1], 2), _mm256_srli_epi16(lo[1], 4), _mm256_srli_epi16(lo[1], 6)};
+    for (int c = 0; c < 8; ++c)
+        q[c] = _mm256_or_si256(_mm256_and_si256(c < 4 ? l[c] : u[c - 4], m2), _mm256_and_si256(h[c], b2));
+}
+
+// What each interleaved format adds to d_w d_x sum(q q_x) per block: kOffset q-offset (value d (q - k)) folded in
+// as -k d_w s_x, or Q4_1's minimum, m_w s_x (s_x = d_x sum(q_x), the activation block's sum).
+template <class Block> constexpr int kX8Offset = 0;
+template <> constexpr int kX8Offset<BlockQ4_0x8> = 8;
+template <> constexpr int kX8Offset<BlockQ3_0x8> = 4;
+template <class Block> constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8>;
+
 // Integer sums over one block for eight rows: lane r = sum_j q[r][j] * x[j] (q unsigned 0..15).
-inline __m256i block_sums_x8(const __m256i lo[4], const __m256i hi[4], const BlockQ8A& a) {
+inline __m256i block_sums_x8(const __m256i q[8], const BlockQ8A& a) {
 #if defined(FRANKEN_VNNI)
     __m256i s = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-        s = _mm256_dpbusd_epi32(s, lo[c], bcast4(a, 2 * c));
-        s = _mm256_dpbusd_epi32(s, hi[c], bcast4(a, 2 * c + 1));
-    }
+    for (int c = 0; c < 8; ++c) s = _mm256_dpbusd_epi32(s, q[c], bcast4(a, c));
     return s;
 #else
     // Each maddubs lane is at most 2 * 15 * 128 = 3840 in magnitude, so all eight fit one int16 sum (30720).
     __m256i s16 = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[c], bcast4(a, 2 * c)));
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[c], bcast4(a, 2 * c + 1)));
-    }
+    for (int c = 0; c < 8; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[c], bcast4(a, c)));
     return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
 #endif
 }
 
-// Eight rows times up to kTile activation rows. The nibbles of a block are unpacked once and reused by every
-// activation row; d_w * (q - 8) * x is summed as d_w * (dx * sum(q qx) - 8 * s_x), the offset from the block sums.
-template <int kTile>
-inline void x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+// Eight rows times up to kTile activation rows. The codes of a block are unpacked once and reused by every
+// activation row; the offset or minimum comes from the activation block sums (see kX8Offset).
+template <class Block, int kTile>
+inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     __m256 acc[kTile], off[kTile];
     for (int k = 0; k < kTile; ++k) acc[k] = off[k] = _mm256_setzero_ps();
     for (int b = 0; b < nb; ++b) {
-        __m256i lo[4], hi[4];
-        for (int c = 0; c < 4; ++c) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
-            lo[c] = _mm256_and_si256(v, m4);
-            hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        }
+        __m256i q[8];
+        x8_codes(w[b], q);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].d)));
+        __m256 bias = dw;  // what s_x multiplies: d_w (times -kOffset at the end) or m_w
+        if constexpr (kX8HasMin<Block>) bias = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].m)));
         for (int k = 0; k < kTile; ++k) {
             const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
-            const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(lo, hi, a));
+            const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(q, a));
             acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
-            off[k] = _mm256_fmadd_ps(dw, _mm256_broadcast_ss(&a.s), off[k]);
+            off[k] = _mm256_fmadd_ps(bias, _mm256_broadcast_ss(&a.s), off[k]);
         }
     }
-    for (int k = 0; k < kTile; ++k)
-        _mm256_storeu_ps(out + k * ldo, _mm256_fnmadd_ps(_mm256_set1_ps(8.f), off[k], acc[k]));
+    const __m256 k_off = _mm256_set1_ps(kX8HasMin<Block> ? 1.f : -static_cast<float>(kX8Offset<Block>));
+    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_fmadd_ps(k_off, off[k], acc[k]));
 }
 
 #if defined(FRANKEN_VNNI)
@@ -538,64 +564,95 @@ inline void x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* ou
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // Two consecutive groups at once in 512-bit registers: lanes 0-7 are group A's rows, lanes 8-15 group B's, so each
 // broadcast activation word feeds sixteen rows (twice the work per VPDPBUSD of the 256-bit tile) and a prompt runs
-// at the width the CPU's integer units have. Otherwise the same sums as x8_tile, the -8 offset folded per token.
+// at the width the CPU's integer units have. Otherwise the same sums as x8_tile.
 inline __m512i bcast4_512(const BlockQ8A& a, int i) {
     int32_t v;
     std::memcpy(&v, a.qs + 4 * i, 4);
     return _mm512_set1_epi32(v);
 }
 
-template <int kTile>
-inline void x16_tile(const BlockQ4_0x8* wa, const BlockQ4_0x8* wb, int nb, const BlockQ8A* act, float* out,
-                     size_t ldo) {
+// Two 32-byte words, A's in the low half.
+inline __m512i load_pair(const uint8_t* a, const uint8_t* b) {
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+// Two blocks' eight scales (or minimums), A's in the low half.
+inline __m512 load_halves_pair(const uint16_t* a, const uint16_t* b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(
+        _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1));
+}
+
+template <class Block>  // the nibble formats, as x8_codes
+inline void x16_codes(const Block& wa, const Block& wb, __m512i q[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+        const __m512i v = load_pair(wa.qs + 32 * c, wb.qs + 32 * c);
+        q[2 * c] = _mm512_and_si512(v, m4);
+        q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+}
+template <>
+inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]) {
+    const __m512i m2 = _mm512_set1_epi8(3), b2 = _mm512_set1_epi8(4);
+    const __m512i lo[2] = {load_pair(wa.ql, wb.ql), load_pair(wa.ql + 32, wb.ql + 32)};
+    const __m512i hi = load_pair(wa.qh, wb.qh);
+    for (int c = 0; c < 8; ++c) {
+        const __m512i l = _mm512_srli_epi16(lo[c / 4], 2 * (c % 4));
+        const __m512i h = c < 2 ? _mm512_slli_epi16(hi, 2 - c) : _mm512_srli_epi16(hi, c - 2);
+        q[c] = _mm512_or_si512(_mm512_and_si512(l, m2), _mm512_and_si512(h, b2));
+    }
+}
+
+template <class Block, int kTile>
+inline void x16_tile(const Block* wa, const Block* wb, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     __m512 acc[kTile];
     for (int k = 0; k < kTile; ++k) acc[k] = _mm512_setzero_ps();
     for (int b = 0; b < nb; ++b) {
-        __m512i lo[4], hi[4];
-        for (int c = 0; c < 4; ++c) {
-            const __m512i v = _mm512_inserti64x4(
-                _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wa[b].qs + 32 * c))),
-                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[b].qs + 32 * c)), 1);
-            lo[c] = _mm512_and_si512(v, m4);
-            hi[c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        }
-        const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wa[b].d))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].d)), 1);
-        const __m512 dw = _mm512_cvtph_ps(d16);
+        __m512i q[8];
+        x16_codes(wa[b], wb[b], q);
+        const __m512 dw = load_halves_pair(wa[b].d, wb[b].d);
+        __m512 mw = dw;
+        if constexpr (kX8HasMin<Block>) mw = load_halves_pair(wa[b].m, wb[b].m);
         for (int k = 0; k < kTile; ++k) {
             const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
             __m512i s = _mm512_setzero_si512();
-            for (int c = 0; c < 4; ++c) {
-                s = _mm512_dpbusd_epi32(s, lo[c], bcast4_512(a, 2 * c));
-                s = _mm512_dpbusd_epi32(s, hi[c], bcast4_512(a, 2 * c + 1));
+            for (int c = 0; c < 8; ++c) s = _mm512_dpbusd_epi32(s, q[c], bcast4_512(a, c));
+            if constexpr (kX8HasMin<Block>) {  // d_w d_x sum + m_w s_x
+                acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s), acc[k]);
+                acc[k] = _mm512_fmadd_ps(dw, _mm512_mul_ps(_mm512_set1_ps(a.d), _mm512_cvtepi32_ps(s)), acc[k]);
+            } else {  // d_w (d_x sum - k s_x): the offset of q - k from the block's activation sum
+                const __m512 t = _mm512_fmsub_ps(_mm512_set1_ps(a.d), _mm512_cvtepi32_ps(s),
+                                                 _mm512_set1_ps(static_cast<float>(kX8Offset<Block>) * a.s));
+                acc[k] = _mm512_fmadd_ps(dw, t, acc[k]);
             }
-            // dw * (dx * sum(q qx) - 8 * s_x): the offset of q - 8 from the block's activation sum
-            const __m512 t = _mm512_fmsub_ps(_mm512_set1_ps(a.d), _mm512_cvtepi32_ps(s), _mm512_set1_ps(8.f * a.s));
-            acc[k] = _mm512_fmadd_ps(dw, t, acc[k]);
         }
     }
     for (int k = 0; k < kTile; ++k) _mm512_storeu_ps(out + k * ldo, acc[k]);
 }
 #endif
 
-void gemmq_q4_0x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
-                  size_t ldo) {
-    const BlockQ4_0x8* w = static_cast<const BlockQ4_0x8*>(groups);
+template <class Block>
+void gemmq_x8_codes(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
+                    size_t ldo) {
+    const Block* w = static_cast<const Block*>(groups);
     int g = 0;
 #if defined(FRANKEN_VNNI)
     for (; g + 2 <= n_groups; g += 2) {
-        const BlockQ4_0x8 *wa = w + static_cast<size_t>(g) * nb, *wb = wa + nb;
+        const Block *wa = w + static_cast<size_t>(g) * nb, *wb = wa + nb;
         int t = 0;
         for (; t + 4 <= n_act; t += 4)
-            x16_tile<4>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
-        for (; t < n_act; ++t) x16_tile<1>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
+            x16_tile<Block, 4>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
+        for (; t < n_act; ++t)
+            x16_tile<Block, 1>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
     }
 #endif
-    groups_by_tiles<BlockQ4_0x8, x8_tile<4>, x8_tile<1>>(w + static_cast<size_t>(g) * nb, n_groups - g, nb, act,
-                                                         n_act, out + kX8 * g, ldo);
+    groups_by_tiles<Block, x8_tile<Block, 4>, x8_tile<Block, 1>>(w + static_cast<size_t>(g) * nb, n_groups - g, nb,
+                                                                 act, n_act, out + kX8 * g, ldo);
 }
+constexpr GemmX8Fn gemmq_q4_0x8 = gemmq_x8_codes<BlockQ4_0x8>;
+constexpr GemmX8Fn gemmq_q4_1x8 = gemmq_x8_codes<BlockQ4_1x8>;
+constexpr GemmX8Fn gemmq_q3_0x8 = gemmq_x8_codes<BlockQ3_0x8>;
 
 // Eight Q8_0 rows times up to kTile activation rows. Both operands are signed; the integer dot product wants one
 // unsigned. With VNNI the activation bytes are offset by 128 (x + 128 is unsigned) and 128 * sum(w) taken off
@@ -650,7 +707,7 @@ const KernelTable kTable = {
     axpy, swiglu, exp_sum,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0,
-    gemmq_q4_0x8, gemmq_q8_0x8,
+    gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8,
 };
 
 }  // namespace
