@@ -1,6 +1,6 @@
 """The kernel check program (tests/cpp/kernel_check.cpp), natively and cross-compiled for AArch64 (NEON, with and
-without the dot-product extension) and RISC-V (scalar), run under qemu-user. Every table the emulated CPU can run
-must agree with the scalar table."""
+without the dot-product extension) and RISC-V (RVV at three vector lengths, and a CPU without V), run under
+qemu-user. Every table the emulated CPU can run must agree with the scalar table."""
 
 from __future__ import annotations
 
@@ -18,22 +18,32 @@ ARCH_SOURCES = {
                ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",
                                                      "-mavx512vl", "-mavx512vnni"])],
     "aarch64": [("csrc/kernels/arm/neon.cpp", []), ("csrc/kernels/arm/neon_dotprod.cpp", ["-march=armv8.2-a+dotprod"])],
-    "riscv64": [],
+    "riscv64": [("csrc/kernels/riscv/rvv.cpp", ["-march=rv64gcv"])],
 }
+# GCC 12 has no RVV intrinsics (riscv_vector.h): RISC-V is built by clang, with the GNU cross toolchain's libraries.
+RISCV_CXX = ["clang++-16", "--target=riscv64-linux-gnu", "-march=rv64gc"]
 
 
-def build(cxx: str, arch: str, out_dir: Path) -> Path:
-    if shutil.which(cxx) is None:
-        pytest.fail(f"{cxx} is not installed (tools/setup.sh installs it)")
+def build(cxx: list[str], arch: str, out_dir: Path) -> Path:
+    if shutil.which(cxx[0]) is None:
+        pytest.fail(f"{cxx[0]} is not installed (tools/setup.sh --test installs it)")
     objs = []
     for src, flags in [(s, []) for s in CORE] + ARCH_SOURCES[arch]:
         obj = out_dir / (Path(src).stem + ".o")
-        subprocess.run([cxx, "-std=c++17", "-O2", "-I", str(ROOT / "csrc"), *flags, "-c", str(ROOT / src), "-o",
+        subprocess.run([*cxx, "-std=c++17", "-O2", "-I", str(ROOT / "csrc"), *flags, "-c", str(ROOT / src), "-o",
                         str(obj)], check=True, capture_output=True)
         objs.append(str(obj))
     exe = out_dir / f"kernel_check_{arch}"
-    subprocess.run([cxx, "-static", "-pthread", *objs, "-o", str(exe)], check=True, capture_output=True)
+    subprocess.run([*cxx, "-static", "-pthread", *objs, "-o", str(exe)], check=True, capture_output=True)
     return exe
+
+
+def shared_symbols(obj: Path, nm: str) -> list[str]:
+    """The weak (COMDAT) definitions of an object: inline functions the linker may take from this object for every
+    caller. An architecture file's copies would carry its extra instructions into code that runs on any CPU."""
+    out = subprocess.run([nm, "--defined-only", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.split(" ")[1:2] in (["W"], ["V"], ["u"])
+            and "__gxx_personality" not in line]
 
 
 def run(cmd: list[str]) -> str:
@@ -45,21 +55,36 @@ def run(cmd: list[str]) -> str:
 
 def test_native(tmp_path: Path) -> None:
     arch = platform.machine()
-    out = run([str(build("g++", arch, tmp_path))])
+    out = run([str(build(["g++"], arch, tmp_path))])
     assert "scalar: checked" in out
     if arch == "x86_64":
         assert "avx2: checked" in out  # this CI machine has AVX2
 
 
 def test_aarch64_neon_under_qemu(tmp_path: Path) -> None:
-    exe = build("aarch64-linux-gnu-g++", "aarch64", tmp_path)
+    exe = build(["aarch64-linux-gnu-g++"], "aarch64", tmp_path)
     with_dotprod = run(["qemu-aarch64", "-cpu", "max", str(exe)])
     assert "neon_dotprod: checked" in with_dotprod and "neon: checked" in with_dotprod
     without = run(["qemu-aarch64", "-cpu", "cortex-a53", str(exe)])  # ARMv8.0: no dot product
     assert "neon: checked" in without and "neon_dotprod" not in without
 
 
-def test_riscv64_scalar_under_qemu(tmp_path: Path) -> None:
-    exe = build("riscv64-linux-gnu-g++", "riscv64", tmp_path)
-    out = run(["qemu-riscv64", "-cpu", "rv64", str(exe)])
-    assert "scalar: checked" in out
+def test_riscv64_vector_under_qemu(tmp_path: Path) -> None:
+    exe = build(RISCV_CXX, "riscv64", tmp_path)
+    for vlen in (128, 256, 512):  # the kernels are vector-length agnostic
+        out = run(["qemu-riscv64", "-cpu", f"rv64,v=true,vlen={vlen},vext_spec=v1.0", str(exe)])
+        assert "rvv: checked" in out and "scalar: checked" in out, vlen
+    without = run(["qemu-riscv64", "-cpu", "rv64", str(exe)])  # no V: the table is never built, let alone run
+    assert "scalar: checked" in without and "rvv" not in without
+
+
+@pytest.mark.parametrize(("arch", "nm"), [("x86_64", "nm"), ("aarch64", "aarch64-linux-gnu-nm"),
+                                          ("riscv64", "riscv64-linux-gnu-nm")])
+def test_architecture_files_share_no_code(tmp_path: Path, arch: str, nm: str) -> None:
+    """Kernel files built with extra instruction sets define only their own (internal) functions."""
+    if arch == "x86_64" and platform.machine() != "x86_64":
+        pytest.skip("the x86 files are built only on x86")
+    cxx = {"x86_64": ["g++"], "aarch64": ["aarch64-linux-gnu-g++"], "riscv64": RISCV_CXX}[arch]
+    build(cxx, arch, tmp_path)
+    for src, _ in ARCH_SOURCES[arch]:
+        assert shared_symbols(tmp_path / (Path(src).stem + ".o"), nm) == [], src

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up this checkout: a venv (.venv) with franken-rt installed and the demo model in the cache.
 #   tools/setup.sh          to run models
-#   tools/setup.sh --test   also the test tools: torch (CPU) + transformers, cross compilers and qemu-user for the
-#                           ARM/RISC-V kernel tests, llama.cpp's Python bindings for the interop tests
+#   tools/setup.sh --test   also the test tools: torch (CPU) + transformers, cross compilers (clang 16 for RISC-V's
+#                           vector intrinsics) and qemu-user for the ARM/RISC-V kernel tests, llama.cpp's Python
+#                           bindings for the interop tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_mode=false
@@ -10,13 +11,14 @@ test_mode=false
 
 if $test_mode; then
   need=()
-  for tool in aarch64-linux-gnu-g++ riscv64-linux-gnu-g++ qemu-aarch64 qemu-riscv64; do
+  for tool in aarch64-linux-gnu-g++ riscv64-linux-gnu-g++ clang++-16 qemu-aarch64 qemu-riscv64; do
     command -v "$tool" >/dev/null || need+=("$tool")
   done
   if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++-aarch64-linux-gnu g++-riscv64-linux-gnu clang-16 \
+      qemu-user >/dev/null
   fi
 fi
 

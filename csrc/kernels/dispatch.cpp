@@ -4,6 +4,9 @@
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
 #endif
+#if defined(__riscv) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 #include "../runtime/error.h"
 #include "kernels.h"
@@ -17,6 +20,9 @@ const KernelTable* avx512_vnni_kernels() { return nullptr; }
 #if !defined(__aarch64__)
 const KernelTable* neon_kernels() { return nullptr; }
 const KernelTable* neon_dotprod_kernels() { return nullptr; }
+#endif
+#if !defined(__riscv)
+const KernelTable* rvv_kernels() { return nullptr; }  // riscv/rvv.cpp is built on RISC-V only
 #endif
 
 namespace {
@@ -36,6 +42,10 @@ bool cpu_runs(const std::string& name) {
     if (name == "neon_dotprod") return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #endif
 #endif
+#if defined(__riscv) && defined(__linux__)
+    // The kernel reports the single-letter extensions as HWCAP bits, 'V' at bit 'V' - 'A'.
+    if (name == "rvv") return (getauxval(AT_HWCAP) & (1ul << ('V' - 'A'))) != 0;
+#endif
     return name == "scalar";
 }
 
@@ -45,6 +55,7 @@ const KernelTable* table_named(const std::string& name) {
     if (name == "avx512_vnni") return avx512_vnni_kernels();
     if (name == "neon") return neon_kernels();
     if (name == "neon_dotprod") return neon_dotprod_kernels();
+    if (name == "rvv") return rvv_kernels();
     return nullptr;
 }
 
@@ -125,14 +136,15 @@ void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
 
 std::vector<std::string> available_kernels() {
     std::vector<std::string> out;
-    for (const char* name : {"avx512_vnni", "avx2", "neon_dotprod", "neon", "scalar"})
-        if (table_named(name) && cpu_runs(name)) out.emplace_back(name);
+    for (const char* name : {"avx512_vnni", "avx2", "neon_dotprod", "neon", "rvv", "scalar"})
+        if (cpu_runs(name) && table_named(name)) out.emplace_back(name);  // a table is built only where it runs
     return out;
 }
 
 const KernelTable& kernels_by_name(const std::string& name) {
-    const KernelTable* t = table_named(name);
-    if (!t || !cpu_runs(name)) throw Error("kernel path '" + name + "' is not available on this CPU or build");
+    // The CPU first: building a table (its static initializer) may already use the instructions it needs.
+    const KernelTable* t = cpu_runs(name) ? table_named(name) : nullptr;
+    if (!t) throw Error("kernel path '" + name + "' is not available on this CPU or build");
     return *t;
 }
 

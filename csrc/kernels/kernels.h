@@ -1,6 +1,7 @@
 // The kernel dispatch table: every hot loop of the model goes through one of these function pointers.
 // Each architecture file (generic/, x86/, arm/) fills a table; dispatch.cpp picks one at start-up from the
-// CPU's features, or the one named by FRANKEN_KERNELS (scalar, avx2, avx512, neon) for tests and benchmarks.
+// CPU's features, or the one named by FRANKEN_KERNELS (scalar, avx2, avx512_vnni, neon, neon_dotprod, rvv) for
+// tests and benchmarks.
 #pragma once
 #include <string>
 #include <vector>
@@ -82,6 +83,7 @@ const KernelTable* avx2_kernels();
 const KernelTable* avx512_vnni_kernels();
 const KernelTable* neon_kernels();
 const KernelTable* neon_dotprod_kernels();
+const KernelTable* rvv_kernels();
 
 // The table chosen for this process (decided once, at first use).
 const KernelTable& kernels();

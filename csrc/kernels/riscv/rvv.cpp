@@ -1,0 +1,172 @@
+// RISC-V Vector (RVV 1.0) kernels: the hot loops of decode and prompts. Compiled with -march=rv64gcv where the
+// compiler has the RVV intrinsics (clang 16 and newer; GCC 12 lacks riscv_vector.h), chosen at run time when the
+// kernel reports the V extension. The scalar table fills every entry this file does not.
+//
+// RVV has no four-byte dot product per lane (no VPDPBUSD/SDOT), so the integer kernels keep rows as stored: a
+// block's 32 weight bytes times 32 activation bytes by a widening multiply (int8 x int8 -> int16), summed by one
+// widening reduction (int16 -> int32). The code needs VLEN >= 128 (every V implementation): 32 bytes fit an
+// LMUL=2 byte register.
+#include "../kernels.h"
+
+#if defined(__riscv_vector)
+#include <riscv_vector.h>
+
+#include <cmath>
+
+namespace franken {
+namespace {
+
+float dot_f32(const void* row, const float* x, int n) {
+    const float* w = static_cast<const float*>(row);
+    const size_t vlmax = __riscv_vsetvlmax_e32m4();
+    vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.f, vlmax);
+    for (int i = 0; i < n;) {
+        const size_t vl = __riscv_vsetvl_e32m4(static_cast<size_t>(n - i));
+        // tail-undisturbed: a short last strip leaves the other lanes' sums in place
+        acc = __riscv_vfmacc_vv_f32m4_tu(acc, __riscv_vle32_v_f32m4(w + i, vl), __riscv_vle32_v_f32m4(x + i, vl), vl);
+        i += static_cast<int>(vl);
+    }
+    return __riscv_vfmv_f_s_f32m1_f32(__riscv_vfredusum_vs_f32m4_f32m1(acc, __riscv_vfmv_v_f_f32m1(0.f, 1), vlmax));
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+    for (int i = 0; i < n;) {
+        const size_t vl = __riscv_vsetvl_e32m8(static_cast<size_t>(n - i));
+        __riscv_vse32_v_f32m8(y + i, __riscv_vfmacc_vf_f32m8(__riscv_vle32_v_f32m8(y + i, vl), a,
+                                                             __riscv_vle32_v_f32m8(x + i, vl), vl), vl);
+        i += static_cast<int>(vl);
+    }
+}
+
+// Per block: scale by 127 / max|x|, round to nearest even (the default rounding mode, as the scalar twin's
+// nearbyint), narrow to bytes; the byte sum for the Q4_1 minimum and the offset formats.
+void quantize_act(const float* x, BlockQ8A* out, int n) {
+    const size_t vl = __riscv_vsetvl_e32m8(kQK);  // 32 floats: LMUL=8 at VLEN=128
+    const vfloat32m1_t zero = __riscv_vfmv_v_f_f32m1(0.f, 1);
+    const vint32m1_t izero = __riscv_vmv_v_x_i32m1(0, 1);
+    for (int i = 0; i < n / kQK; ++i, x += kQK) {
+        const vfloat32m8_t v = __riscv_vle32_v_f32m8(x, vl);
+        const float amax = __riscv_vfmv_f_s_f32m1_f32(__riscv_vfredmax_vs_f32m8_f32m1(__riscv_vfabs_v_f32m8(v, vl),
+                                                                                      zero, vl));
+        const float d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        const vint16m4_t q16 = __riscv_vfncvt_x_f_w_i16m4(__riscv_vfmul_vf_f32m8(v, id, vl), vl);
+        __riscv_vse8_v_i8m2(out[i].qs, __riscv_vncvt_x_x_w_i8m2(q16, vl), vl);
+        const int sum = __riscv_vmv_x_s_i32m1_i32(__riscv_vwredsum_vs_i16m4_i32m1(q16, izero, vl));
+        out[i].d = d;
+        out[i].s = d * static_cast<float>(sum);
+    }
+}
+
+// sum over a block of w[j] * a[j], 32 signed bytes each.
+inline int block_dot(vint8m2_t w, const BlockQ8A& a) {
+    const size_t vl = kQK;
+    const vint16m4_t p = __riscv_vwmul_vv_i16m4(w, __riscv_vle8_v_i8m2(a.qs, vl), vl);
+    return __riscv_vmv_x_s_i32m1_i32(__riscv_vwredsum_vs_i16m4_i32m1(p, __riscv_vmv_v_x_i32m1(0, 1), vl));
+}
+
+// A Q4 block's codes minus `offset` times its activations: the low nibbles are elements 0-15, the high ones
+// 16-31, so two 16-lane products accumulate into one (each sum at most 2 * 15 * 128 in magnitude: int16 holds it).
+inline int nibble_dot(const uint8_t* qs, int8_t offset, const BlockQ8A& a) {
+    const size_t vl = kQK / 2;
+    const vuint8m1_t v = __riscv_vle8_v_u8m1(qs, vl);
+    const vint8m1_t lo = __riscv_vsub_vx_i8m1(__riscv_vreinterpret_v_u8m1_i8m1(__riscv_vand_vx_u8m1(v, 0x0f, vl)),
+                                              offset, vl);
+    const vint8m1_t hi = __riscv_vsub_vx_i8m1(__riscv_vreinterpret_v_u8m1_i8m1(__riscv_vsrl_vx_u8m1(v, 4, vl)),
+                                              offset, vl);
+    vint16m2_t p = __riscv_vwmul_vv_i16m2(lo, __riscv_vle8_v_i8m1(a.qs, vl), vl);
+    p = __riscv_vwmacc_vv_i16m2(p, hi, __riscv_vle8_v_i8m1(a.qs + vl, vl), vl);
+    return __riscv_vmv_x_s_i32m1_i32(__riscv_vwredsum_vs_i16m2_i32m1(p, __riscv_vmv_v_x_i32m1(0, 1), vl));
+}
+
+float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+    const float* f16 = fp16_table();
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i)
+        s += f16[b[i].d] * a[i].d * static_cast<float>(block_dot(__riscv_vle8_v_i8m2(b[i].qs, kQK), a[i]));
+    return s;
+}
+
+float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
+    const float* f16 = fp16_table();
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i)
+        s += f16[b[i].d] * a[i].d * static_cast<float>(nibble_dot(b[i].qs, 8, a[i]));
+    return s;
+}
+
+float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+    const float* f16 = fp16_table();
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i)  // d dx sum(q qx) + m sum(x)
+        s += f16[b[i].d] * a[i].d * static_cast<float>(nibble_dot(b[i].qs, 0, a[i])) + f16[b[i].m] * a[i].s;
+    return s;
+}
+
+// Q3_0's codes by gathers: element j's low bits are byte j % 8 of qs shifted by 2 (j / 8), its high bit is byte
+// j / 8 of qh shifted by j % 8.
+alignas(32) constexpr uint8_t kLowByte[kQK] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7,
+                                               0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
+alignas(32) constexpr uint8_t kLowShift[kQK] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2,
+                                                4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6};
+alignas(32) constexpr uint8_t kHighByte[kQK] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+
+float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+    const float* f16 = fp16_table();
+    const size_t vl = kQK;
+    const vuint8m2_t low_byte = __riscv_vle8_v_u8m2(kLowByte, vl), low_shift = __riscv_vle8_v_u8m2(kLowShift, vl);
+    const vuint8m2_t high_byte = __riscv_vle8_v_u8m2(kHighByte, vl);
+    const vuint8m2_t high_shift = low_byte;  // j % 8
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const vuint8m2_t qs = __riscv_vle8_v_u8m2(b[i].qs, 8), qh = __riscv_vle8_v_u8m2(b[i].qh, 4);
+        const vuint8m2_t lo = __riscv_vand_vx_u8m2(
+            __riscv_vsrl_vv_u8m2(__riscv_vrgather_vv_u8m2(qs, low_byte, vl), low_shift, vl), 3, vl);
+        const vuint8m2_t hi = __riscv_vand_vx_u8m2(
+            __riscv_vsrl_vv_u8m2(__riscv_vrgather_vv_u8m2(qh, high_byte, vl), high_shift, vl), 1, vl);
+        const vuint8m2_t q = __riscv_vor_vv_u8m2(lo, __riscv_vsll_vx_u8m2(hi, 2, vl), vl);
+        const vint8m2_t w = __riscv_vsub_vx_i8m2(__riscv_vreinterpret_v_u8m2_i8m2(q), 4, vl);
+        s += f16[b[i].d] * a[i].d * static_cast<float>(block_dot(w, a[i]));
+    }
+    return s;
+}
+
+KernelTable make_table() {
+    KernelTable t = *scalar_kernels();
+    t.name = "rvv";
+    t.dot_f32 = dot_f32;
+    t.axpy = axpy;
+    t.quantize_act = quantize_act;
+    t.dotq_q8_0 = dotq_q8_0;
+    t.dotq_q4_0 = dotq_q4_0;
+    t.dotq_q4_1 = dotq_q4_1;
+    t.dotq_q3_0 = dotq_q3_0;
+    t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
+    t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
+    t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
+    t.gemmq_q3_0 = gemm_by_dots<dotq_q3_0>;
+    // No per-lane four-byte dot product: rows stay as stored (the interleaved scalar twins would be slower).
+    t.gemmq_q4_0x8 = t.gemmq_q8_0x8 = t.gemmq_q4_1x8 = t.gemmq_q3_0x8 = nullptr;
+    return t;
+}
+
+}  // namespace
+
+const KernelTable* rvv_kernels() {
+    static const KernelTable table = make_table();
+    return &table;
+}
+
+}  // namespace franken
+
+#else
+
+namespace franken {
+const KernelTable* rvv_kernels() { return nullptr; }  // built without the V extension
+}  // namespace franken
+
+#endif
