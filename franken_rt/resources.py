@@ -50,7 +50,8 @@ def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads
     q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
     kv = int(2 * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
     activations = BATCH * (3 * max(c.dim, q_dim) + 2 * kv_dim + q_dim + 2 * c.ffn_dim) * 4
-    scratch = threads * (n_ctx + max(c.dim, c.ffn_dim, q_dim)) * 4 + (BATCH + 1) * c.vocab_size * 4
+    group = c.n_heads // c.n_kv_heads  # attention scores: one row per query head of a KV head's group
+    scratch = threads * (group * n_ctx + max(c.dim, c.ffn_dim, q_dim)) * 4 + (BATCH + 1) * c.vocab_size * 4
     return kv + activations + scratch
 
 

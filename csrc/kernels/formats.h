@@ -298,6 +298,22 @@ inline uint16_t f32_to_fp16(float f) {
     return static_cast<uint16_t>(sign | ((mant_round - 0x38000000u) >> 13));
 }
 
+// Element d of a KV cache row of type t (F32, F16 or Q8_0), element by element (the scalar twins read this way).
+inline float kv_elem(DType t, const uint8_t* row, int d) {
+    if (t == DType::F32) {
+        float v;
+        std::memcpy(&v, row + 4 * static_cast<size_t>(d), 4);
+        return v;
+    }
+    if (t == DType::F16) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * static_cast<size_t>(d), 2);
+        return fp16_to_f32(h);
+    }
+    const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[d / kQK];
+    return fp16_to_f32(b.d) * static_cast<float>(b.qs[d % kQK]);
+}
+
 // A float row as Q8_0 blocks (round to nearest), as ggml's reference quantizer.
 inline void quantize_row_q8_0(const float* x, BlockQ8_0* out, int n) {
     for (int i = 0; i < n / kQK; ++i, x += kQK) {

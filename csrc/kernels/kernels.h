@@ -29,6 +29,16 @@ using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, con
 using GemmX8Fn = void (*)(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
                           size_t ldo);
 
+// Attention over one KV head's slice of the cache: n rows (keys or values) of hd elements in type t (F32, F16 or
+// Q8_0), row j at rows + j * stride, shared by n_q queries (GQA: the query heads of that KV head), so each row is
+// read and converted once for all of them.
+// kv_scores: out[i * ld + j] = dot(key j, q + i * hd).
+// kv_mix:    out[i * hd + d] = sum_j p[i * ld + j] * value_j[d] (out is overwritten).
+using KvScoresFn = void (*)(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd,
+                            float* out, size_t ld);
+using KvMixFn = void (*)(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q,
+                         int hd, float* out);
+
 struct KernelTable {
     const char* name;
     DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0;
@@ -47,6 +57,9 @@ struct KernelTable {
     // Interleaved products (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8, BlockQ3_0x8); null in a table without them,
     // and then the model keeps that format's rows as stored.
     GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8;
+    // Attention's two passes over the cache (scores, then the weighted sum of values).
+    KvScoresFn kv_scores;
+    KvMixFn kv_mix;
 
     DotFn dot(DType t) const;
     DotQFn dotq(DType t) const;  // null for float types

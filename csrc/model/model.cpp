@@ -54,7 +54,9 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_row_bytes_;
     k_cache_ = ZeroedBuffer(cache);
     v_cache_ = ZeroedBuffer(cache);
-    v_row_.resize(static_cast<size_t>(pool_.size()) * c.head_dim);
+    const size_t group = static_cast<size_t>(c.n_heads / c.n_kv_heads);
+    q_scaled_.resize(pool_.size() * group * c.head_dim);
+    inv_sums_.resize(pool_.size() * group);
     const size_t B = c.n_batch, q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
     x_.resize(B * c.dim);
     xb_.resize(B * std::max<size_t>(c.dim, q_dim));
@@ -65,7 +67,7 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     hb_.resize(B * c.ffn_dim);
     hb2_.resize(B * c.ffn_dim);
     xq_.resize(B * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}) / kQK + 1);
-    scores_.resize(static_cast<size_t>(pool_.size()) * c.n_ctx);
+    scores_.resize(pool_.size() * group * c.n_ctx);
     rows_f32_.resize(static_cast<size_t>(pool_.size()) * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}));
     cos_.resize(B * c.head_dim / 2);
     sin_.resize(B * c.head_dim / 2);
@@ -339,40 +341,37 @@ void Model::store_kv(int slot, int pos0, int r0, int r1) {
 }
 
 // Causal attention of the batch's queries over the cache of block slot `slot`; GQA: query head h reads
-// KV head h / (n_heads / n_kv_heads).
+// KV head h / group. A task is one row's group of query heads with their KV head, so each cached key and value is
+// read and converted once for the whole group (kv_scores, kv_mix); when that gives the threads too few tasks, one
+// query head each.
 void Model::attention(int slot, int n_rows, int pos0) {
     const Config& c = cfg_;
     const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    const int per_task = n_rows * c.n_kv_heads >= pool_.size() ? group : 1, tasks_per_row = c.n_heads / per_task;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
     const uint8_t* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
     const uint8_t* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
-    const DotFn dot = kern_->dot(kv_type_);
-    pool_.parallel_for(n_rows * c.n_heads, [&](int begin, int end, int t) {
-        float* scores = &scores_[static_cast<size_t>(t) * c.n_ctx];
+    pool_.parallel_for(n_rows * tasks_per_row, [&](int begin, int end, int t) {
+        float* scores = &scores_[static_cast<size_t>(t) * group * c.n_ctx];
+        float* q = &q_scaled_[static_cast<size_t>(t) * group * hd];
         for (int task = begin; task < end; ++task) {
-            const int r = task / c.n_heads, h = task % c.n_heads;
+            const int r = task / tasks_per_row, h0 = task % tasks_per_row * per_task;
             const int n_keys = pos0 + r + 1;
-            const float* q = &q_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
-            const size_t kv_off = row_bytes(kv_type_, static_cast<int64_t>(h / group) * hd);  // bytes into a row
-            float max_s = -INFINITY;
-            for (int j = 0; j < n_keys; ++j) {
-                scores[j] = dot(kc + static_cast<size_t>(j) * kv_row_bytes_ + kv_off, q, hd) * scale;
-                max_s = std::max(max_s, scores[j]);
+            const size_t kv_off = row_bytes(kv_type_, static_cast<int64_t>(h0 / group) * hd);  // bytes into a row
+            // The queries of heads h0.. (adjacent in q_), scaled by 1/sqrt(hd) once instead of every score.
+            const float* q_in = &q_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
+            for (int i = 0; i < per_task * hd; ++i) q[i] = q_in[i] * scale;
+            kern_->kv_scores(kv_type_, kc + kv_off, kv_row_bytes_, n_keys, q, per_task, hd, scores, n_keys);
+            float* inv = &inv_sums_[static_cast<size_t>(t) * group];
+            for (int i = 0; i < per_task; ++i) {
+                float* s = scores + static_cast<size_t>(i) * n_keys;
+                const float max_s = *std::max_element(s, s + n_keys);
+                inv[i] = 1.f / kern_->exp_sum(s, n_keys, max_s);
             }
-            const float sum = kern_->exp_sum(scores, n_keys, max_s);
-            float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h) * hd];
-            std::fill(out, out + hd, 0.f);
-            const float inv = 1.f / sum;
-            float* v = &v_row_[static_cast<size_t>(t) * hd];
-            for (int j = 0; j < n_keys; ++j) {
-                const uint8_t* row = vc + static_cast<size_t>(j) * kv_row_bytes_ + kv_off;
-                if (kv_type_ == DType::F32) {
-                    kern_->axpy(scores[j] * inv, reinterpret_cast<const float*>(row), out, hd);
-                } else {
-                    kern_->to_f32(kv_type_, row, v, hd);
-                    kern_->axpy(scores[j] * inv, v, out, hd);
-                }
-            }
+            float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
+            kern_->kv_mix(kv_type_, vc + kv_off, kv_row_bytes_, n_keys, scores, n_keys, per_task, hd, out);
+            for (int i = 0; i < per_task; ++i)  // the softmax's denominator, applied once to the sum
+                for (int d = 0; d < hd; ++d) out[i * hd + d] *= inv[i];
         }
     });
 }

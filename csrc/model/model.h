@@ -81,11 +81,12 @@ private:
     DType kv_type_;
     size_t kv_row_bytes_;
     ZeroedBuffer k_cache_, v_cache_;
-    std::vector<float> v_row_;  // [n_threads][head_dim] a decoded value vector
+    std::vector<float> q_scaled_;  // [n_threads][group][head_dim] a task's queries, scaled
+    std::vector<float> inv_sums_;  // [n_threads][group] their softmax denominators, inverted
     // Activations for one batch of n_batch tokens.
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
     std::vector<BlockQ8A> xq_;    // quantized activations of one Act
-    std::vector<float> scores_;   // [n_threads][n_ctx] attention scores
+    std::vector<float> scores_;   // [n_threads][group][n_ctx] attention scores
     std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
     std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
     std::vector<float> batch_logits_; // [n_batch][vocab], for score()

@@ -96,8 +96,8 @@ int main() {
                 check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
             }
             // Interleaved formats: three groups of eight distinct random rows repacked (a kernel may pair
-            // groups: a pair and a single), times 1 and 6 activation rows (the tile of four and the rest), against
-            // the scalar twin and the scalar dot product of each stored row.
+            // groups: a pair and a single), times 1, 6 and 13 activation rows (tiles of eight and four, and the
+            // rest), against the scalar twin and the scalar dot product of each stored row.
             constexpr int kGroups = 3, kRows = kGroups * kX8;
             for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q3_0}) {
                 if (!k.gemmq_x8(t)) continue;
@@ -110,7 +110,7 @@ int main() {
                 std::vector<uint8_t> packed(rows8.size());
                 for (int g = 0; g < kGroups; ++g)
                     repack_x8(t, rows8.data() + g * kX8 * stride, stride, n / kQK, packed.data() + g * kX8 * stride);
-                for (int n_act : {1, 6}) {
+                for (int n_act : {1, 6, 13}) {
                     std::vector<BlockQ8A> acts;
                     for (int r = 0; r < n_act; ++r) {
                         std::vector<float> xr(n);
@@ -167,6 +167,33 @@ int main() {
             check(std::isnan(sum) && std::isnan(x[3]) && std::isnan(g[5]) && !std::isnan(g[4]),
                   name + " exp_sum/swiglu NaN");
         }
+        // Attention's passes over a cache slice: each KV type, head dims with and without a SIMD path (48), one to
+        // nine queries (tiles and their rest), rows at a stride with the head's slice at an offset, as in the model.
+        for (DType t : {DType::F16, DType::F32, DType::Q8_0})
+            for (int hd : {32, 48, 64, 128})
+                for (int n_q : {1, 3, 4, 9}) {
+                    if (t == DType::Q8_0 && hd % kQK) continue;  // a Q8_0 cache needs whole blocks per head
+                    const int n = 37, n_heads = 3, head = 1;
+                    std::vector<uint8_t> cache;
+                    for (int j = 0; j < n; ++j) {
+                        const auto row = random_row(t, n_heads * hd);
+                        cache.insert(cache.end(), row.begin(), row.end());
+                    }
+                    const size_t stride = row_bytes(t, n_heads * hd), off = row_bytes(t, head * hd);
+                    std::vector<float> q(n_q * hd), p(n_q * n), sa(n_q * n), sb(n_q * n);
+                    for (auto& v : q) v = randn();
+                    for (auto& v : p) v = std::fabs(randn());
+                    k.kv_scores(t, cache.data() + off, stride, n, q.data(), n_q, hd, sa.data(), n);
+                    ref.kv_scores(t, cache.data() + off, stride, n, q.data(), n_q, hd, sb.data(), n);
+                    std::vector<float> ma(n_q * hd, NAN), mb(n_q * hd, NAN);  // overwritten, not accumulated
+                    k.kv_mix(t, cache.data() + off, stride, n, p.data(), n, n_q, hd, ma.data());
+                    ref.kv_mix(t, cache.data() + off, stride, n, p.data(), n, n_q, hd, mb.data());
+                    bool ok = true;
+                    for (size_t i = 0; i < sa.size(); ++i) ok &= close(sa[i], sb[i], std::fabs(sb[i]) + hd);
+                    for (size_t i = 0; i < ma.size(); ++i) ok &= close(ma[i], mb[i], std::fabs(mb[i]) + n);
+                    check(ok, name + " kv_scores/kv_mix " + dtype_name(t) + " hd=" + std::to_string(hd) +
+                                  " queries=" + std::to_string(n_q));
+                }
         std::printf("%s: checked against scalar\n", name.c_str());
     }
     std::printf("%d passed, %d failed\n", passed, failed);

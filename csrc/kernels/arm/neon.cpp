@@ -30,6 +30,82 @@ void axpy(float a, const float* x, float* y, int n) {
     for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// ---- attention over the KV cache (F32 and F16 rows; Q8_0 through the scalar twin), as the AVX2 file's ----
+
+template <DType T>
+inline float32x4_t kv_load4(const uint8_t* row, int d) {
+    if constexpr (T == DType::F32)
+        return vld1q_f32(reinterpret_cast<const float*>(row) + d);
+    else
+        return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(row) + d)));
+}
+
+// Scores of kNq queries against every key, the key's four-element pieces feeding all of them.
+template <DType T, int kNq>
+void kv_scores_tile(const uint8_t* rows, size_t stride, int n, const float* q, int hd, float* out, size_t ld) {
+    for (int j = 0; j < n; ++j) {
+        const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+        float32x4_t acc[kNq];
+        for (int i = 0; i < kNq; ++i) acc[i] = vdupq_n_f32(0.f);
+        for (int d = 0; d < hd; d += 4) {
+            const float32x4_t k = kv_load4<T>(row, d);
+            for (int i = 0; i < kNq; ++i) acc[i] = vfmaq_f32(acc[i], k, vld1q_f32(q + i * hd + d));
+        }
+        for (int i = 0; i < kNq; ++i) out[i * ld + j] = vaddvq_f32(acc[i]);
+    }
+}
+
+// The weighted sum for kNq queries, 16 elements at a time, every row accumulated in registers.
+template <DType T, int kNq>
+void kv_mix_tile(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int hd, float* out) {
+    for (int d = 0; d < hd; d += 16) {
+        float32x4_t acc[kNq][4];
+        for (int i = 0; i < kNq; ++i)
+            for (int c = 0; c < 4; ++c) acc[i][c] = vdupq_n_f32(0.f);
+        for (int j = 0; j < n; ++j) {
+            const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+            float32x4_t v[4];
+            for (int c = 0; c < 4; ++c) v[c] = kv_load4<T>(row, d + 4 * c);
+            for (int i = 0; i < kNq; ++i)
+                for (int c = 0; c < 4; ++c) acc[i][c] = vfmaq_n_f32(acc[i][c], v[c], p[i * ld + j]);
+        }
+        for (int i = 0; i < kNq; ++i)
+            for (int c = 0; c < 4; ++c) vst1q_f32(out + i * hd + d + 4 * c, acc[i][c]);
+    }
+}
+
+template <DType T>
+void kv_scores_typed(const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
+                     size_t ld) {
+    int i = 0;
+    for (; i + 4 <= n_q; i += 4) kv_scores_tile<T, 4>(rows, stride, n, q + i * hd, hd, out + i * ld, ld);
+    for (; i < n_q; ++i) kv_scores_tile<T, 1>(rows, stride, n, q + i * hd, hd, out + i * ld, ld);
+}
+
+template <DType T>
+void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+                  float* out) {
+    int i = 0;  // four queries: 16 accumulators and 4 values of the 32 registers
+    for (; i + 4 <= n_q; i += 4) kv_mix_tile<T, 4>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
+    for (; i < n_q; ++i) kv_mix_tile<T, 1>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
+}
+
+void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
+               size_t ld) {
+    if (hd % 16 || (t != DType::F16 && t != DType::F32))
+        return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
+    if (t == DType::F16) return kv_scores_typed<DType::F16>(rows, stride, n, q, n_q, hd, out, ld);
+    kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
+}
+
+void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+            float* out) {
+    if (hd % 16 || (t != DType::F16 && t != DType::F32))
+        return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
+    if (t == DType::F16) return kv_mix_typed<DType::F16>(rows, stride, n, p, ld, n_q, hd, out);
+    kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
+}
+
 // e^x of 4 floats: the AVX2 file's exp8 (2^n * e^r, Cephes' expf polynomial), lane for lane.
 inline float32x4_t exp4(float32x4_t x) {
     x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.f));
@@ -321,6 +397,8 @@ KernelTable make_table() {
     t.axpy = axpy;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
+    t.kv_scores = kv_scores;
+    t.kv_mix = kv_mix;
     t.quantize_act = quantize_act;
     t.dotq_q8_0 = dotq_q8_0;
     t.dotq_q4_0 = dotq_q4_0;

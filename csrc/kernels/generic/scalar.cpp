@@ -224,6 +224,28 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
     }
 }
 
+void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
+               size_t ld) {
+    for (int j = 0; j < n; ++j) {
+        const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+        for (int i = 0; i < n_q; ++i) {
+            float s = 0.f;
+            for (int d = 0; d < hd; ++d) s += kv_elem(t, row, d) * q[i * hd + d];
+            out[i * ld + j] = s;
+        }
+    }
+}
+
+void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+            float* out) {
+    std::fill(out, out + static_cast<size_t>(n_q) * hd, 0.f);
+    for (int j = 0; j < n; ++j) {
+        const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+        for (int i = 0; i < n_q; ++i)
+            for (int d = 0; d < hd; ++d) out[i * hd + d] += p[i * ld + j] * kv_elem(t, row, d);
+    }
+}
+
 const KernelTable kTable = {
     "scalar",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
@@ -233,6 +255,7 @@ const KernelTable kTable = {
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
     gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,
     gemmq_x8<BlockQ4_1x8, q4_1x8_code>, gemmq_x8<BlockQ3_0x8, q3_0x8_code>,
+    kv_scores, kv_mix,
 };
 
 }  // namespace

@@ -564,7 +564,9 @@ inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, siz
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // Two consecutive groups at once in 512-bit registers: lanes 0-7 are group A's rows, lanes 8-15 group B's, so each
 // broadcast activation word feeds sixteen rows (twice the work per VPDPBUSD of the 256-bit tile) and a prompt runs
-// at the width the CPU's integer units have. Otherwise the same sums as x8_tile.
+// at the width the CPU's integer units have. A prompt takes eight tokens per pass (eight accumulators and the eight
+// unpacked code vectors fit the 32 registers): each unpacked block serves twice the tokens of the 256-bit tile,
+// 12% faster on a 64-token 4096x4096 Q4_0 product than tiles of four. Otherwise the same sums as x8_tile.
 inline __m512i bcast4_512(const BlockQ8A& a, int i) {
     int32_t v;
     std::memcpy(&v, a.qs + 4 * i, 4);
@@ -641,6 +643,8 @@ void gemmq_x8_codes(const void* groups, int n_groups, int nb, const BlockQ8A* ac
     for (; g + 2 <= n_groups; g += 2) {
         const Block *wa = w + static_cast<size_t>(g) * nb, *wb = wa + nb;
         int t = 0;
+        for (; t + 8 <= n_act; t += 8)
+            x16_tile<Block, 8>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
         for (; t + 4 <= n_act; t += 4)
             x16_tile<Block, 4>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
         for (; t < n_act; ++t)
@@ -696,6 +700,97 @@ inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* 
 
 constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8x8_tile<4>, q8x8_tile<1>>;
 
+// ---- attention over the KV cache: rows read once for every query of the group ----
+
+// Eight elements of a cache row from element d, as floats.
+template <DType T>
+inline __m256 kv_load8(const uint8_t* row, int d) {
+    if constexpr (T == DType::F32) {
+        return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + d);
+    } else if constexpr (T == DType::F16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * static_cast<size_t>(d))));
+    } else {  // Q8_0
+        const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[d / kQK];
+        return _mm256_mul_ps(_mm256_set1_ps(fp16_table()[b.d]), i8x8_to_ps(b.qs + d % kQK));
+    }
+}
+
+// Scores of kNq queries (q[i] at q + i * hd) against every key: the key's eight-element pieces feed all of them.
+template <DType T, int kNq>
+void kv_scores_tile(const uint8_t* rows, size_t stride, int n, const float* q, int hd, float* out, size_t ld) {
+    for (int j = 0; j < n; ++j) {
+        const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+        __m256 acc[kNq];
+        for (int i = 0; i < kNq; ++i) acc[i] = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 8) {
+            const __m256 k = kv_load8<T>(row, d);
+            for (int i = 0; i < kNq; ++i) acc[i] = _mm256_fmadd_ps(k, _mm256_loadu_ps(q + i * hd + d), acc[i]);
+        }
+        for (int i = 0; i < kNq; ++i) out[i * ld + j] = hsum(acc[i]);
+    }
+}
+
+// The weighted sum for kNq queries, 32 elements at a time (4 registers per query, one cache line of F16 values
+// per row and pass), every row of the pass accumulated in registers.
+template <DType T, int kNq>
+void kv_mix_tile(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int hd, float* out) {
+    for (int d = 0; d < hd; d += 32) {
+        __m256 acc[kNq][4];
+        for (int i = 0; i < kNq; ++i)
+            for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_setzero_ps();
+        for (int j = 0; j < n; ++j) {
+            const uint8_t* row = rows + static_cast<size_t>(j) * stride;
+            __m256 v[4];
+            for (int c = 0; c < 4; ++c) v[c] = kv_load8<T>(row, d + 8 * c);
+            for (int i = 0; i < kNq; ++i) {
+                const __m256 w = _mm256_broadcast_ss(p + i * ld + j);
+                for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_fmadd_ps(w, v[c], acc[i][c]);
+            }
+        }
+        for (int i = 0; i < kNq; ++i)
+            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + i * hd + d + 8 * c, acc[i][c]);
+    }
+}
+
+// Queries in tiles (as many as the registers hold), each tile one pass over the rows.
+template <DType T>
+void kv_scores_typed(const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
+                     size_t ld) {
+    int i = 0;
+    for (; i + 4 <= n_q; i += 4) kv_scores_tile<T, 4>(rows, stride, n, q + i * hd, hd, out + i * ld, ld);
+    switch (n_q - i) {
+        case 3: kv_scores_tile<T, 3>(rows, stride, n, q + i * hd, hd, out + i * ld, ld); break;
+        case 2: kv_scores_tile<T, 2>(rows, stride, n, q + i * hd, hd, out + i * ld, ld); break;
+        case 1: kv_scores_tile<T, 1>(rows, stride, n, q + i * hd, hd, out + i * ld, ld); break;
+        default: break;
+    }
+}
+
+template <DType T>
+void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+                  float* out) {
+    int i = 0;  // three queries: 12 accumulators and 4 values fill the 16 registers
+    for (; i + 3 <= n_q; i += 3) kv_mix_tile<T, 3>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
+    if (n_q - i == 2) kv_mix_tile<T, 2>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
+    if (n_q - i == 1) kv_mix_tile<T, 1>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
+}
+
+void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
+               size_t ld) {
+    if (hd % 32) return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
+    if (t == DType::F16) return kv_scores_typed<DType::F16>(rows, stride, n, q, n_q, hd, out, ld);
+    if (t == DType::F32) return kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
+    kv_scores_typed<DType::Q8_0>(rows, stride, n, q, n_q, hd, out, ld);
+}
+
+void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+            float* out) {
+    if (hd % 32) return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
+    if (t == DType::F16) return kv_mix_typed<DType::F16>(rows, stride, n, p, ld, n_q, hd, out);
+    if (t == DType::F32) return kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
+    kv_mix_typed<DType::Q8_0>(rows, stride, n, p, ld, n_q, hd, out);
+}
+
 const KernelTable kTable = {
 #if defined(FRANKEN_VNNI)
     "avx512_vnni",
@@ -708,6 +803,7 @@ const KernelTable kTable = {
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0,
     gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8,
+    kv_scores, kv_mix,
 };
 
 }  // namespace
