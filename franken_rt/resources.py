@@ -46,12 +46,14 @@ def release_free_memory() -> None:
 
 def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int) -> int:
     """Bytes the core allocates for a context: K and V caches of every executed block, plus activations,
-    attention scores and logits buffers (the weights are memory-mapped, not counted)."""
+    attention scores and queries per thread, and logits buffers (the weights are not counted: memory-mapped, or
+    repacked at load into a copy of the same size whose mapped original is released)."""
     q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
     kv = int(2 * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
     activations = BATCH * (3 * max(c.dim, q_dim) + 2 * kv_dim + q_dim + 2 * c.ffn_dim) * 4
     group = c.n_heads // c.n_kv_heads  # attention scores: one row per query head of a KV head's group
-    scratch = threads * (group * n_ctx + max(c.dim, c.ffn_dim, q_dim)) * 4 + (BATCH + 1) * c.vocab_size * 4
+    per_thread = group * n_ctx + group * (c.head_dim + 1) + max(c.dim, c.ffn_dim, q_dim)
+    scratch = threads * per_thread * 4 + (BATCH + 1) * c.vocab_size * 4
     return kv + activations + scratch
 
 

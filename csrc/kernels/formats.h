@@ -173,13 +173,14 @@ inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) {
 
 inline float fp16_to_f32(uint16_t h);  // defined below
 
-// Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
-// output matrix it shares has been repacked).
 // Row r's minimum in an interleaved block: the m of Q4_1, zero for the formats without one.
 template <class Block>
 inline float x8_min(const Block&, int) { return 0.f; }
 template <>
 inline float x8_min(const BlockQ4_1x8& w, int r) { return fp16_to_f32(w.m[r]); }
+
+// Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
+// output matrix it shares has been repacked).
 
 template <class Block, int (*code)(const Block&, int, int)>
 void x8_row_to_f32(const void* group, int nb, int r, float* out) {

@@ -1,5 +1,5 @@
 // The kernel dispatch table: every hot loop of the model goes through one of these function pointers.
-// Each architecture file (generic/, x86/, arm/) fills a table; dispatch.cpp picks one at start-up from the
+// Each architecture file (generic/, x86/, arm/, riscv/) fills a table; dispatch.cpp picks one at start-up from the
 // CPU's features, or the one named by FRANKEN_KERNELS (scalar, avx2, avx512_vnni, neon, neon_dotprod, rvv) for
 // tests and benchmarks.
 #pragma once

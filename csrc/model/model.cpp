@@ -342,12 +342,14 @@ void Model::store_kv(int slot, int pos0, int r0, int r1) {
 
 // Causal attention of the batch's queries over the cache of block slot `slot`; GQA: query head h reads
 // KV head h / group. A task is one row's group of query heads with their KV head, so each cached key and value is
-// read and converted once for the whole group (kv_scores, kv_mix); when that gives the threads too few tasks, one
-// query head each.
+// read and converted once for the whole group (kv_scores, kv_mix); when that gives the threads too few tasks (a
+// decode step of a model with few KV heads), the group is split into the largest equal parts that give enough.
 void Model::attention(int slot, int n_rows, int pos0) {
     const Config& c = cfg_;
     const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
-    const int per_task = n_rows * c.n_kv_heads >= pool_.size() ? group : 1, tasks_per_row = c.n_heads / per_task;
+    int per_task = group;
+    while (per_task > 1 && (group % per_task || n_rows * (c.n_heads / per_task) < pool_.size())) --per_task;
+    const int tasks_per_row = c.n_heads / per_task;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
     const uint8_t* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
     const uint8_t* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];

@@ -3,6 +3,7 @@
 // the KV cache, a plan with a repeated block, the batched scoring and trace paths, and the error paths a caller can
 // reach. AddressSanitizer / UndefinedBehaviorSanitizer catch bad memory and arithmetic, LeakSanitizer leaks at exit.
 // Prints one line per case and "N passed, N failed"; exits non-zero on any failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -76,6 +77,32 @@ TinyModel write_tiny(const std::string& path, DType t, std::mt19937& rng) {
                 std::memcpy(enc.data(), row.data(), enc.size());
             } else if (dt == DType::Q8_0) {
                 quantize_row_q8_0(row.data(), reinterpret_cast<BlockQ8_0*>(enc.data()), static_cast<int>(cols));
+            } else if (dt == DType::Q4_1) {  // d = (max - min) / 15, m = min
+                auto* b = reinterpret_cast<BlockQ4_1*>(enc.data());
+                for (int64_t k = 0; k < cols / kQK; ++k) {
+                    const float* x = &row[k * kQK];
+                    const float lo = *std::min_element(x, x + kQK), hi = *std::max_element(x, x + kQK);
+                    const float d = (hi - lo) / 15.f, id = d ? 1.f / d : 0.f;
+                    b[k].d = f32_to_fp16(d);
+                    b[k].m = f32_to_fp16(lo);
+                    auto code = [&](int j) { return std::clamp(static_cast<int>((x[j] - lo) * id + 0.5f), 0, 15); };
+                    for (int j = 0; j < kQK / 2; ++j) b[k].qs[j] = static_cast<uint8_t>(code(j) | (code(j + 16) << 4));
+                }
+            } else if (dt == DType::Q3_0) {  // d = max|x| / 4, codes q - 4 in -4..3, in the format's bit planes
+                auto* b = reinterpret_cast<BlockQ3_0*>(enc.data());
+                for (int64_t k = 0; k < cols / kQK; ++k) {
+                    const float* x = &row[k * kQK];
+                    float amax = 0.f;
+                    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+                    const float d = amax / 4.f, id = d ? 1.f / d : 0.f;
+                    b[k] = BlockQ3_0{};
+                    b[k].d = f32_to_fp16(d);
+                    for (int j = 0; j < kQK; ++j) {
+                        const int q = std::clamp(static_cast<int>(std::lround(x[j] * id)) + 4, 0, 7);
+                        b[k].qs[j % 8] |= static_cast<uint8_t>((q & 3) << (2 * (j / 8)));
+                        b[k].qh[j / 8] |= static_cast<uint8_t>((q >> 2) << (j % 8));
+                    }
+                }
             } else {  // Q4_0: scale from the largest magnitude, as the format's reference quantizer
                 auto* b = reinterpret_cast<BlockQ4_0*>(enc.data());
                 for (int64_t k = 0; k < cols / kQK; ++k) {
@@ -190,7 +217,7 @@ void caller_errors(const TinyModel& tm, const std::string& kern) {
 int main(int argc, char** argv) {
     const std::string dir = argc > 1 ? argv[1] : ".";
     std::mt19937 rng(2024);
-    for (DType t : {DType::F32, DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q3_0}) {
         const TinyModel tm = write_tiny(dir + "/model_check_" + std::to_string(static_cast<int>(t)) + ".bin", t, rng);
         for (const std::string kern : available_kernels()) {
             const std::string base = std::string(dtype_name(t)) + "/" + kern;
@@ -199,6 +226,9 @@ int main(int argc, char** argv) {
                 cfg.kv_type = kv;
                 full_context_generation(tm, cfg, kern, base + "/kv" + std::to_string(kv));
             }
+            Config wide = tm.cfg;  // more threads than a decode step's KV heads: the query groups are split
+            wide.n_threads = 4;
+            full_context_generation(tm, wide, kern, base + "/4 threads");
             Config repeat = tm.cfg;
             repeat.layer_plan = {0, 1, 1, 2};
             full_context_generation(tm, repeat, kern, base + "/plan 0,1,1,2");

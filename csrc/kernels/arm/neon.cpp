@@ -30,14 +30,21 @@ void axpy(float a, const float* x, float* y, int n) {
     for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// ---- attention over the KV cache (F32 and F16 rows; Q8_0 through the scalar twin), as the AVX2 file's ----
+// ---- attention over the KV cache, as the AVX2 file's ----
 
 template <DType T>
 inline float32x4_t kv_load4(const uint8_t* row, int d) {
-    if constexpr (T == DType::F32)
+    if constexpr (T == DType::F32) {
         return vld1q_f32(reinterpret_cast<const float*>(row) + d);
-    else
+    } else if constexpr (T == DType::F16) {
         return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(row) + d)));
+    } else {  // Q8_0: four bytes of a block (read as one word: a wider load could pass the cache's end)
+        const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[d / kQK];
+        int32_t w;
+        std::memcpy(&w, b.qs + d % kQK, 4);
+        const int16x8_t q16 = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)));
+        return vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(q16))), fp16_to_f32(b.d));
+    }
 }
 
 // Scores of kNq queries against every key, the key's four-element pieces feeding all of them.
@@ -92,18 +99,18 @@ void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, siz
 
 void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
                size_t ld) {
-    if (hd % 16 || (t != DType::F16 && t != DType::F32))
-        return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
+    if (hd % 16) return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
     if (t == DType::F16) return kv_scores_typed<DType::F16>(rows, stride, n, q, n_q, hd, out, ld);
-    kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
+    if (t == DType::F32) return kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
+    kv_scores_typed<DType::Q8_0>(rows, stride, n, q, n_q, hd, out, ld);
 }
 
 void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
             float* out) {
-    if (hd % 16 || (t != DType::F16 && t != DType::F32))
-        return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
+    if (hd % 16) return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
     if (t == DType::F16) return kv_mix_typed<DType::F16>(rows, stride, n, p, ld, n_q, hd, out);
-    kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
+    if (t == DType::F32) return kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
+    kv_mix_typed<DType::Q8_0>(rows, stride, n, p, ld, n_q, hd, out);
 }
 
 // e^x of 4 floats: the AVX2 file's exp8 (2^n * e^r, Cephes' expf polynomial), lane for lane.
@@ -261,10 +268,8 @@ inline int8x16_t bcast4(const BlockQ8A& a, int i) {
 }
 
 inline void load_scales(const uint16_t* d, float32x4_t& d0, float32x4_t& d1) {
-    float f[kX8];
-    for (int r = 0; r < kX8; ++r) f[r] = fp16_to_f32(d[r]);
-    d0 = vld1q_f32(f);
-    d1 = vld1q_f32(f + 4);
+    d0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d)));
+    d1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(d + 4)));
 }
 
 // Eight rows times kTile activation rows; `block_sums(b, a, s0, s1)` adds block b's integer sums (rows 0-3, 4-7).

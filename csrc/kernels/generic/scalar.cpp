@@ -224,14 +224,32 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
     }
 }
 
+// Elements [d0, d0 + m) of a cache row (m <= 32, d0 a multiple of 32) as floats: a Q8_0 block's scale once.
+void kv_piece(DType t, const uint8_t* row, int d0, int m, float* out) {
+    if (t == DType::Q8_0) {
+        const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[d0 / kQK];
+        const float d = fp16_to_f32(b.d);
+        for (int k = 0; k < m; ++k) out[k] = d * static_cast<float>(b.qs[k]);
+    } else {
+        for (int k = 0; k < m; ++k) out[k] = kv_elem(t, row, d0 + k);
+    }
+}
+
+// Each row is converted once, a 32-element piece at a time, for all the queries.
 void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
                size_t ld) {
+    float piece[kQK];
     for (int j = 0; j < n; ++j) {
         const uint8_t* row = rows + static_cast<size_t>(j) * stride;
-        for (int i = 0; i < n_q; ++i) {
-            float s = 0.f;
-            for (int d = 0; d < hd; ++d) s += kv_elem(t, row, d) * q[i * hd + d];
-            out[i * ld + j] = s;
+        for (int i = 0; i < n_q; ++i) out[i * ld + j] = 0.f;
+        for (int d0 = 0; d0 < hd; d0 += kQK) {
+            const int m = std::min(kQK, hd - d0);
+            kv_piece(t, row, d0, m, piece);
+            for (int i = 0; i < n_q; ++i) {
+                float s = 0.f;
+                for (int k = 0; k < m; ++k) s += piece[k] * q[i * hd + d0 + k];
+                out[i * ld + j] += s;
+            }
         }
     }
 }
@@ -239,10 +257,15 @@ void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* 
 void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
             float* out) {
     std::fill(out, out + static_cast<size_t>(n_q) * hd, 0.f);
+    float piece[kQK];
     for (int j = 0; j < n; ++j) {
         const uint8_t* row = rows + static_cast<size_t>(j) * stride;
-        for (int i = 0; i < n_q; ++i)
-            for (int d = 0; d < hd; ++d) out[i * hd + d] += p[i * ld + j] * kv_elem(t, row, d);
+        for (int d0 = 0; d0 < hd; d0 += kQK) {
+            const int m = std::min(kQK, hd - d0);
+            kv_piece(t, row, d0, m, piece);
+            for (int i = 0; i < n_q; ++i)
+                for (int k = 0; k < m; ++k) out[i * hd + d0 + k] += p[i * ld + j] * piece[k];
+        }
     }
 }
 

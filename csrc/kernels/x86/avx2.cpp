@@ -711,7 +711,7 @@ inline __m256 kv_load8(const uint8_t* row, int d) {
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * static_cast<size_t>(d))));
     } else {  // Q8_0
         const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[d / kQK];
-        return _mm256_mul_ps(_mm256_set1_ps(fp16_table()[b.d]), i8x8_to_ps(b.qs + d % kQK));
+        return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)), i8x8_to_ps(b.qs + d % kQK));
     }
 }
 
@@ -769,7 +769,9 @@ void kv_scores_typed(const uint8_t* rows, size_t stride, int n, const float* q, 
 template <DType T>
 void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
                   float* out) {
-    int i = 0;  // three queries: 12 accumulators and 4 values fill the 16 registers
+    // Three queries: 12 accumulators and 4 values (and the weight's broadcast: the AVX2 build's 16 registers are one
+    // short, the AVX512 build has 32).
+    int i = 0;
     for (; i + 3 <= n_q; i += 3) kv_mix_tile<T, 3>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
     if (n_q - i == 2) kv_mix_tile<T, 2>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
     if (n_q - i == 1) kv_mix_tile<T, 1>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
