@@ -35,6 +35,6 @@ def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bo
     """The matrix as the model multiplies it on this kernel path: (bytes, interleaved)."""
     from franken_rt import _core
 
-    if not _core.kernel_interleaves(path, int(dtype)) or w.shape[0] % 8:  # the model keeps rows as stored
+    if not _core.model_interleaves(path, int(dtype)) or w.shape[0] % 8:  # the model keeps rows as stored
         return w, False
     return _core.repack_x8(int(dtype), w, w.shape[1] // BLOCK_LAYOUT[dtype][1] * BLOCK_LAYOUT[dtype][0]), True

@@ -363,6 +363,10 @@ PYBIND11_MODULE(_core, mod) {
     mod.def("kernel_interleaves", [](const std::string& table, int dtype) {
                 return dtype_known(dtype) && kernels_by_name(table).gemmq_x8(static_cast<DType>(dtype)) != nullptr;
             }, py::arg("table"), py::arg("dtype"), "Whether a kernel path multiplies this type in the interleaved layout.");
+    mod.def("model_interleaves", [](const std::string& table, int dtype) {
+                return dtype_known(dtype) && kernels_by_name(table).runs_interleaved(static_cast<DType>(dtype));
+            }, py::arg("table"), py::arg("dtype"),
+            "Whether the model repacks this type's matrices for a kernel path (not for the scalar reference).");
     mod.def("repack_x8", &repack_x8_rows, py::arg("dtype"), py::arg("w"), py::arg("n"),
             "Quantized rows (a multiple of 8) in the interleaved layout the integer kernels read.");
     mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));

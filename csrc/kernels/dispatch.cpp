@@ -108,6 +108,8 @@ GemmX8Fn KernelTable::gemmq_x8(DType t) const {
     }
 }
 
+bool KernelTable::runs_interleaved(DType t) const { return gemmq_x8(t) != nullptr && this != scalar_kernels(); }
+
 GemmQFn KernelTable::gemmq(DType t) const {
     switch (t) {
         case DType::Q8_0: return gemmq_q8_0;

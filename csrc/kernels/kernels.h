@@ -65,6 +65,10 @@ struct KernelTable {
     DotQFn dotq(DType t) const;  // null for float types
     GemmQFn gemmq(DType t) const;
     GemmX8Fn gemmq_x8(DType t) const;  // null unless a quantized type with an interleaved kernel
+    // Whether the model repacks type t's matrices for this table: it has an interleaved kernel that is faster than
+    // its stored-row loops. The scalar table's interleaved kernels are reference twins (element by element, 1.1-4.5x
+    // slower than its stored-row loops), so a CPU on the scalar table keeps rows as stored.
+    bool runs_interleaved(DType t) const;
     void to_f32(DType t, const void* row, float* out, int n) const;
 };
 

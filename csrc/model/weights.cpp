@@ -42,7 +42,7 @@ void WeightStore::interleave(const KernelTable& k) {
 }
 
 void WeightStore::interleave(Matrix& m, const KernelTable& k) {
-    if (!k.gemmq_x8(m.dtype) || m.x8 || m.rows % kX8) return;
+    if (!k.runs_interleaved(m.dtype) || m.x8 || m.rows % kX8) return;
     const size_t group_bytes = m.row_stride * kX8, bytes = group_bytes * (m.rows / kX8);
     const MappedFile* source = nullptr;
     for (const auto& f : files_)
