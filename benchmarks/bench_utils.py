@@ -27,10 +27,6 @@ def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarr
     return raw.reshape(rows, -1)
 
 
-# The model repacks these formats at load into eight-row interleaved groups (for kernel paths that have them).
-INTERLEAVED = [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q3_0]
-
-
 def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bool]:
     """The matrix as the model multiplies it on this kernel path: (bytes, interleaved)."""
     from franken_rt import _core

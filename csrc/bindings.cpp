@@ -164,7 +164,7 @@ void check_interleaved(const KernelTable& k, DType t, int rows) {
 }
 
 // A quantized matrix (rows x n, stored bytes) times activation rows (n_act x n, float), with one table's gemm.
-// interleaved: the rows are Q4_0 repacked by repack_q4_0x8_rows, multiplied by the table's interleaved kernel.
+// interleaved: the rows are repacked by repack_x8_rows, multiplied by the table's interleaved kernel.
 py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x,
                                 bool interleaved) {
     if (w.ndim() != 2 || x.ndim() != 2) throw Error("need 2-D weights and activations");

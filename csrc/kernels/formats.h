@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 namespace franken {
 
@@ -93,36 +94,23 @@ struct BlockQ3_0x8 {
 };
 static_assert(sizeof(BlockQ3_0x8) == 8 * 14, "Q3_0x8 block is eight Q3_0 blocks");
 
-// Element j (0..31) of a Q4_0 block, as its 4-bit code.
-inline int q4_0_code(const BlockQ4_0& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
+// Element j (0..31) of a Q4_0 or Q4_1 block (the same nibble order), as its 4-bit code.
+template <class Block>
+inline int nibble_code(const Block& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
 
-// Eight Q4_0 rows (row r at rows + r * row_stride, nb blocks each) -> nb interleaved blocks.
-inline void repack_q4_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_0x8* out) {
+// Eight Q4_0 rows (row r at rows + r * row_stride, nb blocks each) -> nb interleaved blocks; Q4_1 (Src BlockQ4_1,
+// Dst BlockQ4_1x8) the same, with the minimums.
+template <class Src, class Dst>
+inline void repack_nibbles_x8(const uint8_t* rows, size_t row_stride, int nb, Dst* out) {
     for (int b = 0; b < nb; ++b)
         for (int r = 0; r < kX8; ++r) {
-            const BlockQ4_0& src = reinterpret_cast<const BlockQ4_0*>(rows + r * row_stride)[b];
+            const Src& src = reinterpret_cast<const Src*>(rows + r * row_stride)[b];
             out[b].d[r] = src.d;
+            if constexpr (std::is_same_v<Src, BlockQ4_1>) out[b].m[r] = src.m;
             for (int c = 0; c < 4; ++c)
                 for (int j = 0; j < 4; ++j)
                     out[b].qs[32 * c + 4 * r + j] =
-                        static_cast<uint8_t>(q4_0_code(src, 8 * c + j) | (q4_0_code(src, 8 * c + 4 + j) << 4));
-        }
-}
-
-// Element j (0..31) of a Q4_1 block, as its 4-bit code (the nibble order of Q4_0).
-inline int q4_1_code(const BlockQ4_1& b, int j) { return j < kQK / 2 ? b.qs[j] & 0x0f : b.qs[j - kQK / 2] >> 4; }
-
-// Eight Q4_1 rows -> nb interleaved blocks.
-inline void repack_q4_1x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_1x8* out) {
-    for (int b = 0; b < nb; ++b)
-        for (int r = 0; r < kX8; ++r) {
-            const BlockQ4_1& src = reinterpret_cast<const BlockQ4_1*>(rows + r * row_stride)[b];
-            out[b].d[r] = src.d;
-            out[b].m[r] = src.m;
-            for (int c = 0; c < 4; ++c)
-                for (int j = 0; j < 4; ++j)
-                    out[b].qs[32 * c + 4 * r + j] =
-                        static_cast<uint8_t>(q4_1_code(src, 8 * c + j) | (q4_1_code(src, 8 * c + 4 + j) << 4));
+                        static_cast<uint8_t>(nibble_code(src, 8 * c + j) | (nibble_code(src, 8 * c + 4 + j) << 4));
         }
 }
 
@@ -156,14 +144,14 @@ inline void repack_q8_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
 
 // Row r's element k (0..31) of an interleaved block, as its signed value before scaling: the layouts above read
 // element by element (the scalar twins use these; the SIMD kernels read whole vectors).
-inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) {
-    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
-    return (k % 8 < 4 ? byte & 0x0f : byte >> 4) - 8;
+inline int nibble_x8(const uint8_t* qs, int r, int k) {  // Q4_0x8 and Q4_1x8 share the nibble layout
+    const uint8_t byte = qs[32 * (k / 8) + 4 * r + k % 4];
+    return k % 8 < 4 ? byte & 0x0f : byte >> 4;
 }
+inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) { return nibble_x8(w.qs, r, k) - 8; }
 inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
 inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the minimum is added apart
-    const uint8_t byte = w.qs[32 * (k / 8) + 4 * r + k % 4];
-    return k % 8 < 4 ? byte & 0x0f : byte >> 4;
+    return nibble_x8(w.qs, r, k);
 }
 inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) {
     const int c = k / 4, j = k % 4;
@@ -196,9 +184,9 @@ inline bool dtype_interleaves(DType t) {
     return t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_1 || t == DType::Q3_0;
 }
 inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, void* out) {
-    if (t == DType::Q4_0) repack_q4_0x8(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
+    if (t == DType::Q4_0) repack_nibbles_x8<BlockQ4_0>(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
     if (t == DType::Q8_0) repack_q8_0x8(rows, row_stride, nb, static_cast<BlockQ8_0x8*>(out));
-    if (t == DType::Q4_1) repack_q4_1x8(rows, row_stride, nb, static_cast<BlockQ4_1x8*>(out));
+    if (t == DType::Q4_1) repack_nibbles_x8<BlockQ4_1>(rows, row_stride, nb, static_cast<BlockQ4_1x8*>(out));
     if (t == DType::Q3_0) repack_q3_0x8(rows, row_stride, nb, static_cast<BlockQ3_0x8*>(out));
 }
 inline void x8_row_to_f32(DType t, const void* group, int nb, int r, float* out) {

@@ -94,6 +94,20 @@ void groups_by_tiles(const void* groups, int n_groups, int nb, const BlockQ8A* a
     }
 }
 
+// A table's integer products from its own per-row dot products: dotq_*, and the prompt's gemmq_* as loops over them
+// (for tables without matrix-matrix kernels of their own).
+template <DotQFn q8_0, DotQFn q4_0, DotQFn q4_1, DotQFn q3_0>
+void use_row_dots(KernelTable& t) {
+    t.dotq_q8_0 = q8_0;
+    t.dotq_q4_0 = q4_0;
+    t.dotq_q4_1 = q4_1;
+    t.dotq_q3_0 = q3_0;
+    t.gemmq_q8_0 = gemm_by_dots<q8_0>;
+    t.gemmq_q4_0 = gemm_by_dots<q4_0>;
+    t.gemmq_q4_1 = gemm_by_dots<q4_1>;
+    t.gemmq_q3_0 = gemm_by_dots<q3_0>;
+}
+
 // Tables each architecture file provides (null when not compiled for this target).
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();
@@ -108,5 +122,24 @@ const KernelTable& kernels();
 std::vector<std::string> available_kernels();
 // A named table, if this CPU can run it; throws Error otherwise.
 const KernelTable& kernels_by_name(const std::string& name);
+
+// kv_scores / kv_mix from an architecture's kernels for one cache type each (F16, F32, Q8_0), which step through a
+// head kStep elements at a time: other head dims take the scalar twin (the one place that rule is written).
+using KvScoresTyped = void (*)(const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd,
+                               float* out, size_t ld);
+using KvMixTyped = void (*)(const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+                            float* out);
+template <int kStep, KvScoresTyped f16, KvScoresTyped f32, KvScoresTyped q8_0>
+void kv_scores_by_type(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd,
+                       float* out, size_t ld) {
+    if (hd % kStep) return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
+    (t == DType::F16 ? f16 : t == DType::F32 ? f32 : q8_0)(rows, stride, n, q, n_q, hd, out, ld);
+}
+template <int kStep, KvMixTyped f16, KvMixTyped f32, KvMixTyped q8_0>
+void kv_mix_by_type(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
+                    float* out) {
+    if (hd % kStep) return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
+    (t == DType::F16 ? f16 : t == DType::F32 ? f32 : q8_0)(rows, stride, n, p, ld, n_q, hd, out);
+}
 
 }  // namespace franken

@@ -46,7 +46,8 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       kern_(pick(kernel_name)),
       pool_(cfg_.n_threads) {
     const Config& c = cfg_;
-    // Integer kernels read quantized weights fastest interleaved (the float-activation reference path reads rows as stored).
+    // Integer kernels read quantized weights fastest interleaved (the float-activation reference path reads rows
+    // as stored).
     if (!c.float_activations) store_.interleave(*kern_);
     const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     kv_type_ = static_cast<DType>(c.kv_type);

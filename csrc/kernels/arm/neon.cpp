@@ -97,21 +97,11 @@ void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, siz
     for (; i < n_q; ++i) kv_mix_tile<T, 1>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
 }
 
-void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
-               size_t ld) {
-    if (hd % 16) return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
-    if (t == DType::F16) return kv_scores_typed<DType::F16>(rows, stride, n, q, n_q, hd, out, ld);
-    if (t == DType::F32) return kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
-    kv_scores_typed<DType::Q8_0>(rows, stride, n, q, n_q, hd, out, ld);
-}
-
-void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
-            float* out) {
-    if (hd % 16) return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
-    if (t == DType::F16) return kv_mix_typed<DType::F16>(rows, stride, n, p, ld, n_q, hd, out);
-    if (t == DType::F32) return kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
-    kv_mix_typed<DType::Q8_0>(rows, stride, n, p, ld, n_q, hd, out);
-}
+// The mix takes 16 elements per pass.
+constexpr KvScoresFn kv_scores = kv_scores_by_type<16, kv_scores_typed<DType::F16>, kv_scores_typed<DType::F32>,
+                                                   kv_scores_typed<DType::Q8_0>>;
+constexpr KvMixFn kv_mix =
+    kv_mix_by_type<16, kv_mix_typed<DType::F16>, kv_mix_typed<DType::F32>, kv_mix_typed<DType::Q8_0>>;
 
 // e^x of 4 floats: the AVX2 file's exp8 (2^n * e^r, Cephes' expf polynomial), lane for lane.
 inline float32x4_t exp4(float32x4_t x) {
@@ -405,14 +395,7 @@ KernelTable make_table() {
     t.kv_scores = kv_scores;
     t.kv_mix = kv_mix;
     t.quantize_act = quantize_act;
-    t.dotq_q8_0 = dotq_q8_0;
-    t.dotq_q4_0 = dotq_q4_0;
-    t.dotq_q4_1 = dotq_q4_1;
-    t.dotq_q3_0 = dotq_q3_0;
-    t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
-    t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
-    t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
-    t.gemmq_q3_0 = gemm_by_dots<dotq_q3_0>;
+    use_row_dots<dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0>(t);
 #if defined(FRANKEN_DOTPROD)
     t.gemmq_q4_0x8 = gemmq_q4_0x8;
     t.gemmq_q8_0x8 = gemmq_q8_0x8;

@@ -141,14 +141,7 @@ KernelTable make_table() {
     t.dot_f32 = dot_f32;
     t.axpy = axpy;
     t.quantize_act = quantize_act;
-    t.dotq_q8_0 = dotq_q8_0;
-    t.dotq_q4_0 = dotq_q4_0;
-    t.dotq_q4_1 = dotq_q4_1;
-    t.dotq_q3_0 = dotq_q3_0;
-    t.gemmq_q8_0 = gemm_by_dots<dotq_q8_0>;
-    t.gemmq_q4_0 = gemm_by_dots<dotq_q4_0>;
-    t.gemmq_q4_1 = gemm_by_dots<dotq_q4_1>;
-    t.gemmq_q3_0 = gemm_by_dots<dotq_q3_0>;
+    use_row_dots<dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0>(t);
     // No per-lane four-byte dot product: rows stay as stored (the interleaved scalar twins would be slower).
     t.gemmq_q4_0x8 = t.gemmq_q8_0x8 = t.gemmq_q4_1x8 = t.gemmq_q3_0x8 = nullptr;
     return t;

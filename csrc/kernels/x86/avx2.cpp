@@ -777,21 +777,11 @@ void kv_mix_typed(const uint8_t* rows, size_t stride, int n, const float* p, siz
     if (n_q - i == 1) kv_mix_tile<T, 1>(rows, stride, n, p + i * ld, ld, hd, out + i * hd);
 }
 
-void kv_scores(DType t, const uint8_t* rows, size_t stride, int n, const float* q, int n_q, int hd, float* out,
-               size_t ld) {
-    if (hd % 32) return scalar_kernels()->kv_scores(t, rows, stride, n, q, n_q, hd, out, ld);
-    if (t == DType::F16) return kv_scores_typed<DType::F16>(rows, stride, n, q, n_q, hd, out, ld);
-    if (t == DType::F32) return kv_scores_typed<DType::F32>(rows, stride, n, q, n_q, hd, out, ld);
-    kv_scores_typed<DType::Q8_0>(rows, stride, n, q, n_q, hd, out, ld);
-}
-
-void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q, int hd,
-            float* out) {
-    if (hd % 32) return scalar_kernels()->kv_mix(t, rows, stride, n, p, ld, n_q, hd, out);
-    if (t == DType::F16) return kv_mix_typed<DType::F16>(rows, stride, n, p, ld, n_q, hd, out);
-    if (t == DType::F32) return kv_mix_typed<DType::F32>(rows, stride, n, p, ld, n_q, hd, out);
-    kv_mix_typed<DType::Q8_0>(rows, stride, n, p, ld, n_q, hd, out);
-}
+// The mix takes 32 elements per pass.
+constexpr KvScoresFn kv_scores = kv_scores_by_type<32, kv_scores_typed<DType::F16>, kv_scores_typed<DType::F32>,
+                                                   kv_scores_typed<DType::Q8_0>>;
+constexpr KvMixFn kv_mix =
+    kv_mix_by_type<32, kv_mix_typed<DType::F16>, kv_mix_typed<DType::F32>, kv_mix_typed<DType::Q8_0>>;
 
 const KernelTable kTable = {
 #if defined(FRANKEN_VNNI)
