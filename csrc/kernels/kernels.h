@@ -43,8 +43,6 @@ struct KernelTable {
     const char* name;
     DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0;
     ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0;
-    // y += a * x (attention's weighted sum of values)
-    void (*axpy)(float a, const float* x, float* y, int n);
     // The element-wise exponentials of a block, vectorized (libm's expf, one value at a time, cost as much as the
     // block's norms and residuals together): gate[i] = silu(gate[i]) * up[i] (SwiGLU), and softmax's numerators
     // x[i] = exp(x[i] - max), returning their sum.

@@ -23,13 +23,6 @@ float dot_f32(const void* row, const float* x, int n) {
     return s;
 }
 
-void axpy(float a, const float* x, float* y, int n) {
-    const float32x4_t av = vdupq_n_f32(a);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), av, vld1q_f32(x + i)));
-    for (; i < n; ++i) y[i] += a * x[i];
-}
-
 // ---- attention over the KV cache, as the AVX2 file's ----
 
 template <DType T>
@@ -389,7 +382,6 @@ KernelTable make_table() {
     t.name = "neon";
 #endif
     t.dot_f32 = dot_f32;
-    t.axpy = axpy;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.kv_scores = kv_scores;

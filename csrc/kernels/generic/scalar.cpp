@@ -126,10 +126,6 @@ void to_f32_q3_0(const void* row, float* out, int n) {
     }
 }
 
-void axpy(float a, const float* x, float* y, int n) {
-    for (int i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
 void swiglu(float* gate, const float* up, int n) {
     for (int i = 0; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
 }
@@ -273,7 +269,7 @@ const KernelTable kTable = {
     "scalar",
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
-    axpy, swiglu, exp_sum,
+    swiglu, exp_sum,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
     gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,

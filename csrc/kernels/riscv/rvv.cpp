@@ -29,15 +29,6 @@ float dot_f32(const void* row, const float* x, int n) {
     return __riscv_vfmv_f_s_f32m1_f32(__riscv_vfredusum_vs_f32m4_f32m1(acc, __riscv_vfmv_v_f_f32m1(0.f, 1), vlmax));
 }
 
-void axpy(float a, const float* x, float* y, int n) {
-    for (int i = 0; i < n;) {
-        const size_t vl = __riscv_vsetvl_e32m8(static_cast<size_t>(n - i));
-        __riscv_vse32_v_f32m8(y + i, __riscv_vfmacc_vf_f32m8(__riscv_vle32_v_f32m8(y + i, vl), a,
-                                                             __riscv_vle32_v_f32m8(x + i, vl), vl), vl);
-        i += static_cast<int>(vl);
-    }
-}
-
 // Per block: scale by 127 / max|x|, round to nearest even (the default rounding mode, as the scalar twin's
 // nearbyint), narrow to bytes; the byte sum for the Q4_1 minimum and the offset formats.
 void quantize_act(const float* x, BlockQ8A* out, int n) {
@@ -139,7 +130,6 @@ KernelTable make_table() {
     KernelTable t = *scalar_kernels();
     t.name = "rvv";
     t.dot_f32 = dot_f32;
-    t.axpy = axpy;
     t.quantize_act = quantize_act;
     use_row_dots<dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0>(t);
     // No per-lane four-byte dot product: rows stay as stored (the interleaved scalar twins would be slower).

@@ -169,13 +169,6 @@ void to_f32_q4_1(const void* row, float* out, int n) {
     for (int i = 0; i < n / kQK; ++i, out += kQK) nibbles_to_f32(b[i].qs, bcast_f16(b[i].d), bcast_f16(b[i].m), out);
 }
 
-void axpy(float a, const float* x, float* y, int n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; ++i) y[i] += a * x[i];
-}
-
 // e^x of 8 floats as 2^n * e^r, n = round(x / ln 2), |r| <= ln(2)/2, e^r by Cephes' expf polynomial (about
 // 1 ulp). x is clamped to [-87.3, 88] so that 2^n is a normal float built directly in the exponent bits; NaN
 // passes through.
@@ -791,7 +784,7 @@ const KernelTable kTable = {
 #endif
     dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
     to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
-    axpy, swiglu, exp_sum,
+    swiglu, exp_sum,
     quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
     gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0,
     gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8,
