@@ -21,11 +21,11 @@ import franken_rt
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.safetensors import read_safetensors_header
-from franken_rt.checkpoint.tokenizer import Tokenizer
 from franken_rt.checkpoint.validate import check_finite, nonfinite_count
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
+from franken_rt.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

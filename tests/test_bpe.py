@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from franken_rt import _core
-from franken_rt.checkpoint import tokenizer as tk
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.errors import FrankenError
+from franken_rt.tokenizer import byte_level
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 from make_corpus import _bpe_vocab  # noqa: E402
@@ -47,9 +47,9 @@ def adversarial_texts(seed: int, n: int) -> list[str]:
 
 
 def both(tokens: list[str], types: list[int], merges: list[str], family: str) -> tuple[Any, Any]:
-    vocab, added = tk._byte_level_vocab(tokens, types)
-    native = tk._native_byte_level(vocab, merges, added, isolate_digits=family == "digits+gpt2")
-    library = tk._library_byte_level(vocab, merges, added, family)
+    vocab, added = byte_level._byte_level_vocab(tokens, types)
+    native = byte_level._native_byte_level(vocab, merges, added, isolate_digits=family == "digits+gpt2")
+    library = byte_level._library_byte_level(vocab, merges, added, family)
     return native, library
 
 
@@ -119,10 +119,10 @@ def test_specials_are_matched_whole_in_text() -> None:
 
 def test_merges_that_name_missing_tokens_are_refused() -> None:
     tokens, types, merges = _bpe_vocab()
-    vocab, added = tk._byte_level_vocab(tokens, types)
+    vocab, added = byte_level._byte_level_vocab(tokens, types)
     for bad in (["Ġ t", "q z"], ["Ġt"], ["h e", "he x"]):
         with pytest.raises(FrankenError, match="invalid GGUF byte-level vocabulary"):
-            tk._native_byte_level(vocab, bad, added, isolate_digits=True)
+            byte_level._native_byte_level(vocab, bad, added, isolate_digits=True)
 
 
 def test_core_checks_its_arguments() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from franken_rt.checkpoint.gguf import read_header
-from franken_rt.checkpoint.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
 from franken_rt.errors import FrankenError
+from franken_rt.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
 
 # Punctuation, digits, newlines, runs of spaces and tabs, accents, CJK, emoji (some split across tokens).
 PARAGRAPH = (
@@ -411,7 +411,7 @@ def test_gguf_checkpoint_leaves_the_vocabulary_to_its_tokenizer(smollm_gguf: Pat
     ],
 )
 def test_packed_metadata_values_come_back_equal(value: list[Any]) -> None:
-    from franken_rt.checkpoint.tokenizer import _compact, _expand
+    from franken_rt.tokenizer.packing import _compact, _expand
 
     back = _expand(_compact(value))
     assert back == value and [type(x) for x in back] == [type(x) for x in value]

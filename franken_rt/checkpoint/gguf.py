@@ -23,7 +23,7 @@ from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
 
 if TYPE_CHECKING:
-    from franken_rt.checkpoint.tokenizer import Tokenizer
+    from franken_rt.tokenizer import Tokenizer
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -291,7 +291,7 @@ def _read_tokenizer(meta: dict[str, Any], path: Path) -> Tokenizer:
     gives a 1 MiB arena back to the system only when all of it is free: an object made while the strings exist
     lands among them and keeps their arenas resident (~1 MiB each) for the rest of the run.
     """
-    from franken_rt.checkpoint.tokenizer import Tokenizer, import_engine
+    from franken_rt.tokenizer import Tokenizer, import_engine
 
     # A module imported later would make such objects too.
     import_engine(meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default"))

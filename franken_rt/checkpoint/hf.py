@@ -72,7 +72,7 @@ def _shards(folder: Path) -> list[Path]:
 
 
 def read_hf(folder: Path) -> Checkpoint:
-    from franken_rt.checkpoint.tokenizer import Tokenizer
+    from franken_rt.tokenizer import Tokenizer
 
     folder = Path(folder)
     cfg_path = folder / "config.json"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from franken_rt.checkpoint.tokenizer import Tokenizer
     from franken_rt.config import ModelConfig
+    from franken_rt.tokenizer import Tokenizer
 
 
 class DType(IntEnum):

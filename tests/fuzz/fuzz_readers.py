@@ -79,7 +79,7 @@ def fuzz_config(data: bytes) -> None:
 
 
 def fuzz_tokenizer_json(data: bytes) -> None:
-    from franken_rt.checkpoint.tokenizer import Tokenizer
+    from franken_rt.tokenizer import Tokenizer
 
     config = json.dumps({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}).encode()
     tok = Tokenizer.from_hf_folder(_folder({"tokenizer.json": data, "tokenizer_config.json": config}))
@@ -87,7 +87,7 @@ def fuzz_tokenizer_json(data: bytes) -> None:
 
 
 def fuzz_tokenizer_model(data: bytes) -> None:
-    from franken_rt.checkpoint.tokenizer import Tokenizer
+    from franken_rt.tokenizer import Tokenizer
 
     config = json.dumps({"add_bos_token": True, "legacy": False}).encode()
     tok = Tokenizer.from_hf_folder(_folder({"tokenizer.model": data, "tokenizer_config.json": config}))
@@ -98,12 +98,12 @@ def _bpe_pair() -> tuple[Callable[[str], list[int]], Callable[[str], list[int]]]
     """The core's byte-level BPE and `tokenizers` on the same small vocabulary (SmolLM's pre-tokenizer)."""
     from make_corpus import _bpe_vocab
 
-    from franken_rt.checkpoint import tokenizer as tk
+    from franken_rt.tokenizer import byte_level
 
     tokens, types, merges = _bpe_vocab()
-    vocab, added = tk._byte_level_vocab(tokens, types)
-    return (tk._native_byte_level(vocab, merges, added, isolate_digits=True),
-            tk._library_byte_level(vocab, merges, added, "digits+gpt2"))
+    vocab, added = byte_level._byte_level_vocab(tokens, types)
+    return (byte_level._native_byte_level(vocab, merges, added, isolate_digits=True),
+            byte_level._library_byte_level(vocab, merges, added, "digits+gpt2"))
 
 
 def fuzz_bpe(data: bytes) -> None:
@@ -153,10 +153,10 @@ def main() -> None:
         import franken_rt.checkpoint.gguf  # noqa: F401
         import franken_rt.checkpoint.hf  # noqa: F401
         import franken_rt.checkpoint.safetensors  # noqa: F401
-        import franken_rt.checkpoint.tokenizer  # noqa: F401
         import franken_rt.checkpoint.validate  # noqa: F401
         import franken_rt.config  # noqa: F401
         import franken_rt.model  # noqa: F401
+        import franken_rt.tokenizer  # noqa: F401
 
     def one(data: bytes) -> None:
         run_one(target, data)

@@ -34,7 +34,7 @@ def _spm_vocab() -> tuple[list[str], list[float], list[int]]:
 
 def _bpe_vocab() -> tuple[list[str], list[int], list[str]]:
     """A GPT-2 byte-level vocabulary: the 256 byte characters, a few merges and two special tokens."""
-    from franken_rt.checkpoint.tokenizer import _byte_to_char
+    from franken_rt.tokenizer.byte_level import _byte_to_char
 
     chars = [_byte_to_char()[b] for b in range(256)]
     merges = ["Ġ t", "h e", "Ġt he", "a t"]
