@@ -26,7 +26,7 @@ def test_decode_fraction_of_bandwidth(dtype: DType) -> None:
     best = float("inf")
     bandwidth = 0.0
     for _ in range(3):  # alternate the probe and the model, best of each
-        bandwidth = max(bandwidth, _core.memory_bandwidth(1 << 30, 2, 2))
+        bandwidth = max(bandwidth, _core.testing.memory_bandwidth(1 << 30, 2, 2))
         model._core.truncate(0)
         t0 = time.perf_counter()
         for _ in range(8):

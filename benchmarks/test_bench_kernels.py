@@ -23,7 +23,7 @@ def test_matvec(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  #
     x = np.random.default_rng(1).standard_normal(shape[1]).astype(np.float32)
     benchmark.extra_info["MAC"] = shape[0] * shape[1]
     benchmark.extra_info["interleaved"] = interleaved
-    out = benchmark(_core.kernel_matvec, path, int(dtype), w, x, interleaved)
+    out = benchmark(_core.testing.kernel_matvec, path, int(dtype), w, x, interleaved)
     assert out.shape == (shape[0],) and np.isfinite(out).all()
 
 
@@ -37,7 +37,7 @@ def test_matmat_64_tokens(benchmark, path: str, dtype, shape: tuple[int, int]) -
     x = np.random.default_rng(1).standard_normal((64, shape[1])).astype(np.float32)
     benchmark.extra_info["MAC"] = 64 * shape[0] * shape[1]
     benchmark.extra_info["interleaved"] = interleaved
-    out = benchmark(_core.kernel_gemmq, path, int(dtype), w, x, interleaved)
+    out = benchmark(_core.testing.kernel_gemmq, path, int(dtype), w, x, interleaved)
     assert out.shape == (64, shape[0])
 
 

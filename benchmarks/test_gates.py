@@ -31,8 +31,8 @@ def speedup(fast: Callable[[], object], slow: Callable[[], object], repeats: int
 def test_simd_matvec_beats_scalar(dtype) -> None:  # noqa: ANN001
     w = random_matrix(dtype, 1536, 576)
     x = np.random.default_rng(1).standard_normal(576).astype(np.float32)
-    ratio = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), w, x),
-                    lambda: _core.kernel_matvec("scalar", int(dtype), w, x))
+    ratio = speedup(lambda: _core.testing.kernel_matvec(BEST, int(dtype), w, x),
+                    lambda: _core.testing.kernel_matvec("scalar", int(dtype), w, x))
     print(f"{dtype.name} matvec {BEST} vs scalar: {ratio:.1f}x")
     assert ratio >= 2.5  # measured 3.5x (Q8_0) to 6x (Q4_0) with AVX512-VNNI on the CI machine
 
@@ -46,7 +46,7 @@ def test_quantized_matvec_beats_float_blas(dtype) -> None:  # noqa: ANN001
     w, interleaved = model_layout(BEST, dtype, random_matrix(dtype, 4096, 4096))
     wf = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
     x = np.random.default_rng(1).standard_normal(4096).astype(np.float32)
-    ratio = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), w, x, interleaved), lambda: wf @ x)
+    ratio = speedup(lambda: _core.testing.kernel_matvec(BEST, int(dtype), w, x, interleaved), lambda: wf @ x)
     print(f"{dtype.name} matvec {BEST} vs numpy f32: {ratio:.2f}x")
     assert ratio >= 1.0, f"{dtype.name} matvec on {BEST}: {ratio:.2f}x numpy's float32 product"
 
@@ -55,8 +55,8 @@ def test_quantized_matvec_beats_float_blas(dtype) -> None:  # noqa: ANN001
 def test_prompt_gemm_beats_repeated_matvec(dtype) -> None:  # noqa: ANN001
     w = random_matrix(dtype, 1536, 576)
     x = np.random.default_rng(1).standard_normal((64, 576)).astype(np.float32)
-    ratio = speedup(lambda: _core.kernel_gemmq(BEST, int(dtype), w, x),
-                    lambda: [_core.kernel_matvec(BEST, int(dtype), w, row) for row in x])
+    ratio = speedup(lambda: _core.testing.kernel_gemmq(BEST, int(dtype), w, x),
+                    lambda: [_core.testing.kernel_matvec(BEST, int(dtype), w, row) for row in x])
     print(f"{dtype.name} 64-token gemm vs 64 matvecs ({BEST}): {ratio:.2f}x")
     assert ratio >= 1.4  # measured ~2x
 
@@ -72,12 +72,12 @@ def test_interleaved_kernels_beat_scalar_twin_and_stored_rows(dtype) -> None:  #
         pytest.fail(f"{BEST} has no interleaved {dtype.name} kernel")
     x = np.random.default_rng(1).standard_normal(576).astype(np.float32)
     xs = np.random.default_rng(2).standard_normal((64, 576)).astype(np.float32)
-    twin = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), packed, x, True),
-                   lambda: _core.kernel_matvec("scalar", int(dtype), packed, x, True))
-    decode = speedup(lambda: _core.kernel_matvec(BEST, int(dtype), packed, x, True),
-                     lambda: _core.kernel_matvec(BEST, int(dtype), rows, x))
-    prompt = speedup(lambda: _core.kernel_gemmq(BEST, int(dtype), packed, xs, True),
-                     lambda: _core.kernel_gemmq(BEST, int(dtype), rows, xs))
+    twin = speedup(lambda: _core.testing.kernel_matvec(BEST, int(dtype), packed, x, True),
+                   lambda: _core.testing.kernel_matvec("scalar", int(dtype), packed, x, True))
+    decode = speedup(lambda: _core.testing.kernel_matvec(BEST, int(dtype), packed, x, True),
+                     lambda: _core.testing.kernel_matvec(BEST, int(dtype), rows, x))
+    prompt = speedup(lambda: _core.testing.kernel_gemmq(BEST, int(dtype), packed, xs, True),
+                     lambda: _core.testing.kernel_gemmq(BEST, int(dtype), rows, xs))
     print(f"{dtype.name} interleaved ({BEST}): {twin:.1f}x its scalar twin; vs stored rows {decode:.2f}x (decode), "
           f"{prompt:.2f}x (64-token prompt)")
     # Measured on the CI machine (AVX512-VNNI): twin 10-20x; decode 1.7-3.2x, prompt 2.0-2.7x over stored rows.

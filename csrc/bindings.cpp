@@ -13,6 +13,7 @@
 #include "runtime/error.h"
 #include "runtime/mapped_file.h"
 #include "runtime/thread_pool.h"
+#include "testing.h"
 #include "tokenizer/bpe.h"
 
 namespace py = pybind11;
@@ -103,6 +104,41 @@ void advance(Model& m, const py::buffer& tokens) {
     m.forward_last(t.data(), t.size());
 }
 
+// The format table for Python (franken_rt/formats.py is held equal to it by a test).
+py::list format_rows() {
+    py::list out;
+    for (const FormatInfo& f : kFormats) {
+        py::dict row;
+        row["id"] = static_cast<int>(f.id);
+        row["name"] = f.name;
+        row["block_elems"] = f.block_elems;
+        row["block_bytes"] = f.block_bytes;
+        row["header_halves"] = f.header_halves;
+        row["codebook"] = std::vector<int>(f.codebook.values,
+                                           f.codebook.values + f.codebook.entries * f.codebook.dim * f.codebook.tables);
+        row["interleaves"] = f.repack_x8 != nullptr;
+        out.append(row);
+    }
+    return out;
+}
+
+py::dict kernel_rows(const std::string& table) {
+    const KernelTable& k = kernels_by_name(table);
+    py::dict out;
+    for (const FormatInfo& f : kFormats) {
+        const FormatKernels& r = k[f.id];
+        py::dict ops;
+        ops["dot"] = r.dot != nullptr;
+        ops["to_f32"] = r.to_f32 != nullptr;
+        ops["dotq"] = r.dotq != nullptr;
+        ops["gemmq"] = r.gemmq != nullptr;
+        ops["gemm_x8"] = r.gemm_x8 != nullptr;
+        ops["interleaved"] = k.runs_interleaved(f.id);
+        out[f.name] = ops;
+    }
+    return out;
+}
+
 // NaN or infinite values (or block scales) of one tensor, read from its mapped file.
 int64_t nonfinite_count(const std::string& path, uint64_t offset, int dtype, uint64_t n_bytes) {
     if (!dtype_known(dtype)) throw Error("unknown dtype");
@@ -112,154 +148,6 @@ int64_t nonfinite_count(const std::string& path, uint64_t offset, int dtype, uin
     return count_nonfinite(static_cast<DType>(dtype), f.data() + offset, n_bytes);  // unmapped on return
 }
 
-// The type of a raw row (or matrix rows) handed to a kernel entry point, checked: a known type (quantized if
-// asked), n elements in whole blocks, and exactly the bytes that takes.
-DType checked_row(int dtype, bool quantized, int64_t n, py::ssize_t row_size) {
-    if (!dtype_known(dtype)) throw Error("unknown dtype");
-    const DType t = static_cast<DType>(dtype);
-    if (quantized && !dtype_quantized(t)) throw Error("not a quantized dtype");
-    if (n < 0 || n % dtype_block_elems(t) || row_size != static_cast<py::ssize_t>(row_bytes(t, n)))
-        throw Error("row size does not match the type and length");
-    return t;
-}
-
-// Kernel entry points for tests and benchmarks: run one table's kernels on raw rows.
-float kernel_dot(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
-    const int n = static_cast<int>(x.size());
-    const DType t = checked_row(dtype, false, n, row.size());
-    return kernels_by_name(table).dot(t)(row.data(), x.data(), n);
-}
-
-// Quantize float activations with one table, then a quantized row times them with the same table.
-float kernel_dotq(const std::string& table, int dtype, const ByteArray& row, const FloatArray& x) {
-    const int n = static_cast<int>(x.size());
-    const DType t = checked_row(dtype, true, n, row.size());
-    const KernelTable& k = kernels_by_name(table);
-    std::vector<BlockQ8A> act(n / kQK);
-    k.quantize_act(x.data(), act.data(), n);
-    return k.dotq(t)(row.data(), act.data(), n);
-}
-
-// Quantized matrix rows (rows x bytes, rows a multiple of 8) in the interleaved layout the model uses.
-py::array_t<uint8_t> repack_x8_rows(int dtype, const ByteArray& w, int n) {
-    const DType t = checked_row(dtype, true, n, w.ndim() == 2 ? w.shape(1) : -1);
-    if (!dtype_interleaves(t) || w.ndim() != 2 || w.shape(0) % kX8)
-        throw Error("need 2-D rows of a quantized type, a multiple of 8 of them");
-    py::array_t<uint8_t> out({w.shape(0), w.shape(1)});
-    const size_t stride = static_cast<size_t>(w.shape(1));
-    for (py::ssize_t g = 0; g < w.shape(0) / kX8; ++g)
-        repack_x8(t, w.data() + g * kX8 * stride, stride, n / kQK, out.mutable_data() + g * kX8 * stride);
-    return out;
-}
-
-// The interleaved product over all groups of a repacked matrix (see repack_x8_rows).
-void gemm_x8_rows(const KernelTable& k, DType t, const uint8_t* w, int rows, int n, const BlockQ8A* act, int n_act,
-                  float* out) {
-    k.gemmq_x8(t)(w, rows / kX8, n / kQK, act, n_act, out, rows);
-}
-
-void check_interleaved(const KernelTable& k, DType t, int rows) {
-    if (!dtype_interleaves(t) || rows % kX8) throw Error("interleaved needs rows of a quantized type, a multiple of 8");
-    if (!k.gemmq_x8(t)) throw Error(std::string("kernel path '") + k.name + "' has no interleaved kernel");
-}
-
-// A quantized matrix (rows x n, stored bytes) times activation rows (n_act x n, float), with one table's gemm.
-// interleaved: the rows are repacked by repack_x8_rows, multiplied by the table's interleaved kernel.
-py::array_t<float> kernel_gemmq(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x,
-                                bool interleaved) {
-    if (w.ndim() != 2 || x.ndim() != 2) throw Error("need 2-D weights and activations");
-    const int n = static_cast<int>(x.shape(1)), n_act = static_cast<int>(x.shape(0)), rows = static_cast<int>(w.shape(0));
-    const DType t = checked_row(dtype, true, n, w.shape(1));
-    const KernelTable& k = kernels_by_name(table);
-    if (interleaved) check_interleaved(k, t, rows);
-    std::vector<BlockQ8A> act(static_cast<size_t>(n_act) * (n / kQK));
-    for (int r = 0; r < n_act; ++r) k.quantize_act(x.data() + static_cast<size_t>(r) * n, &act[r * (n / kQK)], n);
-    py::array_t<float> out({n_act, rows});
-    if (interleaved)
-        gemm_x8_rows(k, t, w.data(), rows, n, act.data(), n_act, out.mutable_data());
-    else
-        k.gemmq(t)(w.data(), rows, row_bytes(t, n), act.data(), n_act, n, out.mutable_data(), rows);
-    return out;
-}
-
-// A quantized matrix times one float vector, single-threaded, as a decode step does it (activations quantized
-// once, one integer dot product per row): the benchmarks' matrix-vector product.
-py::array_t<float> kernel_matvec(const std::string& table, int dtype, const ByteArray& w, const FloatArray& x,
-                                 bool interleaved) {
-    if (w.ndim() != 2) throw Error("need 2-D weights");
-    const int n = static_cast<int>(x.size()), rows = static_cast<int>(w.shape(0));
-    const DType t = checked_row(dtype, false, n, w.shape(1));
-    const KernelTable& k = kernels_by_name(table);
-    if (interleaved) check_interleaved(k, t, rows);
-    py::array_t<float> out(rows);
-    float* o = out.mutable_data();
-    const uint8_t* base = w.data();
-    const size_t stride = row_bytes(t, n);
-    py::gil_scoped_release release;
-    if (interleaved) {
-        std::vector<BlockQ8A> act(n / kQK);
-        k.quantize_act(x.data(), act.data(), n);
-        gemm_x8_rows(k, t, base, rows, n, act.data(), 1, o);
-    } else if (dtype_quantized(t)) {
-        std::vector<BlockQ8A> act(n / kQK);
-        k.quantize_act(x.data(), act.data(), n);
-        const DotQFn dot = k.dotq(t);
-        for (int i = 0; i < rows; ++i) o[i] = dot(base + i * stride, act.data(), n);
-    } else {
-        const DotFn dot = k.dot(t);
-        for (int i = 0; i < rows; ++i) o[i] = dot(base + i * stride, x.data(), n);
-    }
-    return out;
-}
-
-// Activations quantized by one table, as (scales, sums, int8 values).
-py::tuple kernel_quantize_act(const std::string& table, const FloatArray& x) {
-    const int n = static_cast<int>(x.size());
-    if (n % kQK) throw Error("length must be a multiple of 32");
-    std::vector<BlockQ8A> act(n / kQK);
-    kernels_by_name(table).quantize_act(x.data(), act.data(), n);
-    py::array_t<float> d(n / kQK), s(n / kQK);
-    py::array_t<int8_t> q(n);
-    for (int i = 0; i < n / kQK; ++i) {
-        d.mutable_data()[i] = act[i].d;
-        s.mutable_data()[i] = act[i].s;
-        std::copy(act[i].qs, act[i].qs + kQK, q.mutable_data() + i * kQK);
-    }
-    return py::make_tuple(d, s, q);
-}
-
-py::array_t<float> kernel_to_f32(const std::string& table, int dtype, const ByteArray& row, int n) {
-    const DType t = checked_row(dtype, false, n, row.size());
-    py::array_t<float> out(n);
-    kernels_by_name(table).to_f32(t, row.data(), out.mutable_data(), n);
-    return out;
-}
-
-// Read bandwidth of this machine in bytes/s: `threads` threads stream disjoint parts of a buffer of `bytes`
-// (choose it far larger than the caches), best of `repeats`.
-double memory_bandwidth(size_t bytes, int threads, int repeats) {
-    if (bytes < (1u << 20) || threads < 1 || repeats < 1) throw Error("need >= 1 MiB, >= 1 thread, >= 1 repeat");
-    std::vector<uint8_t> buf(bytes, 1);
-    ThreadPool pool(threads);
-    std::vector<int> found(threads);
-    double best = 0;
-    py::gil_scoped_release release;
-    for (int r = 0; r < repeats; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        // Each thread scans its slice for a byte that is not there: libc's memchr reads with the widest vector
-        // loads the CPU has, as fast as a read can go, which a plain loop compiled for the baseline ISA is not.
-        pool.parallel_for(threads, [&](int begin, int end, int) {
-            for (int t = begin; t < end; ++t) {
-                const size_t lo = bytes * t / threads, hi = bytes * (t + 1) / threads;
-                found[t] = std::memchr(buf.data() + lo, 0, hi - lo) != nullptr;
-            }
-        });
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        best = std::max(best, static_cast<double>(bytes) / s);
-    }
-    if (std::count(found.begin(), found.end(), 1)) throw Error("bandwidth probe found a byte it never wrote");
-    return best;
-}
 
 }  // namespace
 
@@ -349,26 +237,12 @@ PYBIND11_MODULE(_core, mod) {
 
     mod.def("nonfinite_count", &nonfinite_count, py::arg("path"), py::arg("offset"), py::arg("dtype"),
             py::arg("n_bytes"), "NaN or infinite values (block scales of quantized types) of one tensor's bytes.");
+    mod.def("formats", &format_rows,
+            "The storage formats this core reads (formats.h's table): one dict per format, in table order.");
+    mod.def("kernel_rows", &kernel_rows, py::arg("table"),
+            "Which kernels a kernel path has for each format: {name: {operation: bool}} (false: not applicable).");
     mod.def("available_kernels", &available_kernels, "Kernel paths this CPU can run, best first.");
     mod.def("default_kernels", [] { return std::string(kernels().name); });
     mod.def("physical_cores", &physical_cores);
-    mod.def("memory_bandwidth", &memory_bandwidth, py::arg("bytes") = size_t(1) << 30, py::arg("threads") = 1,
-            py::arg("repeats") = 3, "Read bandwidth (bytes/s) streaming a buffer with this many threads.");
-    mod.def("kernel_dot", &kernel_dot, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
-    mod.def("kernel_dotq", &kernel_dotq, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("x"));
-    mod.def("kernel_matvec", &kernel_matvec, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"),
-            py::arg("interleaved") = false);
-    mod.def("kernel_gemmq", &kernel_gemmq, py::arg("table"), py::arg("dtype"), py::arg("w"), py::arg("x"),
-            py::arg("interleaved") = false);
-    mod.def("kernel_interleaves", [](const std::string& table, int dtype) {
-                return dtype_known(dtype) && kernels_by_name(table).gemmq_x8(static_cast<DType>(dtype)) != nullptr;
-            }, py::arg("table"), py::arg("dtype"), "Whether a kernel path multiplies this type in the interleaved layout.");
-    mod.def("model_interleaves", [](const std::string& table, int dtype) {
-                return dtype_known(dtype) && kernels_by_name(table).runs_interleaved(static_cast<DType>(dtype));
-            }, py::arg("table"), py::arg("dtype"),
-            "Whether the model repacks this type's matrices for a kernel path (not for the scalar reference).");
-    mod.def("repack_x8", &repack_x8_rows, py::arg("dtype"), py::arg("w"), py::arg("n"),
-            "Quantized rows (a multiple of 8) in the interleaved layout the integer kernels read.");
-    mod.def("kernel_quantize_act", &kernel_quantize_act, py::arg("table"), py::arg("x"));
-    mod.def("kernel_to_f32", &kernel_to_f32, py::arg("table"), py::arg("dtype"), py::arg("row"), py::arg("n"));
+    bind_testing(mod);
 }

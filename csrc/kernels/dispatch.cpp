@@ -75,67 +75,6 @@ const float* fp16_table() {
     return table.data();
 }
 
-DotFn KernelTable::dot(DType t) const {
-    switch (t) {
-        case DType::F32: return dot_f32;
-        case DType::F16: return dot_f16;
-        case DType::BF16: return dot_bf16;
-        case DType::Q8_0: return dot_q8_0;
-        case DType::Q4_0: return dot_q4_0;
-        case DType::Q4_1: return dot_q4_1;
-        case DType::Q3_0: return dot_q3_0;
-    }
-    return nullptr;
-}
-
-DotQFn KernelTable::dotq(DType t) const {
-    switch (t) {
-        case DType::Q8_0: return dotq_q8_0;
-        case DType::Q4_0: return dotq_q4_0;
-        case DType::Q4_1: return dotq_q4_1;
-        case DType::Q3_0: return dotq_q3_0;
-        default: return nullptr;
-    }
-}
-
-GemmX8Fn KernelTable::gemmq_x8(DType t) const {
-    switch (t) {
-        case DType::Q4_0: return gemmq_q4_0x8;
-        case DType::Q8_0: return gemmq_q8_0x8;
-        case DType::Q4_1: return gemmq_q4_1x8;
-        case DType::Q3_0: return gemmq_q3_0x8;
-        default: return nullptr;
-    }
-}
-
-bool KernelTable::runs_interleaved(DType t) const { return gemmq_x8(t) != nullptr && this != scalar_kernels(); }
-
-GemmQFn KernelTable::gemmq(DType t) const {
-    switch (t) {
-        case DType::Q8_0: return gemmq_q8_0;
-        case DType::Q4_0: return gemmq_q4_0;
-        case DType::Q4_1: return gemmq_q4_1;
-        case DType::Q3_0: return gemmq_q3_0;
-        default: return nullptr;
-    }
-}
-
-void KernelTable::to_f32(DType t, const void* row, float* out, int n) const {
-    switch (t) {
-        case DType::F32: {
-            const float* src = static_cast<const float*>(row);
-            for (int i = 0; i < n; ++i) out[i] = src[i];
-            return;
-        }
-        case DType::F16: return to_f32_f16(row, out, n);
-        case DType::BF16: return to_f32_bf16(row, out, n);
-        case DType::Q8_0: return to_f32_q8_0(row, out, n);
-        case DType::Q4_0: return to_f32_q4_0(row, out, n);
-        case DType::Q4_1: return to_f32_q4_1(row, out, n);
-        case DType::Q3_0: return to_f32_q3_0(row, out, n);
-    }
-}
-
 std::vector<std::string> available_kernels() {
     std::vector<std::string> out;
     for (const char* name : {"avx512_vnni", "avx2", "neon_dotprod", "neon", "rvv", "scalar"})

@@ -46,6 +46,9 @@ inline int q3_0_code(const BlockQ3_0& b, int j) {
     return ((b.qs[j % 8] >> (2 * (j / 8))) & 3) | (((b.qh[j / 8] >> (j % 8)) & 1) << 2);
 }
 
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 &&
+              sizeof(BlockQ3_0) == 14, "block sizes are GGUF's (Q3_0: ours)");
+
 // Activations, quantized on the fly (never stored in files): a float scale, the block's sum d * sum(q) for the
 // minimum term of Q4_1 weights, and 32 signed bytes. value = d * q
 struct BlockQ8A {
@@ -159,7 +162,27 @@ inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) {
     return (lo | (hi << 2)) - 4;
 }
 
+// ---- Element accessors: value[j] = d * q[j] + m for the 32 codes of a block. The scalar kernels read every
+// quantized format through these (one definition of what a block means); the SIMD kernels read whole vectors. ----
+
 inline float fp16_to_f32(uint16_t h);  // defined below
+
+inline void block_codes(const BlockQ8_0& b, int8_t q[kQK], float& d, float& m) {
+    for (int j = 0; j < kQK; ++j) q[j] = b.qs[j];
+    d = fp16_to_f32(b.d), m = 0.f;
+}
+inline void block_codes(const BlockQ4_0& b, int8_t q[kQK], float& d, float& m) {
+    for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(nibble_code(b, j) - 8);
+    d = fp16_to_f32(b.d), m = 0.f;
+}
+inline void block_codes(const BlockQ4_1& b, int8_t q[kQK], float& d, float& m) {  // unsigned codes, minimum apart
+    for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(nibble_code(b, j));
+    d = fp16_to_f32(b.d), m = fp16_to_f32(b.m);
+}
+inline void block_codes(const BlockQ3_0& b, int8_t q[kQK], float& d, float& m) {
+    for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(q3_0_code(b, j) - 4);
+    d = fp16_to_f32(b.d), m = 0.f;
+}
 
 // Row r's minimum in an interleaved block: the m of Q4_1, zero for the formats without one.
 template <class Block>
@@ -169,7 +192,6 @@ inline float x8_min(const BlockQ4_1x8& w, int r) { return fp16_to_f32(w.m[r]); }
 
 // Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
 // output matrix it shares has been repacked).
-
 template <class Block, int (*code)(const Block&, int, int)>
 void x8_row_to_f32(const void* group, int nb, int r, float* out) {
     const Block* w = static_cast<const Block*>(group);
@@ -179,71 +201,68 @@ void x8_row_to_f32(const void* group, int nb, int r, float* out) {
     }
 }
 
-// Every quantized format interleaves; eight rows of one -> nb interleaved blocks at `out`.
-inline bool dtype_interleaves(DType t) {
-    return t == DType::Q4_0 || t == DType::Q8_0 || t == DType::Q4_1 || t == DType::Q3_0;
-}
-inline void repack_x8(DType t, const uint8_t* rows, size_t row_stride, int nb, void* out) {
-    if (t == DType::Q4_0) repack_nibbles_x8<BlockQ4_0>(rows, row_stride, nb, static_cast<BlockQ4_0x8*>(out));
-    if (t == DType::Q8_0) repack_q8_0x8(rows, row_stride, nb, static_cast<BlockQ8_0x8*>(out));
-    if (t == DType::Q4_1) repack_nibbles_x8<BlockQ4_1>(rows, row_stride, nb, static_cast<BlockQ4_1x8*>(out));
-    if (t == DType::Q3_0) repack_q3_0x8(rows, row_stride, nb, static_cast<BlockQ3_0x8*>(out));
-}
-inline void x8_row_to_f32(DType t, const void* group, int nb, int r, float* out) {
-    if (t == DType::Q4_0) x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>(group, nb, r, out);
-    if (t == DType::Q8_0) x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>(group, nb, r, out);
-    if (t == DType::Q4_1) x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>(group, nb, r, out);
-    if (t == DType::Q3_0) x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>(group, nb, r, out);
+// Eight stored rows -> nb interleaved blocks, with the type-erased signature of the format table.
+template <class Src, class Dst, void (*repack)(const uint8_t*, size_t, int, Dst*)>
+void repack_rows_x8(const uint8_t* rows, size_t row_stride, int nb, void* out) {
+    repack(rows, row_stride, nb, static_cast<Dst*>(out));
 }
 
-static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
-static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
-static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
-static_assert(sizeof(BlockQ3_0) == 14, "Q3_0 block is 14 bytes");
+// ---- The format table: one row per storage type, everything the loader, the model and the bindings need to
+// know about it. A kernel row per architecture (kernels.h) completes it. ----
 
-inline bool dtype_quantized(DType t) {
-    return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q3_0;
-}
+// The value table(s) of a codebook format: a code indexes `entries` vectors of `dim` signed levels, one of
+// `tables` tables chosen per block (entries * dim values each). Affine formats (d * (q - k), d * q + m) have none.
+struct Codebook {
+    const int8_t* values = nullptr;
+    int entries = 0, dim = 0, tables = 0;
+};
 
-inline bool dtype_known(int t) {
-    switch (static_cast<DType>(t)) {
-        case DType::F32: case DType::F16: case DType::BF16:
-        case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q3_0: return true;
-    }
-    return false;
-}
+struct FormatInfo {
+    DType id;            // GGUF's ggml_type id (ours from 1000 up)
+    const char* name;
+    int block_elems;     // 1 for the float types
+    int block_bytes;
+    int header_halves;   // f16 words each block starts with (scale, minimum): checked finite at load
+    Codebook codebook;
+    // The interleaved eight-row layout the integer kernels read (null: rows stay as stored): eight stored rows of
+    // nb blocks -> nb interleaved blocks of eight times block_bytes, and one row of a group read back as floats.
+    void (*repack_x8)(const uint8_t* rows, size_t row_stride, int nb, void* out);
+    void (*x8_row_to_f32)(const void* group, int nb, int r, float* out);
 
-inline const char* dtype_name(DType t) {
-    switch (t) {
-        case DType::F32: return "F32";
-        case DType::F16: return "F16";
-        case DType::BF16: return "BF16";
-        case DType::Q8_0: return "Q8_0";
-        case DType::Q4_0: return "Q4_0";
-        case DType::Q4_1: return "Q4_1";
-        case DType::Q3_0: return "Q3_0";
-    }
-    return "?";
-}
+    constexpr bool quantized() const { return block_elems > 1; }
+};
 
-// Elements per block and bytes per block.
-inline int dtype_block_elems(DType t) {
-    return dtype_quantized(t) ? kQK : 1;
+inline constexpr FormatInfo kFormats[] = {
+    {DType::F32, "F32", 1, 4, 0, {}, nullptr, nullptr},
+    {DType::F16, "F16", 1, 2, 0, {}, nullptr, nullptr},
+    {DType::BF16, "BF16", 1, 2, 0, {}, nullptr, nullptr},
+    {DType::Q8_0, "Q8_0", kQK, sizeof(BlockQ8_0), 1, {},
+     repack_rows_x8<BlockQ8_0, BlockQ8_0x8, repack_q8_0x8>, x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>},
+    {DType::Q4_0, "Q4_0", kQK, sizeof(BlockQ4_0), 1, {},
+     repack_rows_x8<BlockQ4_0, BlockQ4_0x8, repack_nibbles_x8<BlockQ4_0, BlockQ4_0x8>>,
+     x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>},
+    {DType::Q4_1, "Q4_1", kQK, sizeof(BlockQ4_1), 2, {},
+     repack_rows_x8<BlockQ4_1, BlockQ4_1x8, repack_nibbles_x8<BlockQ4_1, BlockQ4_1x8>>,
+     x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>},
+    {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, {},
+     repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
+};
+constexpr int kNumFormats = static_cast<int>(sizeof(kFormats) / sizeof(kFormats[0]));
+
+// Position of a type id in kFormats (the index of every per-format table), -1 if unknown.
+constexpr int format_index(int id) {
+    for (int i = 0; i < kNumFormats; ++i)
+        if (static_cast<int>(kFormats[i].id) == id) return i;
+    return -1;
 }
-inline int dtype_block_bytes(DType t) {
-    switch (t) {
-        case DType::F32: return 4;
-        case DType::F16: case DType::BF16: return 2;
-        case DType::Q8_0: return sizeof(BlockQ8_0);
-        case DType::Q4_0: return sizeof(BlockQ4_0);
-        case DType::Q4_1: return sizeof(BlockQ4_1);
-        case DType::Q3_0: return sizeof(BlockQ3_0);
-    }
-    return 0;
-}
+inline bool dtype_known(int id) { return format_index(id) >= 0; }
+// The row of a known type (ids from files are checked with dtype_known first).
+inline const FormatInfo& format_of(DType t) { return kFormats[format_index(static_cast<int>(t))]; }
+
 // Bytes of one row of n elements (n must be a multiple of the block size).
 inline size_t row_bytes(DType t, int64_t n) {
-    return static_cast<size_t>(n / dtype_block_elems(t)) * dtype_block_bytes(t);
+    const FormatInfo& f = format_of(t);
+    return static_cast<size_t>(n / f.block_elems) * f.block_bytes;
 }
 
 // IEEE half and bfloat16 to float, portable bit manipulation (the SIMD kernels use hardware conversion).

@@ -1,7 +1,9 @@
 // The kernel dispatch table: every hot loop of the model goes through one of these function pointers.
-// Each architecture file (generic/, x86/, arm/, riscv/) fills a table; dispatch.cpp picks one at start-up from the
-// CPU's features, or the one named by FRANKEN_KERNELS (scalar, avx2, avx512_vnni, neon, neon_dotprod, rvv) for
-// tests and benchmarks.
+// A table has one row of kernels per storage format (indexed like kFormats in formats.h) and the format-free
+// kernels. generic/scalar.cpp fills every row; each architecture file (x86/, arm/, riscv/) starts from a copy of
+// the scalar rows and sets, by name, the entries it speeds up, so a format or operation without a SIMD kernel runs
+// the scalar stored-row loop. dispatch.cpp picks one table at start-up from the CPU's features, or the one named by
+// FRANKEN_KERNELS (scalar, avx2, avx512_vnni, neon, neon_dotprod, rvv) for tests and benchmarks.
 #pragma once
 #include <string>
 #include <vector>
@@ -23,7 +25,7 @@ using GemmQFn = void (*)(const uint8_t* rows, int n_rows, size_t row_stride, con
                          float* out, size_t ldo);
 
 // gemm_x8(groups, n_groups, nb, act, n_act, out, ldo): n_groups consecutive interleaved groups of eight rows
-// (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8 or BlockQ3_0x8, nb blocks each, group g at groups + g * nb blocks) times n_act activation rows:
+// (the format's repack_x8 layout, nb blocks each, group g at groups + g * nb blocks) times n_act activation rows:
 // row r of group g goes to out[t * ldo + 8 * g + r]. Serves decode (n_act = 1) and prompts alike; a kernel may
 // take two groups at once (AVX512: one 512-bit register holds sixteen rows' lanes).
 using GemmX8Fn = void (*)(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out,
@@ -39,35 +41,42 @@ using KvScoresFn = void (*)(DType t, const uint8_t* rows, size_t stride, int n, 
 using KvMixFn = void (*)(DType t, const uint8_t* rows, size_t stride, int n, const float* p, size_t ld, int n_q,
                          int hd, float* out);
 
+// One format's kernels (null where the format has no such operation: the float types have no integer products).
+struct FormatKernels {
+    DotFn dot = nullptr;
+    ToF32Fn to_f32 = nullptr;
+    DotQFn dotq = nullptr;      // stored row times 8-bit activations
+    GemmQFn gemmq = nullptr;    // stored rows times activation rows
+    GemmX8Fn gemm_x8 = nullptr; // interleaved groups times activation rows; null: rows stay as stored
+};
+
 struct KernelTable {
-    const char* name;
-    DotFn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0;
-    ToF32Fn to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0;
+    const char* name = "";
+    FormatKernels formats[kNumFormats];
     // The element-wise exponentials of a block, vectorized (libm's expf, one value at a time, cost as much as the
     // block's norms and residuals together): gate[i] = silu(gate[i]) * up[i] (SwiGLU), and softmax's numerators
     // x[i] = exp(x[i] - max), returning their sum.
-    void (*swiglu)(float* gate, const float* up, int n);
-    float (*exp_sum)(float* x, int n, float max);
-    // Activations to 8-bit blocks (n a multiple of 32), and quantized weight rows times them.
-    void (*quantize_act)(const float* x, BlockQ8A* out, int n);
-    DotQFn dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0;
-    GemmQFn gemmq_q8_0, gemmq_q4_0, gemmq_q4_1, gemmq_q3_0;
-    // Interleaved products (BlockQ4_0x8, BlockQ8_0x8, BlockQ4_1x8, BlockQ3_0x8); null in a table without them,
-    // and then the model keeps that format's rows as stored.
-    GemmX8Fn gemmq_q4_0x8, gemmq_q8_0x8, gemmq_q4_1x8, gemmq_q3_0x8;
+    void (*swiglu)(float* gate, const float* up, int n) = nullptr;
+    float (*exp_sum)(float* x, int n, float max) = nullptr;
+    // Activations to 8-bit blocks (n a multiple of 32), which the formats' dotq/gemmq/gemm_x8 multiply.
+    void (*quantize_act)(const float* x, BlockQ8A* out, int n) = nullptr;
     // Attention's two passes over the cache (scores, then the weighted sum of values).
-    KvScoresFn kv_scores;
-    KvMixFn kv_mix;
+    KvScoresFn kv_scores = nullptr;
+    KvMixFn kv_mix = nullptr;
+    // The scalar table's interleaved kernels are reference twins (element by element, 1.1-4.5x slower than its
+    // stored-row loops): tests compare against them, but a model on that table keeps rows as stored.
+    bool reference = false;
 
-    DotFn dot(DType t) const;
-    DotQFn dotq(DType t) const;  // null for float types
-    GemmQFn gemmq(DType t) const;
-    GemmX8Fn gemmq_x8(DType t) const;  // null unless a quantized type with an interleaved kernel
+    FormatKernels& operator[](DType t) { return formats[format_index(static_cast<int>(t))]; }
+    const FormatKernels& operator[](DType t) const { return formats[format_index(static_cast<int>(t))]; }
+    DotFn dot(DType t) const { return (*this)[t].dot; }
+    DotQFn dotq(DType t) const { return (*this)[t].dotq; }  // null for float types
+    GemmQFn gemmq(DType t) const { return (*this)[t].gemmq; }
+    GemmX8Fn gemmq_x8(DType t) const { return (*this)[t].gemm_x8; }
     // Whether the model repacks type t's matrices for this table: it has an interleaved kernel that is faster than
-    // its stored-row loops. The scalar table's interleaved kernels are reference twins (element by element, 1.1-4.5x
-    // slower than its stored-row loops), so a CPU on the scalar table keeps rows as stored.
-    bool runs_interleaved(DType t) const;
-    void to_f32(DType t, const void* row, float* out, int n) const;
+    // its stored-row loops.
+    bool runs_interleaved(DType t) const { return !reference && gemmq_x8(t) && format_of(t).repack_x8; }
+    void to_f32(DType t, const void* row, float* out, int n) const { (*this)[t].to_f32(row, out, n); }
 };
 
 // The matrix-matrix product as a loop over dot products: the scalar definition, and the fallback of any table.
@@ -76,6 +85,14 @@ void gemm_by_dots(const uint8_t* rows, int n_rows, size_t row_stride, const Bloc
                   float* out, size_t ldo) {
     for (int i = 0; i < n_rows; ++i)
         for (int t = 0; t < n_act; ++t) out[t * ldo + i] = dot(rows + i * row_stride, act + static_cast<size_t>(t) * (n / kQK), n);
+}
+
+// A format's integer products from a per-row dot product: dotq, and the prompt's gemmq as a loop over it (for
+// tables without matrix-matrix kernels of their own).
+template <DType T, DotQFn dot>
+void use_row_dot(KernelTable& t) {
+    t[T].dotq = dot;
+    t[T].gemmq = gemm_by_dots<dot>;
 }
 
 // A gemm_x8 from a tile kernel that multiplies one group with kTile activation rows: consecutive groups, each in
@@ -92,20 +109,6 @@ void groups_by_tiles(const void* groups, int n_groups, int nb, const BlockQ8A* a
     }
 }
 
-// A table's integer products from its own per-row dot products: dotq_*, and the prompt's gemmq_* as loops over them
-// (for tables without matrix-matrix kernels of their own).
-template <DotQFn q8_0, DotQFn q4_0, DotQFn q4_1, DotQFn q3_0>
-void use_row_dots(KernelTable& t) {
-    t.dotq_q8_0 = q8_0;
-    t.dotq_q4_0 = q4_0;
-    t.dotq_q4_1 = q4_1;
-    t.dotq_q3_0 = q3_0;
-    t.gemmq_q8_0 = gemm_by_dots<q8_0>;
-    t.gemmq_q4_0 = gemm_by_dots<q4_0>;
-    t.gemmq_q4_1 = gemm_by_dots<q4_1>;
-    t.gemmq_q3_0 = gemm_by_dots<q3_0>;
-}
-
 // Tables each architecture file provides (null when not compiled for this target).
 const KernelTable* scalar_kernels();
 const KernelTable* avx2_kernels();
@@ -113,6 +116,10 @@ const KernelTable* avx512_vnni_kernels();
 const KernelTable* neon_kernels();
 const KernelTable* neon_dotprod_kernels();
 const KernelTable* rvv_kernels();
+
+// The start of every architecture's table: the scalar rows, under a new name, without the scalar interleaved
+// twins (a format the architecture does not interleave keeps its rows as stored and runs the scalar loops).
+KernelTable scalar_based(const char* name);
 
 // The table chosen for this process (decided once, at first use).
 const KernelTable& kernels();

@@ -156,7 +156,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
     const Matrix& emb = w_.token_embd;
     for (int r = 0; r < n; ++r) {
         if (emb.x8)  // tied to the repacked output matrix
-            x8_row_to_f32(emb.dtype, emb.group(tokens[r] / kX8), c.dim / kQK, tokens[r] % kX8, &x_[r * c.dim]);
+            format_of(emb.dtype).x8_row_to_f32(emb.group(tokens[r] / kX8), c.dim / kQK, tokens[r] % kX8, &x_[r * c.dim]);
         else
             kern_->to_f32(emb.dtype, emb.row(tokens[r]), &x_[r * c.dim], c.dim);
     }
@@ -259,7 +259,7 @@ void Model::project(const float* x, int n_rows, int cols, std::initializer_list<
     bool quantized = false;
     for (const Product& p : products) {
         total += p.w->rows;
-        quantized |= dtype_quantized(p.w->dtype);
+        quantized |= format_of(p.w->dtype).quantized();
         if (p.w->rows % kX8) unit = 1;
     }
     const Act act = quantized ? activations(x, n_rows, cols) : Act{x, nullptr, n_rows, cols};
@@ -294,7 +294,7 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
         for (int i = begin; i < end; ++i) {
             kern_->to_f32(w.dtype, w.row(i), row, cols);
             for (int r = 0; r < n_rows; ++r)
-                out[static_cast<size_t>(r) * rows + i] = kern_->dot_f32(row, x.f + static_cast<size_t>(r) * cols, cols);
+                out[static_cast<size_t>(r) * rows + i] = kern_->dot(DType::F32)(row, x.f + static_cast<size_t>(r) * cols, cols);
         }
     }
 }

@@ -53,7 +53,7 @@ void WeightStore::interleave(Matrix& m, const KernelTable& k) {
     // as a tied embedding table's lookups do), so the two are never both resident: no peak at load.
     const int groups_per_step = std::max<int>(1, static_cast<int>((1u << 20) / group_bytes));
     for (int g = 0; g < m.rows / kX8; ++g) {
-        repack_x8(m.dtype, m.row(g * kX8), m.row_stride, nb, packed.data() + g * group_bytes);
+        format_of(m.dtype).repack_x8(m.row(g * kX8), m.row_stride, nb, packed.data() + g * group_bytes);
         if (source && ((g + 1) % groups_per_step == 0 || g + 1 == m.rows / kX8))
             source->release(m.data, (g + 1) * group_bytes);
     }
@@ -69,7 +69,8 @@ const uint8_t* WeightStore::bytes_of(const TensorSpec& t, size_t n) {
     if (t.offset > f.size() || n > f.size() - t.offset)
         throw Error("tensor " + t.name + ": data runs past the end of " + f.path());
     const uint8_t* p = f.data() + t.offset;
-    const size_t align = dtype_block_elems(static_cast<DType>(t.dtype)) == 1 ? dtype_block_bytes(static_cast<DType>(t.dtype)) : 2;
+    const FormatInfo& fmt = format_of(static_cast<DType>(t.dtype));
+    const size_t align = fmt.quantized() ? 2 : fmt.block_bytes;  // float elements, or the f16 words of a block
     if (reinterpret_cast<uintptr_t>(p) % align) {  // kernels load elements directly: give them an aligned copy
         owned_.emplace_back(p, p + n);
         p = owned_.back().data();
@@ -86,7 +87,7 @@ Matrix WeightStore::matrix(const std::string& name, int rows, int cols) {
     if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
         throw Error("tensor " + name + ": shape does not match the hyperparameters (expected " +
                     std::to_string(rows) + " x " + std::to_string(cols) + ")");
-    if (cols % dtype_block_elems(dt)) throw Error("tensor " + name + ": row length is not a whole number of blocks");
+    if (cols % format_of(dt).block_elems) throw Error("tensor " + name + ": row length is not a whole number of blocks");
     Matrix m;
     m.dtype = dt;
     m.rows = rows;
@@ -102,7 +103,7 @@ std::vector<float> WeightStore::vector(const std::string& name, int n) {
     const TensorSpec& t = it->second;
     if (!dtype_known(t.dtype)) throw Error("tensor " + name + ": unsupported type id " + std::to_string(t.dtype));
     const DType dt = static_cast<DType>(t.dtype);
-    if (t.shape.size() != 1 || t.shape[0] != n || n % dtype_block_elems(dt))
+    if (t.shape.size() != 1 || t.shape[0] != n || n % format_of(dt).block_elems)
         throw Error("tensor " + name + ": shape does not match the hyperparameters (expected " + std::to_string(n) + ")");
     // Norm gains are tiny and read by every token: keep them as floats.
     std::vector<float> out(n);
@@ -131,8 +132,8 @@ int64_t count_nonfinite(DType t, const uint8_t* data, size_t n_bytes) {
         for (size_t i = 0; i + 2 <= n_bytes; i += 2) count += bad16(data + i, mask);
         return count;
     }
-    const size_t block = dtype_block_bytes(t);
-    const int scales = t == DType::Q4_1 ? 2 : 1;  // Q4_1 also stores an f16 minimum after the scale
+    const size_t block = format_of(t).block_bytes;
+    const int scales = format_of(t).header_halves;  // the scale, and the minimum where the format has one
     for (size_t b = 0; b + block <= n_bytes; b += block)
         for (int s = 0; s < scales; ++s) count += bad16(data + b + 2 * s, 0x7C00);
     return count;

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorInfo
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
+from franken_rt.formats import format_of
 from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
@@ -223,7 +224,7 @@ def _check_tensor_extents(tensors: list[GGUFTensor], path: Path, size: int, alig
             dtype = DType(t.dtype_id)
         except ValueError:
             continue  # an unsupported type is reported when (and only if) the model needs that tensor
-        block, block_bytes = BLOCK_LAYOUT[dtype]
+        block, block_bytes = format_of(dtype).block_elems, format_of(dtype).block_bytes
         if t.shape[-1] % block:
             raise FrankenError(f"{path}: tensor {t.name}: row of {t.shape[-1]} is not whole {dtype.name} blocks")
         n_bytes = math.prod(t.shape) // block * block_bytes  # Python integers: a hostile shape cannot wrap

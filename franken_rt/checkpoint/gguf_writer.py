@@ -22,6 +22,7 @@ from franken_rt.checkpoint.tensors import float_array, raw_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
+from franken_rt.formats import format_of
 from franken_rt.quant.formats import encode
 from franken_rt.surgery.plan import PLAN_KEY
 
@@ -154,10 +155,8 @@ def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, round
 def file_type(dtypes: Iterable[DType]) -> int:
     """GGUF's general.file_type (llama.cpp's LLAMA_FTYPE): named after the most common 2-D weight type. A file
     mostly in our own Q3_0 gets llama.cpp's "guessed" flag (1024) alone: no LLAMA_FTYPE describes it."""
-    ftypes = {DType.F32: 0, DType.F16: 1, DType.Q4_0: 2, DType.Q4_1: 3, DType.Q8_0: 7, DType.BF16: 32,
-              DType.Q3_0: 1024}
     counts = Counter(d for d in dtypes if d != DType.F32)
-    return ftypes[counts.most_common(1)[0][0]] if counts else 0
+    return format_of(counts.most_common(1)[0][0]).llama_ftype or 0 if counts else 0
 
 
 def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:

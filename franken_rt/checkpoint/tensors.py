@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType, TensorInfo
+from franken_rt.checkpoint.types import DType, TensorInfo, nbytes_of
 
 
 def raw_array(t: TensorInfo) -> np.ndarray:
     """The stored bytes, shape (rows..., bytes per row), without copying."""
-    block, size = BLOCK_LAYOUT[t.dtype]
-    row_bytes = t.shape[-1] // block * size
+    row_bytes = nbytes_of(t.dtype, (t.shape[-1],))
     return np.memmap(t.file, dtype=np.uint8, mode="r", offset=t.offset, shape=(*t.shape[:-1], row_bytes))
 
 

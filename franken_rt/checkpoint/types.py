@@ -8,38 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from franken_rt.formats import DType, format_of
 
 if TYPE_CHECKING:
     from franken_rt.config import ModelConfig
     from franken_rt.tokenizer import Tokenizer
-
-
-class DType(IntEnum):
-    """Tensor storage types; the numbers are GGUF's `ggml_type` ids, shared with the C++ core. Ids from 1000 up are
-    franken-rt's own formats, which llama.cpp does not read (ggml has no 3-bit type with 32-element blocks)."""
-
-    F32 = 0
-    F16 = 1
-    Q4_0 = 2
-    Q4_1 = 3
-    Q8_0 = 8
-    BF16 = 30
-    Q3_0 = 1003
-
-
-# (elements per block, bytes per block): facts of the GGUF/ggml formats.
-BLOCK_LAYOUT: dict[DType, tuple[int, int]] = {
-    DType.F32: (1, 4),
-    DType.F16: (1, 2),
-    DType.BF16: (1, 2),
-    DType.Q8_0: (32, 34),  # f16 scale + 32 x int8
-    DType.Q4_0: (32, 18),  # f16 scale + 16 bytes of nibbles
-    DType.Q4_1: (32, 20),  # f16 scale + f16 min + 16 bytes of nibbles
-    DType.Q3_0: (32, 14),  # f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs (ours)
-}
 
 
 def ggml_type(dtype: DType) -> Any:
@@ -54,7 +30,8 @@ def ggml_type(dtype: DType) -> Any:
 
 def nbytes_of(dtype: DType, shape: tuple[int, ...]) -> int:
     """Bytes a tensor of this type and shape (row-major, last dim contiguous) occupies."""
-    block, size = BLOCK_LAYOUT[dtype]
+    f = format_of(dtype)
+    block, size = f.block_elems, f.block_bytes
     row = shape[-1]
     if row % block:
         raise ValueError(f"row length {row} is not a multiple of the {dtype.name} block size {block}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, TensorInfo
+from franken_rt.checkpoint.types import Checkpoint, TensorInfo
+from franken_rt.formats import format_of
 from franken_rt.errors import FrankenError
 
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.(.+)")
@@ -81,5 +82,5 @@ def check_finite(ckpt: Checkpoint, names: list[str] | None = None) -> None:
         t = ckpt.tensors[name]
         bad = nonfinite_count(t)
         if bad:
-            what = "values" if BLOCK_LAYOUT[t.dtype][0] == 1 else "block scales"
+            what = "block scales" if format_of(t.dtype).quantized else "values"
             raise FrankenError(f"{Path(t.file)}: tensor {name} has {bad} NaN or infinite {what}")

@@ -1,50 +1,78 @@
-"""Numpy codecs of the block formats (byte layouts are ggml's; csrc/kernels/formats.h defines them for the core).
+"""Numpy codecs of the block formats, one `CODECS` row per quantized format (byte layouts are ggml's, or ours from
+id 1000 up; csrc/kernels/formats.h defines them for the core, franken_rt/formats.py states their facts).
 
-Decoding and round-to-nearest encoding use the `gguf` package's reference implementation. `search` encodes into
-the same standard blocks with error-minimizing scales (and minimums), so files stay readable by llama.cpp.
-Q3_0 is franken-rt's own 3-bit format (layout in csrc/kernels/formats.h), so its codec is here.
+Decoding and round-to-nearest encoding of ggml's types use the `gguf` package's reference implementation.
+`search` encodes into the same standard blocks with error-minimizing scales (and minimums), so files stay readable
+by llama.cpp. Q3_0 is franken-rt's own 3-bit format (layout in csrc/kernels/formats.h), so its codec is here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gguf
 import numpy as np
 
-from franken_rt.checkpoint.types import DType
+from franken_rt.formats import DType
 
 QK = 32
 ROUNDINGS = ("rtn", "search")
 _CHUNK_BLOCKS = 1 << 16  # blocks optimized at once: bounds the search's temporaries to a few tens of MB
 
 
+@dataclass(frozen=True)
+class Codec:
+    """One quantized format's numpy codec. `decode`: stored bytes (..., whole blocks) -> float32 (blocks, 32).
+    `rtn`: float32 (blocks, 32) -> bytes (blocks, block bytes), round-to-nearest as ggml's reference quantizers.
+    `search`: the same blocks with error-minimizing scales, weighted per element (None: rtn only)."""
+
+    decode: Callable[[np.ndarray], np.ndarray]
+    rtn: Callable[[np.ndarray], np.ndarray]
+    search: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def _ggml_decode(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
+    """The `gguf` package's reference decoder of one of ggml's types."""
+    return lambda raw: np.asarray(gguf.quants.dequantize(np.asarray(raw), gguf.GGMLQuantizationType(int(dtype))),
+                                  dtype=np.float32).reshape(-1, QK)
+
+
+def _ggml_rtn(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
+    """The `gguf` package's reference round-to-nearest encoder of one of ggml's types."""
+    return lambda x: np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32),
+                                                     gguf.GGMLQuantizationType(int(dtype))))
+
+
 def dequantize(raw: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
     """Stored bytes (rows, bytes per row) of a tensor -> float32 array of `shape`."""
-    if dtype == DType.Q3_0:
-        return _q3_0_decode(np.asarray(raw)).reshape(shape)
+    if dtype in CODECS:
+        return CODECS[dtype].decode(np.asarray(raw)).reshape(shape)
     out = gguf.quants.dequantize(np.asarray(raw), gguf.GGMLQuantizationType(int(dtype)))
     return np.asarray(out, dtype=np.float32).reshape(shape)
 
 
 def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     """float32 (rows, cols) -> stored bytes (rows, bytes per row), round-to-nearest as ggml's reference."""
-    if dtype == DType.Q3_0:
-        x = np.asarray(x, dtype=np.float32)
-        return _q3_0_rtn(x.reshape(-1, QK)).reshape(*x.shape[:-1], -1)
-    return np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32), gguf.GGMLQuantizationType(int(dtype))))
+    x = np.asarray(x, dtype=np.float32)
+    if dtype in CODECS:
+        return CODECS[dtype].rtn(x.reshape(-1, QK)).reshape(*x.shape[:-1], -1)
+    return np.asarray(gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(dtype))))
 
 
 def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn", importance: np.ndarray | None = None) -> np.ndarray:
     """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row).
 
     `importance` (one non-negative weight per column, e.g. the mean squared input the matrix multiplies, see
-    franken_rt.quant.importance): the search then minimizes the error weighted by it, so the columns that carry
+    franken_rt.surgery.importance): the search then minimizes the error weighted by it, so the columns that carry
     large inputs are rounded more carefully. Round-to-nearest ignores it."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == DType.F32:
         return x.view(np.uint8)
     if dtype == DType.F16:
         return x.astype("<f2").view(np.uint8)
-    if rounding == "search" and dtype in _SEARCHED:
+    search = CODECS[dtype].search if dtype in CODECS else None
+    if rounding == "search" and search is not None:
         rows = x.reshape(-1, x.shape[-1])
         blocks = rows.reshape(-1, QK)
         per_row = x.shape[-1] // QK
@@ -54,7 +82,7 @@ def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn", importance: np.nd
             imp = np.asarray(importance, dtype=np.float64).reshape(per_row, QK)
             col = (imp / max(float(imp.mean()), 1e-30) + 1e-6).astype(np.float32)  # no column weighs zero
         step = max(1, _CHUNK_BLOCKS // per_row) * per_row  # whole rows, so each block meets its columns
-        out = [_SEARCHED[dtype](blocks[i:i + step], np.tile(col, (len(blocks[i:i + step]) // per_row, 1)))
+        out = [search(blocks[i:i + step], np.tile(col, (len(blocks[i:i + step]) // per_row, 1)))
                for i in range(0, len(blocks), step)]
         return np.concatenate(out).reshape(*x.shape[:-1], -1)
     return quantize(x, dtype)
@@ -178,4 +206,10 @@ def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 15)
 
 
-_SEARCHED = {DType.Q4_0: _q4_0_search, DType.Q4_1: _q4_1_search, DType.Q3_0: _q3_0_search}
+# One row per quantized format of the registry (franken_rt/formats.py); tests/test_formats.py checks none is missing.
+CODECS: dict[DType, Codec] = {
+    DType.Q8_0: Codec(_ggml_decode(DType.Q8_0), _ggml_rtn(DType.Q8_0)),
+    DType.Q4_0: Codec(_ggml_decode(DType.Q4_0), _ggml_rtn(DType.Q4_0), _q4_0_search),
+    DType.Q4_1: Codec(_ggml_decode(DType.Q4_1), _ggml_rtn(DType.Q4_1), _q4_1_search),
+    DType.Q3_0: Codec(_q3_0_decode, _q3_0_rtn, _q3_0_search),
+}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, DType, TensorInfo
+from franken_rt.checkpoint.types import DType, TensorInfo
 from franken_rt.errors import FrankenError
+from franken_rt.formats import FORMATS, by_cli_name, format_of
 
-QUANT_NAMES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0,
-               "q4_1": DType.Q4_1, "q3_0": DType.Q3_0}
-LOW_BIT = (DType.Q4_0, DType.Q4_1, DType.Q3_0)
+QUANT_NAMES = by_cli_name()  # every format of the registry, by its CLI name
+LOW_BIT = tuple(DType(f.id) for f in FORMATS if f.quantized and f.bits < 8)  # 3- and 4-bit formats
 # Mixes, as llama.cpp's "_M" types: the base type, with the tensors most sensitive to quantization (the attention
 # values and the FFN down projection) kept wider: (base, pattern, their type). q3_0m is the mixed 3/4-bit format.
 _SENSITIVE = r"attn_v\.|ffn_down\."
@@ -58,6 +58,6 @@ class QuantPolicy:
             chosen = self.base
             if self.base in LOW_BIT and t.name in ("token_embd.weight", "output.weight"):
                 chosen = DType.Q8_0
-        if t.shape[-1] % BLOCK_LAYOUT[chosen][0]:
+        if t.shape[-1] % format_of(chosen).block_elems:
             return DType.F16  # rows that are not whole blocks cannot be quantized
         return chosen

@@ -16,12 +16,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from franken_rt.checkpoint.types import BLOCK_LAYOUT, Checkpoint, DType, TensorInfo
+from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
+from franken_rt.formats import format_of
 from franken_rt.errors import FrankenError
 from franken_rt.surgery.plan import check_plan, executed, format_plan
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
-KV_ELEMENT_BYTES = {"f32": 4.0, "f16": 2.0, "q8": BLOCK_LAYOUT[DType.Q8_0][1] / BLOCK_LAYOUT[DType.Q8_0][0]}
+KV_ELEMENT_BYTES = {"f32": 4.0, "f16": 2.0, "q8": format_of(DType.Q8_0).bits / 8}
 Policy = Callable[[TensorInfo], DType]
 
 
@@ -67,7 +68,7 @@ def _elements(t: TensorInfo) -> int:
 
 
 def _bytes(t: TensorInfo, d: DType, rows: int | None = None) -> int:
-    block, size = BLOCK_LAYOUT[d]
+    block, size = format_of(d).block_elems, format_of(d).block_bytes
     per_row = t.shape[-1] // block * size
     return per_row * (rows if rows is not None else _elements(t) // t.shape[-1])
 

@@ -29,7 +29,7 @@ uint16_t f16_of(float f) {  // simple truncating encoder: any half value is a va
 std::vector<uint8_t> random_row(DType t, int n) {
     std::vector<uint8_t> row(row_bytes(t, n));
     for (auto& byte : row) byte = static_cast<uint8_t>(rng());
-    const int bb = dtype_block_bytes(t);
+    const int bb = format_of(t).block_bytes;
     for (size_t off = 0; off < row.size(); off += bb) {  // sane scales (random bits could be NaN/inf)
         if (t == DType::F32) {
             const float v = randn();
@@ -43,7 +43,7 @@ std::vector<uint8_t> random_row(DType t, int n) {
         } else {
             const uint16_t d = f16_of(0.01f + 0.05f * std::fabs(randn())), m = f16_of(-0.3f * std::fabs(randn()));
             std::memcpy(&row[off], &d, 2);
-            if (t == DType::Q4_1) std::memcpy(&row[off + 2], &m, 2);
+            if (format_of(t).header_halves > 1) std::memcpy(&row[off + 2], &m, 2);  // a minimum
         }
     }
     return row;
@@ -69,20 +69,21 @@ int main() {
             k.quantize_act(x.data(), qa.data(), n);
             ref.quantize_act(x.data(), qr.data(), n);
             check(std::memcmp(qa.data(), qr.data(), qa.size() * sizeof(BlockQ8A)) == 0, name + " quantize_act n=" + std::to_string(n));
-            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q3_0}) {
-                const int len = dtype_block_elems(t) == 1 && n > 64 ? n - 7 : n;  // float rows: odd lengths too
+            for (const FormatInfo& f : kFormats) {  // every format of the table
+                const DType t = f.id;
+                const int len = !f.quantized() && n > 64 ? n - 7 : n;  // float rows: odd lengths too
                 const auto row = random_row(t, len);
                 std::vector<float> a(len), b(len);
                 k.to_f32(t, row.data(), a.data(), len);
                 ref.to_f32(t, row.data(), b.data(), len);
                 double mag = 0;
                 for (int i = 0; i < len; ++i) mag += std::fabs(b[i] * x[i]);
-                check(a == b, name + " to_f32 " + dtype_name(t) + " n=" + std::to_string(len));
+                check(a == b, name + " to_f32 " + format_of(t).name + " n=" + std::to_string(len));
                 check(close(k.dot(t)(row.data(), x.data(), len), ref.dot(t)(row.data(), x.data(), len), mag),
-                      name + " dot " + dtype_name(t) + " n=" + std::to_string(len));
-                if (!dtype_quantized(t)) continue;
+                      name + " dot " + format_of(t).name + " n=" + std::to_string(len));
+                if (!f.quantized()) continue;
                 check(close(k.dotq(t)(row.data(), qr.data(), n), ref.dotq(t)(row.data(), qr.data(), n), mag),
-                      name + " dotq " + dtype_name(t) + " n=" + std::to_string(n));
+                      name + " dotq " + format_of(t).name + " n=" + std::to_string(n));
                 // matrix-matrix: 3 rows (this one three times) x 5 activation rows
                 std::vector<uint8_t> rows;
                 for (int r = 0; r < 3; ++r) rows.insert(rows.end(), row.begin(), row.end());
@@ -93,13 +94,14 @@ int main() {
                 ref.gemmq(t)(rows.data(), 3, row.size(), acts.data(), 5, n, h.data(), 3);
                 bool ok = true;
                 for (int i = 0; i < 15; ++i) ok &= close(g[i], h[i], mag);
-                check(ok, name + " gemmq " + dtype_name(t) + " n=" + std::to_string(n));
+                check(ok, name + " gemmq " + format_of(t).name + " n=" + std::to_string(n));
             }
             // Interleaved formats: three groups of eight distinct random rows repacked (a kernel may pair
             // groups: a pair and a single), times 1, 6 and 13 activation rows (tiles of eight and four, and the
             // rest), against the scalar twin and the scalar dot product of each stored row.
             constexpr int kGroups = 3, kRows = kGroups * kX8;
-            for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q3_0}) {
+            for (const FormatInfo& f : kFormats) {
+                const DType t = f.id;
                 if (!k.gemmq_x8(t)) continue;
                 std::vector<uint8_t> rows8;
                 for (int r = 0; r < kRows; ++r) {
@@ -109,7 +111,7 @@ int main() {
                 const size_t stride = row_bytes(t, n);
                 std::vector<uint8_t> packed(rows8.size());
                 for (int g = 0; g < kGroups; ++g)
-                    repack_x8(t, rows8.data() + g * kX8 * stride, stride, n / kQK, packed.data() + g * kX8 * stride);
+                    f.repack_x8(rows8.data() + g * kX8 * stride, stride, n / kQK, packed.data() + g * kX8 * stride);
                 for (int n_act : {1, 6, 13}) {
                     std::vector<BlockQ8A> acts;
                     for (int r = 0; r < n_act; ++r) {
@@ -130,7 +132,7 @@ int main() {
                             twin &= close(g[a * kLdo + r], h[a * kLdo + r], std::fabs(d) + n);
                             dots &= close(h[a * kLdo + r], d, std::fabs(d) + n);
                         }
-                    const std::string what = std::string(" gemmq_x8 ") + dtype_name(t) + " n=" + std::to_string(n) +
+                    const std::string what = std::string(" gemmq_x8 ") + format_of(t).name + " n=" + std::to_string(n) +
                                              " acts=" + std::to_string(n_act);
                     check(twin, name + what + " vs scalar");
                     check(dots, name + what + " vs stored rows");
@@ -191,7 +193,7 @@ int main() {
                     bool ok = true;
                     for (size_t i = 0; i < sa.size(); ++i) ok &= close(sa[i], sb[i], std::fabs(sb[i]) + hd);
                     for (size_t i = 0; i < ma.size(); ++i) ok &= close(ma[i], mb[i], std::fabs(mb[i]) + n);
-                    check(ok, name + " kv_scores/kv_mix " + dtype_name(t) + " hd=" + std::to_string(hd) +
+                    check(ok, name + " kv_scores/kv_mix " + format_of(t).name + " hd=" + std::to_string(hd) +
                                   " queries=" + std::to_string(n_q));
                 }
         std::printf("%s: checked against scalar\n", name.c_str());

@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
     for (DType t : {DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q3_0}) {
         const TinyModel tm = write_tiny(dir + "/model_check_" + std::to_string(static_cast<int>(t)) + ".bin", t, rng);
         for (const std::string kern : available_kernels()) {
-            const std::string base = std::string(dtype_name(t)) + "/" + kern;
+            const std::string base = std::string(format_of(t).name) + "/" + kern;
             for (int kv : {0, 1, 8}) {
                 Config cfg = tm.cfg;
                 cfg.kv_type = kv;

@@ -375,29 +375,26 @@ constexpr GemmX8Fn gemmq_q3_0x8 = groups_by_tiles<BlockQ3_0x8, q3_0x8_tile<4>, q
 #endif
 
 KernelTable make_table() {
-    KernelTable t = *scalar_kernels();
 #if defined(FRANKEN_DOTPROD)
-    t.name = "neon_dotprod";
+    KernelTable t = scalar_based("neon_dotprod");
 #else
-    t.name = "neon";
+    KernelTable t = scalar_based("neon");
 #endif
-    t.dot_f32 = dot_f32;
+    t[DType::F32].dot = dot_f32;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.kv_scores = kv_scores;
     t.kv_mix = kv_mix;
     t.quantize_act = quantize_act;
-    use_row_dots<dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0>(t);
-#if defined(FRANKEN_DOTPROD)
-    t.gemmq_q4_0x8 = gemmq_q4_0x8;
-    t.gemmq_q8_0x8 = gemmq_q8_0x8;
-    t.gemmq_q4_1x8 = gemmq_q4_1x8;
-    t.gemmq_q3_0x8 = gemmq_q3_0x8;
-#else
-    t.gemmq_q4_0x8 = nullptr;  // plain NEON keeps rows as stored (see above)
-    t.gemmq_q8_0x8 = nullptr;
-    t.gemmq_q4_1x8 = nullptr;
-    t.gemmq_q3_0x8 = nullptr;
+    use_row_dot<DType::Q8_0, dotq_q8_0>(t);
+    use_row_dot<DType::Q4_0, dotq_q4_0>(t);
+    use_row_dot<DType::Q4_1, dotq_q4_1>(t);
+    use_row_dot<DType::Q3_0, dotq_q3_0>(t);
+#if defined(FRANKEN_DOTPROD)  // plain NEON keeps rows as stored (see above)
+    t[DType::Q4_0].gemm_x8 = gemmq_q4_0x8;
+    t[DType::Q8_0].gemm_x8 = gemmq_q8_0x8;
+    t[DType::Q4_1].gemm_x8 = gemmq_q4_1x8;
+    t[DType::Q3_0].gemm_x8 = gemmq_q3_0x8;
 #endif
     return t;
 }

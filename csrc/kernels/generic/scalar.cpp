@@ -28,54 +28,25 @@ float dot_bf16(const void* row, const float* x, int n) {
     return s;
 }
 
-float dot_q8_0(const void* row, const float* x, int n) {
-    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+// The quantized formats, block by block through their element accessors (formats.h): value = d * q + m, so a
+// block contributes d * sum(q x) + m * sum(x).
+template <class Block>
+float dot_blocks(const void* row, const float* x, int n) {
+    const Block* b = static_cast<const Block*>(row);
     float s = 0.f;
+    int8_t q[kQK];
     for (int i = 0; i < n / kQK; ++i, x += kQK) {
-        float bs = 0.f;
-        for (int j = 0; j < kQK; ++j) bs += b[i].qs[j] * x[j];
-        s += fp16_to_f32(b[i].d) * bs;
+        float d, m, qx = 0.f, sx = 0.f;
+        block_codes(b[i], q, d, m);
+        for (int j = 0; j < kQK; ++j) qx += q[j] * x[j], sx += x[j];
+        s += d * qx + m * sx;
     }
     return s;
 }
 
-float dot_q4_0(const void* row, const float* x, int n) {
-    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i, x += kQK) {
-        float bs = 0.f;
-        for (int j = 0; j < kQK / 2; ++j) {
-            bs += ((b[i].qs[j] & 0x0f) - 8) * x[j];
-            bs += ((b[i].qs[j] >> 4) - 8) * x[j + kQK / 2];
-        }
-        s += fp16_to_f32(b[i].d) * bs;
-    }
-    return s;
-}
-
-float dot_q4_1(const void* row, const float* x, int n) {
-    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i, x += kQK) {
-        float qx = 0.f, sx = 0.f;  // sum(q * x) and sum(x): value = d*q + m
-        for (int j = 0; j < kQK / 2; ++j) {
-            qx += (b[i].qs[j] & 0x0f) * x[j] + (b[i].qs[j] >> 4) * x[j + kQK / 2];
-            sx += x[j] + x[j + kQK / 2];
-        }
-        s += fp16_to_f32(b[i].d) * qx + fp16_to_f32(b[i].m) * sx;
-    }
-    return s;
-}
-
-float dot_q3_0(const void* row, const float* x, int n) {
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i, x += kQK) {
-        float bs = 0.f;
-        for (int j = 0; j < kQK; ++j) bs += (q3_0_code(b[i], j) - 4) * x[j];
-        s += fp16_to_f32(b[i].d) * bs;
-    }
-    return s;
+void to_f32_f32(const void* row, float* out, int n) {
+    const float* w = static_cast<const float*>(row);
+    for (int i = 0; i < n; ++i) out[i] = w[i];
 }
 
 void to_f32_f16(const void* row, float* out, int n) {
@@ -88,41 +59,14 @@ void to_f32_bf16(const void* row, float* out, int n) {
     for (int i = 0; i < n; ++i) out[i] = bf16_to_f32(w[i]);
 }
 
-void to_f32_q8_0(const void* row, float* out, int n) {
-    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+template <class Block>
+void to_f32_blocks(const void* row, float* out, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    int8_t q[kQK];
     for (int i = 0; i < n / kQK; ++i, out += kQK) {
-        const float d = fp16_to_f32(b[i].d);
-        for (int j = 0; j < kQK; ++j) out[j] = d * b[i].qs[j];
-    }
-}
-
-void to_f32_q4_0(const void* row, float* out, int n) {
-    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
-    for (int i = 0; i < n / kQK; ++i, out += kQK) {
-        const float d = fp16_to_f32(b[i].d);
-        for (int j = 0; j < kQK / 2; ++j) {
-            out[j] = d * ((b[i].qs[j] & 0x0f) - 8);
-            out[j + kQK / 2] = d * ((b[i].qs[j] >> 4) - 8);
-        }
-    }
-}
-
-void to_f32_q4_1(const void* row, float* out, int n) {
-    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
-    for (int i = 0; i < n / kQK; ++i, out += kQK) {
-        const float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
-        for (int j = 0; j < kQK / 2; ++j) {
-            out[j] = d * (b[i].qs[j] & 0x0f) + m;
-            out[j + kQK / 2] = d * (b[i].qs[j] >> 4) + m;
-        }
-    }
-}
-
-void to_f32_q3_0(const void* row, float* out, int n) {
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
-    for (int i = 0; i < n / kQK; ++i, out += kQK) {
-        const float d = fp16_to_f32(b[i].d);
-        for (int j = 0; j < kQK; ++j) out[j] = d * (q3_0_code(b[i], j) - 4);
+        float d, m;
+        block_codes(b[i], q, d, m);
+        for (int j = 0; j < kQK; ++j) out[j] = d * q[j] + m;
     }
 }
 
@@ -152,49 +96,18 @@ void quantize_act(const float* x, BlockQ8A* out, int n) {
     }
 }
 
-float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+// sum((d q + m) x) = d d_x sum(q q_x) + m s_x, s_x = d_x sum(q_x) (the activation block's sum).
+template <class Block>
+float dotq_blocks(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
     float s = 0.f;
+    int8_t q[kQK];
     for (int i = 0; i < n / kQK; ++i) {
+        float d, m;
+        block_codes(b[i], q, d, m);
         int acc = 0;
-        for (int j = 0; j < kQK; ++j) acc += b[i].qs[j] * a[i].qs[j];
-        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
-    }
-    return s;
-}
-
-float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ4_0* b = static_cast<const BlockQ4_0*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i) {
-        int acc = 0;
-        for (int j = 0; j < kQK / 2; ++j)
-            acc += ((b[i].qs[j] & 0x0f) - 8) * a[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * a[i].qs[j + kQK / 2];
-        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
-    }
-    return s;
-}
-
-float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i) {
-        int acc = 0;
-        for (int j = 0; j < kQK / 2; ++j)
-            acc += (b[i].qs[j] & 0x0f) * a[i].qs[j] + (b[i].qs[j] >> 4) * a[i].qs[j + kQK / 2];
-        // sum((d q + m) x) = d dx sum(q qx) + m sum(x)
-        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc) + fp16_to_f32(b[i].m) * a[i].s;
-    }
-    return s;
-}
-
-float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n / kQK; ++i) {
-        int acc = 0;
-        for (int j = 0; j < kQK; ++j) acc += (q3_0_code(b[i], j) - 4) * a[i].qs[j];
-        s += fp16_to_f32(b[i].d) * a[i].d * static_cast<float>(acc);
+        for (int j = 0; j < kQK; ++j) acc += q[j] * a[i].qs[j];
+        s += d * a[i].d * static_cast<float>(acc) + m * a[i].s;
     }
     return s;
 }
@@ -265,20 +178,46 @@ void kv_mix(DType t, const uint8_t* rows, size_t stride, int n, const float* p, 
     }
 }
 
-const KernelTable kTable = {
-    "scalar",
-    dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q3_0,
-    to_f32_f16, to_f32_bf16, to_f32_q8_0, to_f32_q4_0, to_f32_q4_1, to_f32_q3_0,
-    swiglu, exp_sum,
-    quantize_act, dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0,
-    gemm_by_dots<dotq_q8_0>, gemm_by_dots<dotq_q4_0>, gemm_by_dots<dotq_q4_1>, gemm_by_dots<dotq_q3_0>,
-    gemmq_x8<BlockQ4_0x8, q4_0x8_code>, gemmq_x8<BlockQ8_0x8, q8_0x8_code>,
-    gemmq_x8<BlockQ4_1x8, q4_1x8_code>, gemmq_x8<BlockQ3_0x8, q3_0x8_code>,
-    kv_scores, kv_mix,
-};
+// A quantized format's scalar row: stored-row kernels through its element accessor, the interleaved twin through
+// its interleaved layout's accessor.
+template <class Block, class X8, int (*code)(const X8&, int, int)>
+FormatKernels quantized_row() {
+    return {dot_blocks<Block>, to_f32_blocks<Block>, dotq_blocks<Block>, gemm_by_dots<dotq_blocks<Block>>,
+            gemmq_x8<X8, code>};
+}
+
+KernelTable make_table() {
+    KernelTable t;
+    t.name = "scalar";
+    t.reference = true;
+    t[DType::F32] = {dot_f32, to_f32_f32};
+    t[DType::F16] = {dot_f16, to_f32_f16};
+    t[DType::BF16] = {dot_bf16, to_f32_bf16};
+    t[DType::Q8_0] = quantized_row<BlockQ8_0, BlockQ8_0x8, q8_0x8_code>();
+    t[DType::Q4_0] = quantized_row<BlockQ4_0, BlockQ4_0x8, q4_0x8_code>();
+    t[DType::Q4_1] = quantized_row<BlockQ4_1, BlockQ4_1x8, q4_1x8_code>();
+    t[DType::Q3_0] = quantized_row<BlockQ3_0, BlockQ3_0x8, q3_0x8_code>();
+    t.swiglu = swiglu;
+    t.exp_sum = exp_sum;
+    t.quantize_act = quantize_act;
+    t.kv_scores = kv_scores;
+    t.kv_mix = kv_mix;
+    return t;
+}
 
 }  // namespace
 
-const KernelTable* scalar_kernels() { return &kTable; }
+const KernelTable* scalar_kernels() {
+    static const KernelTable table = make_table();
+    return &table;
+}
+
+KernelTable scalar_based(const char* name) {
+    KernelTable t = *scalar_kernels();
+    t.name = name;
+    t.reference = false;
+    for (FormatKernels& f : t.formats) f.gemm_x8 = nullptr;
+    return t;
+}
 
 }  // namespace franken

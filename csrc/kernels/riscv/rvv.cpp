@@ -127,13 +127,14 @@ float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
 }
 
 KernelTable make_table() {
-    KernelTable t = *scalar_kernels();
-    t.name = "rvv";
-    t.dot_f32 = dot_f32;
+    // No per-lane four-byte dot product: rows stay as stored (scalar_based drops the interleaved twins).
+    KernelTable t = scalar_based("rvv");
+    t[DType::F32].dot = dot_f32;
     t.quantize_act = quantize_act;
-    use_row_dots<dotq_q8_0, dotq_q4_0, dotq_q4_1, dotq_q3_0>(t);
-    // No per-lane four-byte dot product: rows stay as stored (the interleaved scalar twins would be slower).
-    t.gemmq_q4_0x8 = t.gemmq_q8_0x8 = t.gemmq_q4_1x8 = t.gemmq_q3_0x8 = nullptr;
+    use_row_dot<DType::Q8_0, dotq_q8_0>(t);
+    use_row_dot<DType::Q4_0, dotq_q4_0>(t);
+    use_row_dot<DType::Q4_1, dotq_q4_1>(t);
+    use_row_dot<DType::Q3_0, dotq_q3_0>(t);
     return t;
 }
 

@@ -1,0 +1,83 @@
+"""The storage formats: one row per type, the one Python statement of each format's facts.
+
+The C++ core states the same facts in `csrc/kernels/formats.h` (`kFormats`); `tests/test_formats.py` holds the two
+tables equal through `_core.formats()`. The Python table is kept rather than read from the core because reading a
+checkpoint's header (and the converter's size planning) must work without the built core, and needs no numpy.
+Each quantized row's numpy codec is its row in `franken_rt.quant.formats.CODECS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+@dataclass(frozen=True)
+class Format:
+    """`id`: GGUF's ggml_type id (ours from 1000 up, which llama.cpp does not read). `header_halves`: f16 words
+    each block starts with (scale, minimum). `codebook`: the signed levels a code indexes (codebook formats)."""
+
+    id: int
+    name: str
+    block_elems: int
+    block_bytes: int
+    header_halves: int = 0
+    codebook: tuple[int, ...] = ()
+    interleaves: bool = False  # the core repacks it into eight-row groups for its integer kernels
+    llama_ftype: int | None = None  # llama.cpp's LLAMA_FTYPE for a file mostly of this type
+
+    @property
+    def quantized(self) -> bool:
+        return self.block_elems > 1
+
+    @property
+    def portable(self) -> bool:
+        """llama.cpp reads it."""
+        return self.id < 1000
+
+    @property
+    def bits(self) -> float:
+        """Bits per weight."""
+        return 8 * self.block_bytes / self.block_elems
+
+    @property
+    def cli_name(self) -> str:
+        return self.name.lower()
+
+
+FORMATS: tuple[Format, ...] = (
+    Format(0, "F32", 1, 4, llama_ftype=0),
+    Format(1, "F16", 1, 2, llama_ftype=1),
+    Format(30, "BF16", 1, 2, llama_ftype=32),
+    # f16 scale + 32 int8
+    Format(8, "Q8_0", 32, 34, header_halves=1, interleaves=True, llama_ftype=7),
+    # f16 scale + 16 bytes of nibbles: d * (q - 8)
+    Format(2, "Q4_0", 32, 18, header_halves=1, interleaves=True, llama_ftype=2),
+    # f16 scale + f16 minimum + 16 bytes of nibbles: d * q + m
+    Format(3, "Q4_1", 32, 20, header_halves=2, interleaves=True, llama_ftype=3),
+    # ours: f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs: d * (q - 4); llama.cpp's "guessed" flag
+    Format(1003, "Q3_0", 32, 14, header_halves=1, interleaves=True, llama_ftype=1024),
+)
+
+_BY_ID = {f.id: f for f in FORMATS}
+
+DType = IntEnum("DType", [(f.name, f.id) for f in FORMATS], module=__name__)  # type: ignore[misc]
+DType.__doc__ = "Tensor storage types; the numbers are GGUF's ggml_type ids, shared with the C++ core."
+
+
+def format_of(dtype: int) -> Format:
+    """The row of a type id (KeyError for an unknown one: readers check `is_known` first)."""
+    return _BY_ID[int(dtype)]
+
+
+def is_known(dtype: int) -> bool:
+    return int(dtype) in _BY_ID
+
+
+def by_cli_name() -> dict[str, DType]:
+    """`--quant`/`--tensor-type` names of every format, in table order."""
+    return {f.cli_name: DType(f.id) for f in FORMATS}
+
+
+def quantized_types() -> list[DType]:
+    return [DType(f.id) for f in FORMATS if f.quantized]
