@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from franken_rt import _core
 from franken_rt.checkpoint import Checkpoint
+from franken_rt.checkpoint.layer_plan import check_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
@@ -102,8 +103,6 @@ class Model:
         if layer_plan is None:
             layer_plan = ckpt.layer_plan  # the file's own plan, if it has one
         else:
-            from franken_rt.surgery.plan import check_plan
-
             layer_plan = check_plan(list(layer_plan), ckpt.config.n_layers)
         self.layer_plan = list(layer_plan) if layer_plan is not None else list(range(ckpt.config.n_layers))
         if threads is None:  # the physical cores, but no more than the CPUs this process may run on (taskset)

@@ -101,7 +101,8 @@ def test_attention_maps_match_transformers(tiny: Path, tiny_gguf: Path, source: 
 
 
 def test_single_removal_perplexity_equals_the_removal_written_as_a_file(tiny_gguf: Path, tmp_path: Path) -> None:
-    from franken_rt.surgery.plan import apply_plan, drop
+    from franken_rt.checkpoint.layer_plan import drop
+    from franken_rt.surgery.plan import apply_plan
 
     ckpt = read_checkpoint(tiny_gguf)
     model = load_reference_precision(tiny_gguf, n_ctx=64)

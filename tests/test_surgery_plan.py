@@ -15,9 +15,10 @@ import franken_rt
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.layer_plan import PLAN_KEY, drop, format_plan, parse_plan
 from franken_rt.checkpoint.types import DType
 from franken_rt.errors import FrankenError
-from franken_rt.surgery.plan import PLAN_KEY, apply_plan, drop, format_plan, parse_plan
+from franken_rt.surgery.plan import apply_plan
 
 # `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the
 # installed package (with its compiled core) is what runs, as the entry point would.

@@ -10,11 +10,12 @@ from tiny_models import corpus_text, make_tiny_llama
 
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.layer_plan import drop
 from franken_rt.cli.convert import main as convert_main
 from franken_rt.errors import FrankenError
 from franken_rt.quant.policy import MIXES, QUANT_NAMES
 from franken_rt.surgery import size as sz
-from franken_rt.surgery.plan import apply_plan, drop
+from franken_rt.surgery.plan import apply_plan
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def measure(row: dict, ckpt, evals: dict, questions, folder: Path, calib, traces
 
 
 def fmt_plan(plan: list[int]) -> str:
-    from franken_rt.surgery.plan import format_plan
+    from franken_rt.checkpoint.layer_plan import format_plan
 
     return format_plan(plan)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from franken_rt.checkpoint.gguf import GGUF_MAGIC, read_gguf
+from franken_rt.checkpoint.hf import read_hf
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
 from franken_rt.errors import FrankenError
 
@@ -12,9 +14,6 @@ __all__ = ["Checkpoint", "DType", "TensorInfo", "read_checkpoint"]
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Open a model from a GGUF file or a Hugging Face folder (config.json + *.safetensors + tokenizer)."""
-    from franken_rt.checkpoint.gguf import GGUF_MAGIC, read_gguf
-    from franken_rt.checkpoint.hf import read_hf
-
     p = Path(path)
     if p.is_dir():
         return read_hf(p)

@@ -13,18 +13,17 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from franken_rt.checkpoint.layer_plan import PLAN_KEY, check_plan
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
-from franken_rt.formats import format_of
 from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
-
-if TYPE_CHECKING:
-    from franken_rt.tokenizer import Tokenizer
+from franken_rt.formats import format_of
+from franken_rt.tokenizer import Tokenizer, import_engine
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -239,8 +238,6 @@ def _check_tensor_extents(tensors: list[GGUFTensor], path: Path, size: int, alig
 
 def read_gguf(path: Path) -> Checkpoint:
     """A llama-architecture GGUF file as a Checkpoint."""
-    from franken_rt.surgery.plan import PLAN_KEY, check_plan
-
     path = Path(path)
     header = read_header(path, lazy_strings=True)  # the vocabulary is decoded last: see _read_tokenizer
     meta = header.metadata
@@ -292,8 +289,6 @@ def _read_tokenizer(meta: dict[str, Any], path: Path) -> Tokenizer:
     gives a 1 MiB arena back to the system only when all of it is free: an object made while the strings exist
     lands among them and keeps their arenas resident (~1 MiB each) for the rest of the run.
     """
-    from franken_rt.tokenizer import Tokenizer, import_engine
-
     # A module imported later would make such objects too.
     import_engine(meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default"))
     keys = _tokenizer_keys_reader(path)
@@ -324,8 +319,6 @@ def _file_stamp(path: Path) -> tuple[int, ...]:
 
 
 def _with_rope_freqs(config: ModelConfig, t: TensorInfo) -> ModelConfig:
-    from dataclasses import replace
-
     if t.dtype != DType.F32 or t.shape != (config.head_dim // 2,):
         raise FrankenError(f"{t.file}: tensor rope_freqs.weight must be F32 of {config.head_dim // 2} values")
     try:

@@ -12,19 +12,21 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
+from tqdm import tqdm
 
+from franken_rt.checkpoint.layer_plan import PLAN_KEY
 from franken_rt.checkpoint.tensors import float_array, raw_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.formats import format_of
 from franken_rt.quant.formats import encode
-from franken_rt.surgery.plan import PLAN_KEY
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -129,8 +131,6 @@ def write_gguf(
         w.write_ti_data_to_file()
         if freqs is not None:
             w.write_tensor_data(freqs)
-        from tqdm import tqdm
-
         total = sum(t.nbytes for _, t, _ in plan)
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
                   file=sys.stderr) as bar:
@@ -164,7 +164,5 @@ def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:
     c = ckpt.config
     if c.rope_scaling is None and c.rope_freq_factors is None:
         return None
-    from dataclasses import replace
-
     plain = np.asarray(replace(c, rope_scaling=None, rope_freq_factors=None).inv_freq(), dtype=np.float64)
     return (plain / np.asarray(c.inv_freq(), dtype=np.float64)).astype(np.float32)

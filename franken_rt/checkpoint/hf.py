@@ -12,6 +12,7 @@ from franken_rt.checkpoint.types import Checkpoint, TensorInfo
 from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
+from franken_rt.tokenizer import Tokenizer
 
 # Hugging Face parameter names -> GGUF names (the one naming the core knows).
 _GLOBAL = {
@@ -72,8 +73,6 @@ def _shards(folder: Path) -> list[Path]:
 
 
 def read_hf(folder: Path) -> Checkpoint:
-    from franken_rt.tokenizer import Tokenizer
-
     folder = Path(folder)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():

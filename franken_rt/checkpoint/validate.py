@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from franken_rt.checkpoint.types import Checkpoint, TensorInfo
-from franken_rt.formats import format_of
 from franken_rt.errors import FrankenError
+from franken_rt.formats import format_of
 
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.(.+)")
 

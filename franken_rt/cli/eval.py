@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     contexts = ctx_list(args.ctx_list) if args.cost else []
     text = read_text(args.ppl) if args.ppl else None
     from franken_rt.checkpoint import read_checkpoint
-    from franken_rt.surgery.plan import compose, executed, parse_plan
+    from franken_rt.checkpoint.layer_plan import compose, executed, parse_plan
 
     questions = None
     if args.mc:

@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from franken_rt.checkpoint.layer_plan import check_plan, executed, format_plan
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
-from franken_rt.formats import format_of
 from franken_rt.errors import FrankenError
-from franken_rt.surgery.plan import check_plan, executed, format_plan
+from franken_rt.formats import format_of
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 KV_ELEMENT_BYTES = {"f32": 4.0, "f16": 2.0, "q8": format_of(DType.Q8_0).bits / 8}

@@ -96,7 +96,8 @@ def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
 
 def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
     """(checkpoint to write, policy to write it with, one line per decision)."""
-    from franken_rt.surgery.plan import apply_plan, drop, format_plan, is_removal_only, parse_plan
+    from franken_rt.checkpoint.layer_plan import drop, format_plan, is_removal_only, parse_plan
+    from franken_rt.surgery.plan import apply_plan
 
     if ckpt.layer_plan is not None:
         raise FrankenError("--drop/--target-size/--heal need a source without a layer plan")

@@ -67,7 +67,7 @@ def header_bytes(ckpt: Checkpoint, policy: Callable[[TensorInfo], DType]) -> int
     import gguf
 
     from franken_rt.checkpoint import gguf_writer as gw
-    from franken_rt.surgery.plan import PLAN_KEY
+    from franken_rt.checkpoint.layer_plan import PLAN_KEY
 
     fd, tmp = tempfile.mkstemp(suffix=".gguf")
     os.close(fd)
@@ -153,8 +153,9 @@ def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for:
     `removal_for(n)`: which n blocks to remove (a selection method's answer). `importance`: per-column input
     moments for the weighted rounding (franken_rt.quant.importance), as the file will be written. `cache`: quantized
     tensors to reuse across calls (its rounding and importance then apply)."""
+    from franken_rt.checkpoint.layer_plan import drop
     from franken_rt.surgery.analyze import plan_nll
-    from franken_rt.surgery.plan import apply_plan, drop
+    from franken_rt.surgery.plan import apply_plan
 
     depth = ckpt.config.n_layers
     max_drop = depth - 1 if max_drop is None else min(max_drop, depth - 1)
