@@ -14,7 +14,7 @@ from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.types import DType
 from franken_rt.cli.convert import main as convert_main
 from franken_rt.quant.formats import dequantize, encode
-from franken_rt.quant.importance import input_moments
+from franken_rt.surgery.importance import input_moments
 
 HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",

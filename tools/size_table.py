@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from franken_rt.checkpoint.layer_plan import drop
     from franken_rt.eval.corpus import pydoc_text
     from franken_rt.model import Model
-    from franken_rt.quant.importance import input_moments
     from franken_rt.surgery import select as sl
     from franken_rt.surgery import size as sz
     from franken_rt.surgery.analyze import residual_stats
+    from franken_rt.surgery.importance import input_moments
 
     budgets = [sz.parse_size(b) for b in args.budgets.split(",")]
     ckpt = read_checkpoint(float_original())

@@ -109,7 +109,7 @@ def write_gguf(
 ) -> None:
     """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
     Norm gains (1-D) stay F32, as llama.cpp expects. `rounding`: "rtn" or "search" for 3/4-bit types;
-    `importance`: per-column weights of that search, by tensor name (franken_rt.quant.importance)."""
+    `importance`: per-column weights of that search, by tensor name (franken_rt.surgery.importance)."""
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
     plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]

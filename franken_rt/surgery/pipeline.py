@@ -84,7 +84,7 @@ def calibration_windows(ckpt: Checkpoint, opts: SurgeryOptions) -> list[list[int
 
 def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
     """Per-column input moments of `ckpt`'s matrices on the calibration windows, for the weighted rounding."""
-    from franken_rt.quant.importance import input_moments
+    from franken_rt.surgery.importance import input_moments
 
     if opts.moments is not None and opts.moments[0] == ckpt.tensors:  # e.g. --target-size kept every block
         return opts.moments[1]

@@ -151,7 +151,7 @@ def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for:
            importance: dict | None = None, cache: QuantCache | None = None) -> Choice:
     """The (removed blocks, quantization) under `budget` bytes with the least calibration perplexity.
     `removal_for(n)`: which n blocks to remove (a selection method's answer). `importance`: per-column input
-    moments for the weighted rounding (franken_rt.quant.importance), as the file will be written. `cache`: quantized
+    moments for the weighted rounding (franken_rt.surgery.importance), as the file will be written. `cache`: quantized
     tensors to reuse across calls (its rounding and importance then apply)."""
     from franken_rt.checkpoint.layer_plan import drop
     from franken_rt.surgery.analyze import plan_nll

@@ -8,17 +8,18 @@ decide the weights alone."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from franken_rt.checkpoint.types import Checkpoint
+from franken_rt.model import Model
+from franken_rt.reference import matrix_inputs
 
 
 def input_moments(ckpt: Checkpoint, windows: list[list[int]], threads: int | None = None) -> dict[str, np.ndarray]:
     """{tensor name: mean of x_j^2 over the calibration positions, one value per column j} for every 2-D weight
     that a matmul reads (the tied embedding as the output matrix)."""
-    from franken_rt.model import Model
-    from franken_rt.reference import matrix_inputs
-
     if ckpt.layer_plan is not None:
         ckpt = _without_plan(ckpt)
     model = Model(ckpt, threads=threads, n_ctx=max(len(w) for w in windows), activations="f32", kv_cache="f32")
@@ -39,6 +40,4 @@ def input_moments(ckpt: Checkpoint, windows: list[list[int]], threads: int | Non
 
 def _without_plan(ckpt: Checkpoint) -> Checkpoint:
     """Moments are per stored matrix: with a repeat plan the stored blocks are measured as run once each."""
-    from dataclasses import replace
-
     return replace(ckpt, layer_plan=None)
