@@ -28,6 +28,8 @@ def load(
     layer_plan: stored block indices in execution order, overriding the file's own plan (`franken.layer_plan`
     metadata, followed by default).
     """
+    # Here, not at module top: importing any franken_rt module runs this file, and the readers and the converter's
+    # size planning must not need the compiled core that franken_rt.model loads.
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.model import Model
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint
 
 
@@ -49,8 +50,6 @@ class BlockInputs:
 
 
 def weight(ckpt: Checkpoint, name: str, dtype: type = np.float64) -> np.ndarray:
-    from franken_rt.checkpoint.tensors import float_array
-
     return np.asarray(float_array(ckpt.tensors[name]), dtype=dtype)
 
 

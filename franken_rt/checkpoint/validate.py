@@ -68,7 +68,7 @@ def nonfinite_count(t: TensorInfo) -> int:
     The core scans the mapped file (numpy would add over 10 MiB to every generation's resident memory). Quantized
     blocks hold f16 scales at their start (Q4_1 a scale and a minimum): only those are checked, the packed
     integers cannot be non-finite."""
-    from franken_rt import _core
+    from franken_rt import _core  # the compiled core only for the scan: reading a checkpoint works without it
 
     try:
         return _core.nonfinite_count(str(t.file), t.offset, int(t.dtype), t.nbytes)

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import franken_rt
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
+from franken_rt.surgery import analyze as an
+from franken_rt.surgery.calib import calibration_text, windows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,13 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         raise FrankenError(f"{out} exists and is not a folder")
     if not args.no_plots:
-        from franken_rt.surgery.analyze import pyplot
-
-        pyplot()  # fail before the work if matplotlib is missing
-    import franken_rt
-    from franken_rt.surgery import analyze as an
-    from franken_rt.surgery.calib import calibration_text, windows
-
+        an.pyplot()  # fail before the work if matplotlib is missing
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, activations="f32", kv_cache="f32")
     if args.calib is None:
         print("calibration: text sampled from the model (cached)", file=sys.stderr)

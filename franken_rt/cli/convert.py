@@ -9,14 +9,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from franken_rt.checkpoint import read_checkpoint
+from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.validate import check_finite
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
+from franken_rt.quant.formats import ROUNDINGS
+from franken_rt.quant.policy import LOW_BIT, MIXES, QUANT_NAMES, QuantPolicy
+from franken_rt.surgery import pipeline
+from franken_rt.surgery.plan import plan_checkpoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from franken_rt.quant.formats import ROUNDINGS
-    from franken_rt.quant.policy import MIXES, QUANT_NAMES
-
     ap = ArgumentParser(prog="franken-convert", description="Convert and quantize a LLaMA-family model.")
     ap.add_argument("source", help="Hugging Face model folder or GGUF file")
     ap.add_argument("-o", "--output", required=True, help="output .gguf file")
@@ -58,13 +62,6 @@ def mib(n: int) -> str:
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from franken_rt.checkpoint import read_checkpoint
-    from franken_rt.checkpoint.gguf_writer import write_gguf
-    from franken_rt.checkpoint.validate import check_finite
-    from franken_rt.quant.policy import LOW_BIT, QuantPolicy
-    from franken_rt.surgery import pipeline
-    from franken_rt.surgery.plan import plan_checkpoint
-
     policy = QuantPolicy.parse(args.quant, args.tensor_type)
     out = Path(args.output)
     if out.suffix != ".gguf":

@@ -9,9 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from franken_rt.checkpoint import read_checkpoint
+from franken_rt.checkpoint.gguf_writer import atomic_output
+from franken_rt.checkpoint.layer_plan import compose, executed, parse_plan
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 from franken_rt.eval.corpus import read_text
+from franken_rt.eval.multiple_choice import evaluate, read_questions
+from franken_rt.eval.perplexity import perplexity
+from franken_rt.model import Model
+from franken_rt.quant.policy import QuantPolicy
+from franken_rt.surgery.cost import cost, cost_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,21 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         raise FrankenError(f"--max-windows must be >= 1, got {args.max_windows}")
     contexts = ctx_list(args.ctx_list) if args.cost else []
     text = read_text(args.ppl) if args.ppl else None
-    from franken_rt.checkpoint import read_checkpoint
-    from franken_rt.checkpoint.layer_plan import compose, executed, parse_plan
-
     questions = None
     if args.mc:
-        from franken_rt.eval.multiple_choice import read_questions
-
         questions = read_questions(args.mc, args.limit)
     ckpt = read_checkpoint(args.model)
     plan = compose(ckpt, parse_plan(args.plan, len(executed(ckpt)))) if args.plan is not None else None
     report: dict[str, Any] = {"model": args.model}
     if args.cost:
-        from franken_rt.quant.policy import QuantPolicy
-        from franken_rt.surgery.cost import cost, cost_table
-
         policy = QuantPolicy.parse(args.quant) if args.quant else None
         cst = cost(ckpt, plan, policy=policy, kv_cache=args.kv_cache)
         print(cost_table(cst, contexts))
@@ -83,23 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     if text is None and questions is None:
         return _write(args.json, report)
 
-    from franken_rt.model import Model
-
     n_ctx = max(args.ctx, 2) if text is not None else None
     if questions is not None and n_ctx is not None:
         n_ctx = max(n_ctx, min(ckpt.config.context_length, 2048))
     model = Model(ckpt, threads=args.threads, n_ctx=n_ctx, layer_plan=plan, activations=args.activations,
                   kv_cache=args.kv_cache)
     if text is not None:
-        from franken_rt.eval.perplexity import perplexity
-
         result = perplexity(model, text, ctx=args.ctx, max_windows=args.max_windows, progress=progress("windows"))
         print(file=sys.stderr)
         print(result)
         report.update({"text": args.ppl, **result.__dict__})
     if questions is not None:
-        from franken_rt.eval.multiple_choice import evaluate
-
         mc = evaluate(model, questions, progress=progress("questions"))
         print(file=sys.stderr)
         print(mc)
@@ -109,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(path: str | None, report: dict[str, Any]) -> int:
     if path:
-        from franken_rt.checkpoint.gguf_writer import atomic_output
-
         with atomic_output(Path(path), [], force=True) as tmp:
             tmp.write_text(json.dumps(report, indent=1))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import franken_rt
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 from franken_rt.eval.memory import peak_rss_mib
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n_predict < 0:
         raise FrankenError(f"-n must be >= 0, got {args.n_predict}")
-    import franken_rt
-
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
                             activations=args.activations, kv_cache=args.kv_cache)
     if args.interactive:

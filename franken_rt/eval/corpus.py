@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from pydoc_data.topics import topics
 
 from franken_rt.errors import FrankenError
 
@@ -21,6 +22,4 @@ def read_text(path: str | Path) -> str:
 
 def pydoc_text() -> str:
     """All pydoc topics, in sorted order, separated by blank lines (~1.4 MB of English)."""
-    from pydoc_data.topics import topics
-
     return "\n\n".join(topics[k] for k in sorted(topics))

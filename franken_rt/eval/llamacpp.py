@@ -13,7 +13,7 @@ from franken_rt.eval.perplexity import Perplexity, summarize
 def llamacpp_perplexity(path: Path, ids: list[int], ctx: int = 512, max_windows: int | None = None,
                         threads: int = 2) -> Perplexity:
     """Perplexity of `path` in llama.cpp over the token ids `ids`, windowed exactly as franken-eval windows."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # an optional extra: llama-cpp-python, for tests and tools
 
     llm = Llama(model_path=str(path), n_ctx=ctx, n_batch=ctx, logits_all=True, n_threads=threads, verbose=False)
     n_windows = len(ids) // ctx if max_windows is None else min(len(ids) // ctx, max_windows)

@@ -14,14 +14,13 @@ import sys
 import time
 from array import array
 
+import franken_rt
 from franken_rt.eval.memory import peak_rss_mib
 
 
 def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repeats: int = 3,
             n_ctx: int | None = None) -> dict:
     """`n_ctx`: the KV cache's size, by default just what the run fills (as llama-bench sizes it)."""
-    import franken_rt
-
     model = franken_rt.load(path, threads=threads, n_ctx=n_ctx or n_prompt + n_gen)
     core = model._core
     # Python's generator and array('i'), not numpy: importing it would add over 10 MiB to the peak RSS this

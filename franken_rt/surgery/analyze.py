@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from franken_rt import reference
 from franken_rt.errors import FrankenError
+from franken_rt.model import Model
 
 
 @dataclass
@@ -96,8 +98,6 @@ def residual_stats(model, windows: list[list[int]], max_shift: int | None = None
 def plan_nll(ckpt, plan: Sequence[int] | None, windows: list[list[int]], activations: str = "f32",  # noqa: ANN001
              threads: int | None = None) -> float:
     """Mean negative log-likelihood (nats/token) of the windows through the blocks of `plan`."""
-    from franken_rt.model import Model
-
     model = Model(ckpt, threads=threads, n_ctx=max(len(w) for w in windows), layer_plan=plan,
                   activations=activations, kv_cache="f32" if activations == "f32" else "f16")
     nll = np.concatenate([model.nll(w) for w in windows])
@@ -157,11 +157,11 @@ def to_json(s: BlockStats) -> str:
 def pyplot():  # noqa: ANN201
     """matplotlib.pyplot with a non-interactive backend, or a one-line error."""
     try:
-        import matplotlib
+        import matplotlib  # an optional extra (franken-rt[analyze])
     except ImportError:
         raise FrankenError("plots need matplotlib: pip install 'franken-rt[analyze]'") from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the backend
 
     return plt
 
@@ -208,10 +208,8 @@ def plot_stats(s: BlockStats, out_dir: Path) -> list[Path]:
 def attention_maps(model, ids: Sequence[int]) -> np.ndarray:  # noqa: ANN001 (franken_rt.model.Model)
     """Attention probabilities (layers, heads, n, n) of a prompt, recomputed in numpy from the residual stream
     and each block's dequantized weights: RMSNorm, Q/K projections, RoPE, GQA, causal softmax."""
-    from franken_rt.reference import block_inputs
-
     res = model.residuals(ids)
-    return np.stack([block_inputs(model.checkpoint, res, layer, ffn=False).probs.astype(np.float32)
+    return np.stack([reference.block_inputs(model.checkpoint, res, layer, ffn=False).probs.astype(np.float32)
                      for layer in range(model.config.n_layers)])
 
 

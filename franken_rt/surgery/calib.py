@@ -12,6 +12,7 @@ from pathlib import Path
 
 from franken_rt.errors import FrankenError
 from franken_rt.eval import corpus
+from franken_rt.eval.perplexity import token_windows
 
 PROMPTS = (
     "Once upon a time",
@@ -77,6 +78,4 @@ def calibration_text(model, path: str | Path | None = None) -> str:  # noqa: ANN
 
 def windows(model, text: str, ctx: int, max_windows: int | None = None) -> list[list[int]]:  # noqa: ANN001
     """Non-overlapping token windows of `ctx` tokens of the calibration text."""
-    from franken_rt.eval.perplexity import token_windows
-
     return token_windows(model, text, ctx, max_windows, what="the calibration text")

@@ -26,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
 from franken_rt.errors import FrankenError
+from franken_rt.model import Model
+from franken_rt.surgery.analyze import plan_nll
 
 METHODS = ("ridge", "diag", "lstsq")
 DEFAULT_METHOD = "ridge"  # see docs/surgery.md for the measurements behind this choice
@@ -103,8 +106,6 @@ def traces(ckpt: Checkpoint, windows: list[list[int]], threads: int | None = Non
            plan: list[int] | None = None) -> list[np.ndarray]:
     """The residual stream over each window of the blocks of `plan` (default: every block; reusable across runs
     and methods)."""
-    from franken_rt.model import Model
-
     model = Model(ckpt, threads=threads, n_ctx=max(len(w) for w in windows),
                   layer_plan=plan if plan is not None else list(range(ckpt.config.n_layers)), activations="f32",
                   kv_cache="f32")
@@ -179,8 +180,6 @@ def heal(ckpt: Checkpoint, removed: list[int], windows: list[list[int]], method:
             name = f"blk.{p}.ffn_down.weight"
             trial = {**tensors, name: fold(tensors[name], m, folder)}
             if guard and n_held:  # keep the map only if it lowers the held-out perplexity of the model pruned so far
-                from franken_rt.surgery.analyze import plan_nll
-
                 pruned = [b for b in range(ckpt.config.n_layers) if b not in gone]
                 held_w = windows[n_fit:]
                 check = (math.exp(plan_nll(replace(ckpt, tensors=tensors), pruned, held_w, threads=threads)),
@@ -195,8 +194,6 @@ def heal(ckpt: Checkpoint, removed: list[int], windows: list[list[int]], method:
 
 def fold(t: TensorInfo, m: np.ndarray, folder: Path) -> TensorInfo:
     """M W of a (dim, ffn) down projection, as a raw F32 file in `folder`, described by a new TensorInfo."""
-    from franken_rt.checkpoint.tensors import float_array
-
     w = (m @ float_array(t).astype(np.float64)).astype("<f4")
     path = Path(folder) / f"healed-{t.name.removesuffix('.weight')}.f32"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

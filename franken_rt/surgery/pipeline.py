@@ -8,8 +8,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from franken_rt.checkpoint.layer_plan import drop, format_plan, is_removal_only, parse_plan
 from franken_rt.checkpoint.types import Checkpoint
 from franken_rt.errors import FrankenError
+from franken_rt.model import Model
+from franken_rt.surgery import heal as hl
+from franken_rt.surgery import select as sl
+from franken_rt.surgery import size
+from franken_rt.surgery.analyze import residual_stats
+from franken_rt.surgery.calib import calibration_text, windows
+from franken_rt.surgery.importance import input_moments
+from franken_rt.surgery.plan import apply_plan
 
 DEFAULT_METHOD = "angular"
 CALIB_CTX = 256
@@ -39,13 +48,10 @@ class SurgeryOptions:
 
 def check(opts: SurgeryOptions) -> None:
     """Option combinations that cannot work, before any file is read."""
-    from franken_rt.surgery.heal import METHODS as HEAL_METHODS
-    from franken_rt.surgery.select import METHODS
-
-    if opts.method not in METHODS:
-        raise FrankenError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
-    if opts.heal is not None and opts.heal not in HEAL_METHODS:
-        raise FrankenError(f"--heal must be one of {', '.join(HEAL_METHODS)}, got {opts.heal!r}")
+    if opts.method not in sl.METHODS:
+        raise FrankenError(f"--method must be one of {', '.join(sl.METHODS)}, got {opts.method!r}")
+    if opts.heal is not None and opts.heal not in hl.METHODS:
+        raise FrankenError(f"--heal must be one of {', '.join(hl.METHODS)}, got {opts.heal!r}")
     if opts.plan is not None and (opts.drop is not None or opts.target_size is not None):
         raise FrankenError("--plan cannot be combined with --drop or --target-size")
     if opts.drop is not None and opts.target_size is not None:
@@ -55,9 +61,7 @@ def check(opts: SurgeryOptions) -> None:
     if opts.drop is not None and opts.drop < 0:
         raise FrankenError(f"--drop must be >= 0, got {opts.drop}")
     if opts.target_size is not None:
-        from franken_rt.surgery.size import parse_size
-
-        parse_size(opts.target_size)
+        size.parse_size(opts.target_size)
 
 
 def log(msg: str) -> None:
@@ -67,9 +71,6 @@ def log(msg: str) -> None:
 def calibration_windows(ckpt: Checkpoint, opts: SurgeryOptions) -> list[list[int]]:
     """The calibration text as windows of token ids, made once per conversion (the text sampled from the model, or
     --calib), so every later step (a pruned model's importance too) reads the same tokens."""
-    from franken_rt.model import Model
-    from franken_rt.surgery.calib import calibration_text, windows
-
     if opts.windows is None:
         model = Model(ckpt, threads=opts.threads, n_ctx=min(CALIB_CTX, ckpt.config.context_length),
                       activations="f32", kv_cache="f32")
@@ -84,8 +85,6 @@ def calibration_windows(ckpt: Checkpoint, opts: SurgeryOptions) -> list[list[int
 
 def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
     """Per-column input moments of `ckpt`'s matrices on the calibration windows, for the weighted rounding."""
-    from franken_rt.surgery.importance import input_moments
-
     if opts.moments is not None and opts.moments[0] == ckpt.tensors:  # e.g. --target-size kept every block
         return opts.moments[1]
     log("calibration: measuring the inputs of every matrix (importance-weighted rounding)")
@@ -96,9 +95,6 @@ def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
 
 def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
     """(checkpoint to write, policy to write it with, one line per decision)."""
-    from franken_rt.checkpoint.layer_plan import drop, format_plan, is_removal_only, parse_plan
-    from franken_rt.surgery.plan import apply_plan
-
     if ckpt.layer_plan is not None:
         raise FrankenError("--drop/--target-size/--heal need a source without a layer plan")
     depth = ckpt.config.n_layers
@@ -113,16 +109,12 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
             raise FrankenError("--heal works on plans that only remove blocks")
         removed = [b for b in range(depth) if b not in plan]
     elif opts.drop is not None:
-        from franken_rt.surgery.select import select_blocks
-
-        sel = select_blocks(ckpt, short if opts.method == "ppl-greedy" else wins, opts.drop, opts.method,
-                            threads=opts.threads, verbose=True)
+        sel = sl.select_blocks(ckpt, short if opts.method == "ppl-greedy" else wins, opts.drop, opts.method,
+                               threads=opts.threads, verbose=True)
         removed = sel.removed
         notes.append(f"--drop {opts.drop} --method {opts.method}: removing {format_plan(removed) or 'nothing'}; "
                      f"{sel.reason}")
     elif opts.target_size is not None:
-        from franken_rt.surgery import size
-
         budget = size.parse_size(opts.target_size)
         moments = importance(ckpt, opts) if opts.rounding == "search" else None
         choice = size.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts),
@@ -131,10 +123,8 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
         policy = choice.policy
         notes.append(choice.why)
     if opts.heal is not None and removed:
-        from franken_rt.surgery.heal import describe, heal
-
-        ckpt, fits = heal(ckpt, removed, wins, opts.heal, folder=heal_folder, threads=opts.threads)
-        notes.append(describe(fits, opts.heal))
+        ckpt, fits = hl.heal(ckpt, removed, wins, opts.heal, folder=heal_folder, threads=opts.threads)
+        notes.append(hl.describe(fits, opts.heal))
     if removed:
         ckpt = apply_plan(ckpt, drop(depth, removed))
     return ckpt, policy, notes
@@ -142,8 +132,6 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
 
 def _removal_for(ckpt: Checkpoint, wins: list[list[int]], short: list[list[int]], opts: SurgeryOptions):  # noqa: ANN202
     """n -> the blocks the method removes; measurements shared across n."""
-    from franken_rt.surgery import select as sl
-
     depth = ckpt.config.n_layers
     if opts.method == "ppl-greedy":
         order: list[int] = []
@@ -154,9 +142,6 @@ def _removal_for(ckpt: Checkpoint, wins: list[list[int]], short: list[list[int]]
             return sorted(order[:n])
 
         return greedy
-    from franken_rt.model import Model
-    from franken_rt.surgery.analyze import residual_stats
-
     model = Model(ckpt, threads=opts.threads, n_ctx=len(wins[0]), activations="f32", kv_cache="f32")
     stats = residual_stats(model, wins, max_shift=depth - 1)
     if opts.method == "bi":
@@ -166,14 +151,10 @@ def _removal_for(ckpt: Checkpoint, wins: list[list[int]], short: list[list[int]]
 
 def _greedy_order(ckpt: Checkpoint, wins: list[list[int]], n: int, threads: int | None) -> list[int]:
     """The greedy removal sequence (in removal order) for n blocks."""
-    from franken_rt.surgery.select import by_ppl_greedy
-
-    sel = by_ppl_greedy(ckpt, wins, n, threads=threads, verbose=True)
+    sel = sl.by_ppl_greedy(ckpt, wins, n, threads=threads, verbose=True)
     return sel.order
 
 
 def default_heal() -> str:
     """What `--heal` alone means: the method measured to help on text of a domain it was not fitted on."""
-    from franken_rt.surgery.heal import DEFAULT_METHOD as HEAL_DEFAULT
-
-    return HEAL_DEFAULT
+    return hl.DEFAULT_METHOD

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from franken_rt.errors import FrankenError
+from franken_rt.model import Model
+from franken_rt.surgery.analyze import plan_nll, residual_stats
 
 METHODS = ("bi", "angular", "ppl-greedy")
 
@@ -59,8 +61,6 @@ def by_angular(stats, n: int) -> Selection:  # noqa: ANN001 (analyze.BlockStats 
 
 def by_ppl_greedy(ckpt, windows: list[list[int]], n: int, shortlist: int | None = None,  # noqa: ANN001
                   activations: str = "f32", threads: int | None = None, verbose: bool = False) -> Selection:
-    from franken_rt.surgery.analyze import plan_nll
-
     depth = ckpt.config.n_layers
     check_count(n, depth)
     removed: list[int] = []
@@ -102,9 +102,6 @@ def select_blocks(ckpt, windows: list[list[int]], n: int, method: str, threads: 
     check_count(n, depth)
     if method == "ppl-greedy":
         return by_ppl_greedy(ckpt, windows, n, threads=threads, verbose=verbose)
-    from franken_rt.model import Model
-    from franken_rt.surgery.analyze import residual_stats
-
     model = Model(ckpt, threads=threads, n_ctx=max(len(w) for w in windows), activations="f32", kv_cache="f32")
     stats = residual_stats(model, windows, max_shift=max(n, 1))
     return by_bi(stats.bi, n) if method == "bi" else by_angular(stats, n)

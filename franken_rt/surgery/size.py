@@ -20,11 +20,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import gguf
 import numpy as np
 
+from franken_rt.checkpoint import gguf_writer as gw
+from franken_rt.checkpoint.layer_plan import PLAN_KEY, drop
+from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.errors import FrankenError
+from franken_rt.quant.formats import encode
 from franken_rt.quant.policy import MIXES, QUANT_NAMES, QuantPolicy
+from franken_rt.surgery.analyze import plan_nll
+from franken_rt.surgery.plan import apply_plan
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 EXCLUDED_BASES = ("f32", "bf16")  # never smaller than f16 at the same quality
@@ -64,11 +71,6 @@ def _pad(n: int) -> int:
 
 def header_bytes(ckpt: Checkpoint, policy: Callable[[TensorInfo], DType]) -> int:
     """Bytes before the tensor data of the GGUF file write_gguf makes for `ckpt` (padded to the alignment)."""
-    import gguf
-
-    from franken_rt.checkpoint import gguf_writer as gw
-    from franken_rt.checkpoint.layer_plan import PLAN_KEY
-
     fd, tmp = tempfile.mkstemp(suffix=".gguf")
     os.close(fd)
     try:
@@ -118,9 +120,6 @@ class QuantCache:
             return t
         key = (t.name, d)
         if key not in self._done:
-            from franken_rt.checkpoint.tensors import float_array
-            from franken_rt.quant.formats import encode
-
             path = self.folder / f"{t.name}.{d.name}.bin"
             encode(float_array(t), d, self.rounding, self.importance.get(t.name)).tofile(path)
             self._done[key] = TensorInfo(t.name, path, 0, d, t.shape)
@@ -153,10 +152,6 @@ def choose(ckpt: Checkpoint, budget: int, windows: list[list[int]], removal_for:
     `removal_for(n)`: which n blocks to remove (a selection method's answer). `importance`: per-column input
     moments for the weighted rounding (franken_rt.surgery.importance), as the file will be written. `cache`: quantized
     tensors to reuse across calls (its rounding and importance then apply)."""
-    from franken_rt.checkpoint.layer_plan import drop
-    from franken_rt.surgery.analyze import plan_nll
-    from franken_rt.surgery.plan import apply_plan
-
     depth = ckpt.config.n_layers
     max_drop = depth - 1 if max_drop is None else min(max_drop, depth - 1)
     removals: dict[int, list[int]] = {}
