@@ -91,7 +91,7 @@ class ModelConfig:
             "vocab_size": self.vocab_size, "context_length": self.context_length,
         }
         for name, value in ints.items():
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 24:
+            if not _is_int(value) or not 0 < value <= 1 << 24:
                 raise FrankenError(f"config: {name} = {value!r} is not a positive integer in range")
         if self.n_heads * self.head_dim > 1 << 24 or self.dim * max(self.ffn_dim, self.vocab_size) > 1 << 40:
             raise FrankenError("config: attention or matrix sizes are absurdly large")

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 from franken_rt.checkpoint.types import DType, TensorInfo
+from franken_rt.config import _is_int
 from franken_rt.errors import FrankenError
 
 SAFETENSORS_DTYPES = {"F32": DType.F32, "F16": DType.F16, "BF16": DType.BF16}
@@ -63,7 +64,3 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         if start < end:
             raise FrankenError(f"{path}: tensors {a} and {b} overlap")
     return out
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from franken_rt.config import _is_int
 from franken_rt.errors import FrankenError
 from franken_rt.eval.corpus import read_text
 
@@ -60,7 +61,7 @@ def _question(obj: object, where: str) -> Question:
     label = obj.get("label")
     if isinstance(label, str) and label.strip().isdigit():
         label = int(label)  # Hugging Face's copy stores it as a string
-    if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(endings):
+    if not _is_int(label) or not 0 <= label < len(endings):
         raise FrankenError(f"{where}: 'label' must be an index into the {len(endings)} endings, got {label!r}")
     return Question(ctx, tuple(endings), label, where)
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from franken_rt.cache import cache_dir
 from franken_rt.errors import FrankenError
 from franken_rt.eval import corpus
 from franken_rt.eval.perplexity import token_windows
@@ -27,10 +28,6 @@ PROMPTS = (
 SAMPLE_TOKENS = 200  # per prompt
 SAMPLE_SEED = 1234
 SAMPLE_VERSION = 1  # part of the cache key: bump when the sampling recipe changes
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FRANKEN_CACHE", Path.home() / ".cache" / "franken-rt"))
 
 
 def read_text(path: str | Path) -> str:
