@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from fetch_model import existing_model_path  # noqa: E402
+from franken_rt.eval.demo_model import existing_model_path
 
 
 @pytest.fixture(scope="session")

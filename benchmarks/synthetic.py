@@ -3,20 +3,18 @@ decode speed is compared with the machine's memory bandwidth. Built from random 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 from bench_utils import random_matrix
 
+from franken_rt.cache import cache_dir
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import _add_value, hyperparameters
 from franken_rt.checkpoint.types import DType
 from franken_rt.config import ModelConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from fetch_model import cache_dir, model_path  # noqa: E402
+from franken_rt.eval.demo_model import model_path
 
 DIM, LAYERS, FFN, HEADS = 2048, 16, 5632, 16
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from fetch_model import existing_model_path  # noqa: E402
+from franken_rt.eval.demo_model import existing_model_path
+from franken_rt.eval.tiny_models import train_sentencepiece
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +19,4 @@ def smollm_gguf() -> Path:
 @pytest.fixture(scope="session")
 def spm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small sentencepiece BPE tokenizer (byte fallback) trained on the pydoc topics text."""
-    from tiny_models import train_sentencepiece
-
     return train_sentencepiece(tmp_path_factory.mktemp("spm"))

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import math
 import struct
-import sys
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
-from make_corpus import hf_config, safetensors_bytes, tiny_gguf, tokenizer_json  # noqa: E402
+from fuzz.make_corpus import hf_config, safetensors_bytes, tiny_gguf, tokenizer_json
 
 import franken_rt
 from franken_rt.checkpoint import read_checkpoint

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import random
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzz.make_corpus import _bpe_vocab
 
 from franken_rt import _core
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.errors import FrankenError
 from franken_rt.tokenizer import byte_level
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
-from make_corpus import _bpe_vocab  # noqa: E402
 
 FAMILIES = ["digits+gpt2", "gpt2"]
 # Whitespace in and out of Unicode's White_Space (\s of the split pattern), numbers beyond ASCII digits, letters of

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import make_tiny_llama, reference_logits, reference_model
 
 import franken_rt
 from franken_rt.checkpoint import DType, read_checkpoint
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.eval.tiny_models import make_tiny_llama, reference_logits, reference_model
 from franken_rt.quant.formats import dequantize, encode
 
 BIN = Path(sys.executable).parent

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_models import make_tiny_llama
 
 from franken_rt.checkpoint import Checkpoint, TensorInfo, read_checkpoint
 from franken_rt.checkpoint.gguf import read_header
@@ -16,6 +15,7 @@ from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.checkpoint.types import DType
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
+from franken_rt.eval.tiny_models import make_tiny_llama
 from franken_rt.quant.policy import QuantPolicy
 from franken_rt.surgery.cost import cost
 from franken_rt.surgery.plan import apply_plan

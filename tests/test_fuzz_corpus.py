@@ -3,14 +3,12 @@ through its reader: it loads, or raises FrankenError; nothing else. Runs without
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from fuzz.fuzz_readers import CORPUS_OF, TARGETS, run_one
 
 FUZZ = Path(__file__).resolve().parent / "fuzz"
-sys.path.insert(0, str(FUZZ))
-from fuzz_readers import CORPUS_OF, TARGETS, run_one  # noqa: E402
 
 CASES = [(target, f) for target in TARGETS for f in sorted((FUZZ / "corpus" / CORPUS_OF[target]).iterdir())]
 

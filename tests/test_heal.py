@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import corpus_text, load_reference_precision, make_tiny_llama
 
 from franken_rt.checkpoint import DType, read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.cli.convert import main as convert_main
 from franken_rt.errors import FrankenError
+from franken_rt.eval.tiny_models import corpus_text, load_reference_precision, make_tiny_llama
 from franken_rt.model import Model
 from franken_rt.surgery import heal as hl
 from franken_rt.surgery.calib import windows

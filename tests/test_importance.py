@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import corpus_text, make_tiny_llama, reference_logits, reference_model
 
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.types import DType
 from franken_rt.cli.convert import main as convert_main
+from franken_rt.eval.tiny_models import corpus_text, make_tiny_llama, reference_logits, reference_model
 from franken_rt.quant.formats import dequantize, encode
 from franken_rt.surgery.importance import input_moments
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import load_reference_precision, make_tiny_llama, reference_logits, reference_model
 
 import franken_rt
 from franken_rt.eval.corpus import pydoc_text
-from franken_rt.eval.llamacpp import llamacpp_perplexity
+from franken_rt.eval.llamacpp import llamacpp_perplexity, source_dir
 from franken_rt.eval.perplexity import perplexity
+from franken_rt.eval.tiny_models import load_reference_precision, make_tiny_llama, reference_logits, reference_model
 
 BIN = Path(sys.executable).parent
 
@@ -42,8 +42,6 @@ def test_our_files_run_in_llamacpp_with_same_perplexity(float_demo: Path, tmp_pa
 def test_llamacpp_files_run_in_ours(smollm_gguf: Path, tmp_path: Path, spm_model: Path) -> None:
     """The demo GGUF itself was written by llama.cpp's converter (see test_smollm2); here its converter script,
     from the llama.cpp sources, turns a tiny Hugging Face model into GGUF, and we match transformers on it."""
-    from llamacpp import source_dir
-
     folder = make_tiny_llama(tmp_path / "tiny", spm_model, "gqa_tied")
     out = tmp_path / "tiny-by-llamacpp.gguf"
     script = source_dir() / "convert_hf_to_gguf.py"

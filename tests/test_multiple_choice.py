@@ -11,16 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import load_reference_precision, make_tiny_llama
 
 import franken_rt
 from franken_rt.errors import FrankenError
+from franken_rt.eval.corpus import pydoc_text
+from franken_rt.eval.mc_questions import make_questions, sentences
 from franken_rt.eval.multiple_choice import (
     continuation_ids,
     evaluate,
     loglikelihoods,
     read_questions,
 )
+from franken_rt.eval.tiny_models import load_reference_precision, make_tiny_llama
 
 # `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the
 # installed package (with its compiled core) is what runs, as the entry point would.
@@ -138,11 +140,6 @@ def test_file_errors(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_make_mc(tmp_path: Path) -> None:
-    sys.path.insert(0, str(TOOLS))
-    from make_mc import make_questions, sentences
-
-    from franken_rt.eval.corpus import pydoc_text
-
     text = pydoc_text()
     qs = make_questions(text, 40, context_sentences=2, seed=1)
     assert len(qs) == 40
@@ -177,11 +174,6 @@ def test_make_mc(tmp_path: Path) -> None:
 
 
 def test_demo_model_beats_chance_on_made_questions(smollm_gguf: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(TOOLS))
-    from make_mc import make_questions
-
-    from franken_rt.eval.corpus import pydoc_text
-
     path = write_jsonl(tmp_path / "mc.jsonl", make_questions(pydoc_text(), 8, seed=0))
     result = evaluate(franken_rt.load(smollm_gguf, threads=2), read_questions(path))
     assert result.n == 8

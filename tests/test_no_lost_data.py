@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from fuzz.make_corpus import tiny_gguf
+
+from franken_rt.eval.demo_model import sha256
 
 CONVERT = str(Path(sys.executable).parent / "franken-convert")
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
-from make_corpus import tiny_gguf  # noqa: E402
 
 
 def digest(path: Path) -> str:
-    from fetch_model import sha256  # tools/, on the path via conftest.py
-
     return sha256(path)
 
 

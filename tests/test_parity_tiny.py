@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import (
+
+from franken_rt.checkpoint import DType, read_checkpoint
+from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.eval.tiny_models import (
     VARIANTS,
     load_reference_precision,
     make_tiny_llama,
@@ -16,9 +19,6 @@ from tiny_models import (
     reference_logits,
     reference_model,
 )
-
-from franken_rt.checkpoint import DType, read_checkpoint
-from franken_rt.checkpoint.gguf_writer import write_gguf
 
 PROMPT = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64, 310, 5, 41, 222, 90, 17]
 

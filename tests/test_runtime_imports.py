@@ -7,6 +7,7 @@ conversion asks, rather than kept in memory."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -14,9 +15,7 @@ from array import array
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
-from make_corpus import tiny_gguf  # noqa: E402
+from fuzz.make_corpus import tiny_gguf
 
 import franken_rt
 from franken_rt.checkpoint import read_checkpoint
@@ -138,3 +137,70 @@ def test_gguf_tokenizer_keys_come_from_the_file(model_file: Path) -> None:
             ckpt.tokenizer.gguf_metadata()
     finally:
         os.utime(model_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# ---- by structure ---------------------------------------------------------------------------------------------------
+
+# The modules a generation runs: franken_rt.load, the model, the readers and tokenizer, franken-run, the speed
+# benchmark. What they import at module level (TYPE_CHECKING blocks aside), followed through franken_rt, must not
+# reach a heavy library: those are imported only inside the functions that need them (optional extras), or by
+# modules off this path (the converter, surgery/, the analysis APIs' callers).
+RUNTIME_MODULES = ("franken_rt", "franken_rt.model", "franken_rt.checkpoint", "franken_rt.cli.run",
+                   "franken_rt.eval.speed")
+HEAVY = {"numpy", "torch", "transformers", "tokenizers", "sentencepiece", "gguf", "jinja2", "tqdm", "matplotlib"}
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a franken_rt module (None for the compiled core or a name that is not a module)."""
+    base = PACKAGE_ROOT.joinpath(*name.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported: module-level statements (inside if/try too), not functions,
+    classes or `if TYPE_CHECKING:` blocks."""
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)  # a submodule, if it is one
+            elif isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for part in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                    visit(part)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def test_runtime_modules_import_no_heavy_library_at_module_level() -> None:
+    imported_by: dict[str, str] = {}
+    todo = [(name, "") for name in RUNTIME_MODULES]
+    while todo:
+        name, parent = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            prefix = ".".join(parts[:i])
+            if prefix in imported_by:
+                continue
+            if parts[0] != "franken_rt":
+                imported_by[prefix] = parent
+                continue
+            path = _module_file(prefix)
+            if path is None:
+                continue
+            imported_by[prefix] = parent
+            todo.extend((m, prefix) for m in _top_level_imports(path))
+    heavy = {m: by for m, by in imported_by.items() if m.split(".")[0] in HEAVY}
+    assert not heavy, f"imported at module level on the runtime path (module: by): {heavy}"
+    assert "franken_rt.tokenizer" in imported_by and "franken_rt.checkpoint.gguf" in imported_by  # the walk works

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import load_reference_precision
 
 import franken_rt
+from franken_rt.eval.tiny_models import load_reference_precision
 
 PROMPT = "The capital of France is"
 PARAGRAPH = (

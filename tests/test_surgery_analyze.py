@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import corpus_text, load_reference_precision, make_tiny_llama, reference_model
 
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.cli.analyze import main as analyze_main
+from franken_rt.eval.tiny_models import corpus_text, load_reference_precision, make_tiny_llama, reference_model
 from franken_rt.surgery import analyze as an
 from franken_rt.surgery import select as sl
 from franken_rt.surgery.calib import windows

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import load_reference_precision, make_tiny_llama, reference_model
 
 import franken_rt
 from franken_rt.checkpoint import read_checkpoint
@@ -18,6 +17,7 @@ from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.checkpoint.layer_plan import PLAN_KEY, drop, format_plan, parse_plan
 from franken_rt.checkpoint.types import DType
 from franken_rt.errors import FrankenError
+from franken_rt.eval.tiny_models import load_reference_precision, make_tiny_llama, reference_model
 from franken_rt.surgery.plan import apply_plan
 
 # `python -c` puts the working directory first on sys.path: run from one without a franken_rt folder, so the

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import corpus_text, make_tiny_llama
 
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.checkpoint.layer_plan import drop
 from franken_rt.cli.convert import main as convert_main
 from franken_rt.errors import FrankenError
+from franken_rt.eval.tiny_models import corpus_text, make_tiny_llama
 from franken_rt.quant.policy import MIXES, QUANT_NAMES
 from franken_rt.surgery import size as sz
 from franken_rt.surgery.plan import apply_plan
@@ -77,8 +77,7 @@ def test_target_size_output_fits_the_budget(tiny: Path, tmp_path: Path, capsys: 
 
 
 def test_choose_prefers_quantization_to_removal_when_both_fit(tiny: Path) -> None:
-    from tiny_models import load_reference_precision
-
+    from franken_rt.eval.tiny_models import load_reference_precision
     from franken_rt.surgery.calib import windows
 
     ckpt = read_checkpoint(tiny)

@@ -19,11 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+from franken_rt.cache import cache_dir
+from franken_rt.eval.demo_model import convert_cached, fetch, float_original
+from franken_rt.eval.llamacpp import build
 
-from fetch_model import cache_dir, convert_cached, fetch, float_original  # noqa: E402
-from llamacpp import build  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_measured(cmd: list[str]) -> tuple[str, float]:

@@ -13,95 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from franken_rt.cli import ArgumentParser, user_errors  # noqa: E402
-from franken_rt.errors import FrankenError  # noqa: E402
-
-_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
-MIN_CHARS, MAX_CHARS = 20, 240
-MIN_DISTANCE = 20  # distractors come from at least this many sentences away from the question
-
-
-def _prose(sentence: str) -> bool:
-    """Looks like a sentence of prose: mostly letters and spaces, ends in punctuation, no code markup."""
-    if not MIN_CHARS <= len(sentence) <= MAX_CHARS or sentence[-1] not in ".!?":
-        return False
-    plain = sum(ch.isalpha() or ch in " ,;:'\"-()“”‘’" for ch in sentence)
-    return plain >= 0.9 * len(sentence) and not any(s in sentence for s in (">>>", "::", "==", "**", "--"))
-
-
-def sentences(text: str) -> list[tuple[int, str]]:
-    """(run number, sentence) for the prose sentences of the text, in order; whitespace inside a paragraph is
-    collapsed. A run is a stretch of prose: anything that is not prose (code, headings, lists) ends it, so contexts
-    never jump over it."""
-    out: list[tuple[int, str]] = []
-    para = 0
-    for block in re.split(r"\n\s*\n", text):
-        flat = " ".join(block.split())
-        for s in _SPLIT.split(flat):
-            s = s.strip()
-            if _prose(s):
-                out.append((para, s))
-            else:
-                para += 1
-    return out
-
-
-def make_questions(text: str, n: int, context_sentences: int = 3, seed: int = 0, n_endings: int = 4) -> list[dict]:
-    """Up to `n` questions: {"ctx", "endings", "label"}; contexts do not overlap each other."""
-    if n < 1 or context_sentences < 1:
-        raise FrankenError("need n >= 1 and context_sentences >= 1")
-    sents = sentences(text)
-    k = context_sentences
-    starts = [i for i in range(len(sents) - k) if sents[i][0] == sents[i + k][0]]  # k + 1 in one run of prose
-    rng = random.Random(seed)
-    rng.shuffle(starts)
-    used: set[int] = set()
-    chosen = []
-    for i in starts:
-        if any(j in used for j in range(i, i + k + 1)):
-            continue
-        used.update(range(i, i + k + 1))
-        chosen.append(i)
-        if len(chosen) == n:
-            break
-    if not chosen:
-        raise FrankenError(f"the text has no {k + 1} consecutive prose sentences to build a question from")
-    questions = []
-    for i in sorted(chosen):
-        true = sents[i + k][1]
-        distractors = _distractors(sents, i, k, true, rng, n_endings - 1)
-        if len(distractors) < n_endings - 1:
-            continue
-        endings = [true, *distractors]
-        rng.shuffle(endings)
-        questions.append({"ctx": " ".join(s for _, s in sents[i:i + k]), "endings": endings,
-                          "label": endings.index(true)})
-    return questions
-
-
-def _distractors(sents: list[tuple[int, str]], i: int, k: int, true: str, rng: random.Random,
-                 count: int) -> list[str]:
-    """`count` different sentences far from the question (sentences i .. i + k), sampled among the 8 * count
-    closest in length to the true ending."""
-    far = [j for j in range(len(sents))
-           if (j < i - MIN_DISTANCE or j > i + k + MIN_DISTANCE) and sents[j][1] != true]
-    far.sort(key=lambda j: abs(len(sents[j][1]) - len(true)))
-    pool = far[: 8 * count]
-    picks: list[str] = []
-    for j in rng.sample(pool, len(pool)):
-        if sents[j][1] not in picks:
-            picks.append(sents[j][1])
-        if len(picks) == count:
-            break
-    return picks
+from franken_rt.checkpoint.gguf_writer import atomic_output
+from franken_rt.cli import ArgumentParser, user_errors
+from franken_rt.eval.corpus import pydoc_text, read_text
+from franken_rt.eval.mc_questions import make_questions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,16 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.text:
-        from franken_rt.eval.corpus import read_text
-
-        text = read_text(args.text)
-    else:
-        from franken_rt.eval.corpus import pydoc_text
-
-        text = pydoc_text()
-    from franken_rt.checkpoint.gguf_writer import atomic_output
-
+    text = read_text(args.text) if args.text else pydoc_text()
     questions = make_questions(text, args.n, args.context_sentences, args.seed)
     with atomic_output(Path(args.output), [Path(args.text)] if args.text else [], force=args.force) as tmp:
         tmp.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")

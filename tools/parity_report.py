@@ -12,10 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tools"))
-
 PROMPT = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64, 310, 5, 41, 222, 90, 17]
 PARAGRAPH = ("In 1889, the Eiffel Tower opened in Paris; it was 300 metres tall. Today, about 7 million people visit "
              "it each year, and tickets cost between 10 and 30 euros.")
@@ -23,8 +19,11 @@ PARAGRAPH = ("In 1889, the Eiffel Tower opened in Paris; it was 300 metres tall.
 
 def main() -> int:
     import torch
-    from fetch_model import existing_model_path
-    from tiny_models import (
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import franken_rt
+    from franken_rt.eval.demo_model import existing_model_path
+    from franken_rt.eval.tiny_models import (
         VARIANTS,
         load_reference_precision,
         make_tiny_llama,
@@ -32,9 +31,6 @@ def main() -> int:
         reference_model,
         train_sentencepiece,
     )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import franken_rt
 
     tmp = Path(tempfile.mkdtemp())
     spm = train_sentencepiece(tmp)

@@ -17,11 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+from franken_rt.eval.demo_model import convert_cached, float_original
+from franken_rt.eval.llamacpp import build
 
-from fetch_model import convert_cached, float_original  # noqa: E402
-from llamacpp import build  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CALIB = Path("/usr/share/common-licenses/GPL-3")  # weighted rounding calibrates on another domain than the test
 OURS = [  # (label, franken-convert arguments)

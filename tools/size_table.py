@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+import numpy as np
 
-import numpy as np  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CTX = 256
 THREE_BIT = ("q3_0", "q3_0m")
@@ -46,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "size.md"))
     args = ap.parse_args(argv)
 
-    from fetch_model import float_original
-    from surgery_table import second_text, windows
+    from surgery_table import second_text, windows  # tools/, first on sys.path when run as a script
 
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.checkpoint.layer_plan import drop
     from franken_rt.eval.corpus import pydoc_text
+    from franken_rt.eval.demo_model import float_original
     from franken_rt.model import Model
     from franken_rt.surgery import select as sl
     from franken_rt.surgery import size as sz

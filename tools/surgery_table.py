@@ -27,11 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+import numpy as np
 
-import numpy as np  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CTX = 256
 HEAL_COMPARED = ("ridge", "diag", "lstsq")
@@ -238,11 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", metavar="REGEX", help="measure only the configurations whose name matches (no report)")
     args = ap.parse_args(argv)
 
-    from fetch_model import float_original
-    from make_mc import make_questions
-
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.eval.corpus import pydoc_text
+    from franken_rt.eval.demo_model import float_original
+    from franken_rt.eval.mc_questions import make_questions
     from franken_rt.eval.multiple_choice import read_questions
     from franken_rt.model import Model
     from franken_rt.surgery import heal as hl

@@ -1,13 +1,59 @@
-"""The same perplexity, computed by llama.cpp (through llama-cpp-python) on any GGUF it runs: one evaluator for
-files that only llama.cpp can run (k-quants) and for interop checks of ours. Test and tools use only."""
+"""llama.cpp, the peer: the same perplexity computed by llama.cpp (through llama-cpp-python) on any GGUF it runs,
+one evaluator for files that only llama.cpp can run (k-quants) and for interop checks of ours; and llama.cpp's own
+tools (llama-bench, llama-quantize, llama-perplexity) built once from the llama.cpp sources vendored in the
+`llama-cpp-python` sdist on PyPI, cached outside the repo (`python tools/llamacpp.py`). Test and tools use only."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from franken_rt.cache import cache_dir
 from franken_rt.eval.perplexity import Perplexity, summarize
+
+DEFAULT_VERSION = "0.3.36"
+TARGETS = ["llama-bench", "llama-quantize", "llama-perplexity"]
+
+
+def bin_dir(version: str = DEFAULT_VERSION) -> Path:
+    return cache_dir() / f"llama.cpp-{version}" / "build" / "bin"
+
+
+def source_dir(version: str = DEFAULT_VERSION) -> Path:
+    """llama.cpp's source tree, from the sdist (downloaded and unpacked once)."""
+    root = cache_dir() / f"llama.cpp-{version}"
+    src = root / "src"
+    if not (src / "CMakeLists.txt").is_file():
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                            "llama-cpp-python", "--dest", tmp, f"llama-cpp-python=={version}"], check=True)
+            sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+            with tarfile.open(sdist) as tf:
+                tf.extractall(tmp, filter="data")
+            vendored = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
+            root.mkdir(parents=True, exist_ok=True)
+            vendored.rename(src)
+    return src
+
+
+def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
+    out = bin_dir(version)
+    if all((out / t).is_file() for t in TARGETS):
+        return out
+    src = source_dir(version)
+    build_dir = src.parent / "build"
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+                    "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
 
 
 def llamacpp_perplexity(path: Path, ids: list[int], ctx: int = 512, max_windows: int | None = None,

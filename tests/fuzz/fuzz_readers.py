@@ -96,7 +96,10 @@ def fuzz_tokenizer_model(data: bytes) -> None:
 @lru_cache(maxsize=1)
 def _bpe_pair() -> tuple[Callable[[str], list[int]], Callable[[str], list[int]]]:
     """The core's byte-level BPE and `tokenizers` on the same small vocabulary (SmolLM's pre-tokenizer)."""
-    from make_corpus import _bpe_vocab
+    if __package__:  # imported by the tests, as fuzz.fuzz_readers
+        from .make_corpus import _bpe_vocab
+    else:  # run as a script (tools/fuzz.py): its folder is first on sys.path
+        from make_corpus import _bpe_vocab
 
     from franken_rt.tokenizer import byte_level
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import tempfile
 from pathlib import Path
 
@@ -258,5 +257,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     main()

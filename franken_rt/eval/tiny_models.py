@@ -1,4 +1,6 @@
-"""Tiny random LLaMA models saved as Hugging Face folders, and their transformers reference."""
+"""Tiny random LLaMA models saved as Hugging Face folders, and their transformers reference: what the parity tests
+and tools/parity_report.py hold franken-rt to. torch, transformers and sentencepiece are the test extras
+(franken-rt[test]), imported by the functions that need them."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+import franken_rt
+from franken_rt.eval.corpus import pydoc_text
+
 
 def corpus_text(n_chars: int = 200_000) -> str:
-    from franken_rt.eval.corpus import pydoc_text
-
     return pydoc_text()[:n_chars]
 
 
@@ -101,6 +104,4 @@ def reference_greedy(model, ids: list[int], n: int) -> list[int]:  # noqa: ANN00
 
 def load_reference_precision(path: Path, **kwargs: Any):  # noqa: ANN201
     """Our model with float activations and a float KV cache: the path held to transformers' numbers."""
-    import franken_rt
-
     return franken_rt.load(path, threads=2, activations="f32", kv_cache="f32", **kwargs)
