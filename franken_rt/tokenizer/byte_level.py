@@ -105,7 +105,7 @@ def _native_byte_level(
     """An encoder on the core's byte-level BPE: the added tokens cut out of the text first (as `tokenizers` does),
     then GPT-2's split pattern and the merges. A byte without a token is dropped, as `tokenizers` drops it (SmolLM2
     has none for bytes that never occur in UTF-8, such as 0xC0)."""
-    from franken_rt import _core
+    from franken_rt import _core  # only for the vocabularies it encodes: the tokenizer imports without the core
 
     to_char = _byte_to_char()
     byte_ids = [vocab.get(to_char[b], -1) for b in range(256)]
@@ -139,6 +139,7 @@ def _library_byte_level(
     vocab: dict[str, int], merges: list[str], added: list[tuple[str, bool]], family: str
 ) -> Callable[[str], list[int]]:
     """An encoder on `tokenizers`' BPE model, with the family's pre-tokenizer."""
+    # `tokenizers` (~15 MiB with a vocabulary) only for the patterns the core does not encode
     from tokenizers import AddedToken, Regex, pre_tokenizers
     from tokenizers import Tokenizer as HfTokenizer
     from tokenizers.models import BPE

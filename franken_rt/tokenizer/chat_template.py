@@ -18,7 +18,8 @@ def _pick_template(value: Any) -> str | None:
 
 @lru_cache(maxsize=8)
 def _compile_chat_template(source: str) -> Any:
-    # The environment transformers renders chat templates in, so prompts come out byte-identical.
+    # The environment transformers renders chat templates in, so prompts come out byte-identical. jinja2 is
+    # imported only for a chat prompt: kept off a plain generation's path.
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

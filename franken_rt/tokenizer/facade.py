@@ -137,7 +137,7 @@ class Tokenizer:
         """The prompt text for a conversation, rendered with the model's own Jinja chat template."""
         if not self.chat_template:
             raise FrankenError("this model has no chat template; give a plain prompt instead")
-        import jinja2
+        import jinja2  # only a chat prompt needs it: kept off a plain generation's path
 
         try:
             template = _compile_chat_template(self.chat_template)
@@ -329,7 +329,7 @@ def import_engine(model: Any, pre: Any) -> None:
     """Import the library that encodes for GGUF tokenizer `model` (`tokenizer.ggml.model`, with pre-tokenizer
     `pre`), ahead of reading the vocabulary (see gguf._read_tokenizer); from_gguf_metadata reports an unknown
     model or a missing library. GPT-2's split pattern needs none: the core encodes it."""
-    try:
+    try:  # importing the engine, before the vocabulary is decoded, is this function's whole job
         if model == "gpt2" and _pre_family(pre) in _NATIVE:
             from franken_rt import _core  # noqa: F401
         elif model == "gpt2":

@@ -30,7 +30,7 @@ class _HfJson:
     default_eos = None
 
     def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer as HfTokenizer
+        from tokenizers import Tokenizer as HfTokenizer  # only tokenizer.json needs it: off the GGUF runtime path
 
         try:
             source = path.read_text(encoding="utf-8")

@@ -42,7 +42,7 @@ class _SentencePieceEncoder:
     def __init__(
         self, source: str, proto: bytes, specials: dict[str, int], add_prefix: bool, prefix_every_part: bool
     ) -> None:
-        import sentencepiece
+        import sentencepiece  # only sentencepiece vocabularies need it
 
         try:
             self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
