@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["csrc/kernels/dispatch.cpp", "csrc/kernels/generic/scalar.cpp", "tests/cpp/kernel_check.cpp"]
+CORE = ["csrc/kernels/dispatch.cpp", "csrc/kernels/formats.cpp", "csrc/kernels/generic/scalar.cpp",
+        "tests/cpp/kernel_check.cpp"]
 ARCH_SOURCES = {
     "x86_64": [("csrc/kernels/x86/avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
                ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",

@@ -232,29 +232,14 @@ struct FormatInfo {
     constexpr bool quantized() const { return block_elems > 1; }
 };
 
-inline constexpr FormatInfo kFormats[] = {
-    {DType::F32, "F32", 1, 4, 0, {}, nullptr, nullptr},
-    {DType::F16, "F16", 1, 2, 0, {}, nullptr, nullptr},
-    {DType::BF16, "BF16", 1, 2, 0, {}, nullptr, nullptr},
-    {DType::Q8_0, "Q8_0", kQK, sizeof(BlockQ8_0), 1, {},
-     repack_rows_x8<BlockQ8_0, BlockQ8_0x8, repack_q8_0x8>, x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>},
-    {DType::Q4_0, "Q4_0", kQK, sizeof(BlockQ4_0), 1, {},
-     repack_rows_x8<BlockQ4_0, BlockQ4_0x8, repack_nibbles_x8<BlockQ4_0, BlockQ4_0x8>>,
-     x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>},
-    {DType::Q4_1, "Q4_1", kQK, sizeof(BlockQ4_1), 2, {},
-     repack_rows_x8<BlockQ4_1, BlockQ4_1x8, repack_nibbles_x8<BlockQ4_1, BlockQ4_1x8>>,
-     x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>},
-    {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, {},
-     repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
-};
-constexpr int kNumFormats = static_cast<int>(sizeof(kFormats) / sizeof(kFormats[0]));
+// The table itself is defined once, in formats.cpp (compiled for the baseline ISA): defined here, every file that
+// includes this one would emit its own copy of the repackers it points to, and an architecture file's copy (built
+// with AVX2, say) could be the one the linker keeps for the whole program.
+constexpr int kNumFormats = 7;
+extern const FormatInfo kFormats[kNumFormats];
 
 // Position of a type id in kFormats (the index of every per-format table), -1 if unknown.
-constexpr int format_index(int id) {
-    for (int i = 0; i < kNumFormats; ++i)
-        if (static_cast<int>(kFormats[i].id) == id) return i;
-    return -1;
-}
+int format_index(int id);
 inline bool dtype_known(int id) { return format_index(id) >= 0; }
 // The row of a known type (ids from files are checked with dtype_known first).
 inline const FormatInfo& format_of(DType t) { return kFormats[format_index(static_cast<int>(t))]; }

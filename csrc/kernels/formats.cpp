@@ -1,0 +1,29 @@
+// The format table (formats.h): one row per storage type, in this baseline-ISA file alone.
+#include "formats.h"
+
+namespace franken {
+
+// Unsized here: a row count other than kNumFormats conflicts with the declaration in formats.h.
+const FormatInfo kFormats[] = {
+    {DType::F32, "F32", 1, 4, 0, {}, nullptr, nullptr},
+    {DType::F16, "F16", 1, 2, 0, {}, nullptr, nullptr},
+    {DType::BF16, "BF16", 1, 2, 0, {}, nullptr, nullptr},
+    {DType::Q8_0, "Q8_0", kQK, sizeof(BlockQ8_0), 1, {},
+     repack_rows_x8<BlockQ8_0, BlockQ8_0x8, repack_q8_0x8>, x8_row_to_f32<BlockQ8_0x8, q8_0x8_code>},
+    {DType::Q4_0, "Q4_0", kQK, sizeof(BlockQ4_0), 1, {},
+     repack_rows_x8<BlockQ4_0, BlockQ4_0x8, repack_nibbles_x8<BlockQ4_0, BlockQ4_0x8>>,
+     x8_row_to_f32<BlockQ4_0x8, q4_0x8_code>},
+    {DType::Q4_1, "Q4_1", kQK, sizeof(BlockQ4_1), 2, {},
+     repack_rows_x8<BlockQ4_1, BlockQ4_1x8, repack_nibbles_x8<BlockQ4_1, BlockQ4_1x8>>,
+     x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>},
+    {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, {},
+     repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
+};
+
+int format_index(int id) {
+    for (int i = 0; i < kNumFormats; ++i)
+        if (static_cast<int>(kFormats[i].id) == id) return i;
+    return -1;
+}
+
+}  // namespace franken
