@@ -17,6 +17,7 @@ from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.eval.tiny_models import make_tiny_llama, reference_logits, reference_model
 from franken_rt.quant.formats import dequantize, encode
+from franken_rt.quant.policy import MIXES, QUANT_NAMES
 
 BIN = Path(sys.executable).parent
 
@@ -64,7 +65,7 @@ def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) 
     assert proc.returncode == 0, proc.stderr
     assert "MiB" in proc.stderr
     types = {t.name: t.dtype_id for t in read_header(out).tensors}
-    base = {"f16": DType.F16, "q8_0": DType.Q8_0, "q4_0": DType.Q4_0, "q4_1": DType.Q4_1, "q3_0": DType.Q3_0}[quant]
+    base = DType[quant.upper()]
     assert types["blk.0.attn_q.weight"] == base and types["blk.2.ffn_down.weight"] == base
     assert types["blk.0.attn_norm.weight"] == DType.F32
     assert types["token_embd.weight"] == (DType.Q8_0 if quant.startswith(("q4", "q3")) else base)
@@ -72,6 +73,13 @@ def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) 
     ours = franken_rt.load(out, threads=2).logits(list(range(1, 40)))
     tol = {"f16": 0.01, "q8_0": 0.05, "q4_0": 0.5, "q4_1": 0.5, "q3_0": 1.0}[quant]
     assert np.abs(ours - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_list_types_names_every_format_and_mix() -> None:
+    proc = cli("franken-convert", "--list-types")
+    assert proc.returncode == 0, proc.stderr
+    names = {line.split()[0] for line in proc.stdout.splitlines()[1:]}
+    assert names == {*QUANT_NAMES, *MIXES}
 
 
 def test_tensor_type_override_and_bad_options(tiny: Path, tmp_path: Path) -> None:

@@ -9,11 +9,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from franken_rt import _core
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
+from franken_rt.formats import FORMATS
 from franken_rt.quant.formats import ROUNDINGS
 from franken_rt.quant.policy import LOW_BIT, MIXES, QUANT_NAMES, QuantPolicy
 from franken_rt.surgery import pipeline
@@ -24,9 +26,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = ArgumentParser(prog="franken-convert", description="Convert and quantize a LLaMA-family model.")
     ap.add_argument("source", help="Hugging Face model folder or GGUF file")
     ap.add_argument("-o", "--output", required=True, help="output .gguf file")
+    ap.add_argument("--list-types", action="store_true",
+                    help="print the storage types and mixes this build supports, and exit")
     ap.add_argument("--quant", default="q8_0", choices=sorted([*QUANT_NAMES, *MIXES]),
-                    help="type of 2-D weights (q8_0); q4_0m/q4_1m keep attn_v and ffn_down at q8_0; q3_0 is "
-                         "franken-rt's 3-bit type (llama.cpp cannot read it), q3_0m keeps attn_v/ffn_down at q4_0")
+                    help="type of 2-D weights (q8_0); the *m mixes keep attn_v and ffn_down wider; q3_0 is "
+                         "franken-rt's 3-bit type (llama.cpp cannot read it); see --list-types"),
     ap.add_argument("--rounding", default="search", choices=ROUNDINGS,
                     help="3/4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
     ap.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
@@ -55,12 +59,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def list_types() -> str:
+    """The registry's formats (bits per weight, whether llama.cpp reads them, which kernel paths of this CPU run
+    them interleaved), then the mixes."""
+    paths = _core.available_kernels()
+    rows = {p: _core.kernel_rows(p) for p in paths}
+    lines = [f"{'type':8} {'bits':>5}  {'llama.cpp':9}  interleaved on ({', '.join(paths)})"]
+    for f in FORMATS:
+        fast = [p for p in paths if rows[p][f.name]["interleaved"]]
+        lines.append(f"{f.cli_name:8} {f.bits:5.2f}  {'yes' if f.portable else 'no':9}  {', '.join(fast) or '-'}")
+    lines += [f"{m:8} mix: {base}, tensors matching {pattern} at {wide}" for m, (base, pattern, wide) in MIXES.items()]
+    return "\n".join(lines)
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
 @user_errors
 def main(argv: list[str] | None = None) -> int:
+    if "--list-types" in (sys.argv[1:] if argv is None else argv):
+        print(list_types())
+        return 0
     args = parse_args(argv)
     policy = QuantPolicy.parse(args.quant, args.tensor_type)
     out = Path(args.output)
