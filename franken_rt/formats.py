@@ -55,6 +55,9 @@ FORMATS: tuple[Format, ...] = (
     Format(2, "Q4_0", 32, 18, header_halves=1, interleaves=True, llama_ftype=2),
     # f16 scale + f16 minimum + 16 bytes of nibbles: d * q + m
     Format(3, "Q4_1", 32, 20, header_halves=2, interleaves=True, llama_ftype=3),
+    # f16 scale + 16 bytes of nibbles indexing a non-linear level set: d * levels[q]; llama.cpp's MOSTLY_IQ4_NL
+    Format(20, "IQ4_NL", 32, 18, header_halves=1, interleaves=True, llama_ftype=25,
+           codebook=(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)),
     # ours: f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs: d * (q - 4); llama.cpp's "guessed" flag
     Format(1003, "Q3_0", 32, 14, header_halves=1, interleaves=True, llama_ftype=1024),
 )

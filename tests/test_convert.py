@@ -58,7 +58,7 @@ def test_round_trip_error_within_format_bound(dtype: DType, rounding: str) -> No
         assert ((x - y) ** 2).sum() < ((x - rtn) ** 2).sum()
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1", "q3_0"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q3_0"])
 def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) -> None:
     out = tmp_path / f"tiny-{quant}.gguf"
     proc = cli("franken-convert", str(tiny), "-o", str(out), "--quant", quant)
@@ -68,10 +68,10 @@ def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) 
     base = DType[quant.upper()]
     assert types["blk.0.attn_q.weight"] == base and types["blk.2.ffn_down.weight"] == base
     assert types["blk.0.attn_norm.weight"] == DType.F32
-    assert types["token_embd.weight"] == (DType.Q8_0 if quant.startswith(("q4", "q3")) else base)
+    assert types["token_embd.weight"] == (DType.Q8_0 if quant.startswith(("q4", "q3", "iq4")) else base)
     ref = reference_logits(reference_model(tiny), list(range(1, 40)))
     ours = franken_rt.load(out, threads=2).logits(list(range(1, 40)))
-    tol = {"f16": 0.01, "q8_0": 0.05, "q4_0": 0.5, "q4_1": 0.5, "q3_0": 1.0}[quant]
+    tol = {"f16": 0.01, "q8_0": 0.05, "q4_0": 0.5, "q4_1": 0.5, "iq4_nl": 0.5, "q3_0": 1.0}[quant]
     assert np.abs(ours - ref).max() <= tol * np.abs(ref).max()
 
 

@@ -48,6 +48,24 @@ def test_every_quantized_format_has_a_codec_that_round_trips(fmt) -> None:  # no
         assert err < 2.5 * np.abs(x).max() / 2 ** (fmt.bits - 1.5), (rounding, err)
 
 
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.quantized and f.portable], ids=lambda f: f.name)
+def test_codecs_of_ggml_types_decode_as_the_gguf_reference(fmt) -> None:  # noqa: ANN001
+    """Our encoders write bytes that ggml's reference decoder (the `gguf` package's) reads as we do."""
+    import gguf
+
+    x = np.random.default_rng(1).standard_normal((3, 96)).astype(np.float32)
+    raw = encode(x, DType(fmt.id), "search")
+    ref = np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(fmt.id)), dtype=np.float32)
+    assert np.array_equal(dequantize(raw, DType(fmt.id), x.shape), ref.reshape(x.shape))
+
+
+def test_iq4_nl_search_beats_round_to_nearest() -> None:
+    x = np.random.default_rng(2).standard_normal((64, 576)).astype(np.float32)
+    err = {r: float(((dequantize(encode(x, DType.IQ4_NL, r), DType.IQ4_NL, x.shape) - x) ** 2).mean())
+           for r in ("rtn", "search")}
+    assert err["search"] < 0.9 * err["rtn"], err
+
+
 def test_type_lists_derive_from_the_table() -> None:
     assert set(QUANT_NAMES) == {f.name.lower() for f in FORMATS} == set(by_cli_name())
     assert set(LOW_BIT) == {DType(f.id) for f in FORMATS if f.quantized and f.bits < 8}

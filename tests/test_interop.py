@@ -27,7 +27,7 @@ def float_demo(smollm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
-@pytest.mark.parametrize("quant", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "iq4_nl"])
 def test_our_files_run_in_llamacpp_with_same_perplexity(float_demo: Path, tmp_path: Path, quant: str) -> None:
     out = tmp_path / f"smollm2-{quant}.gguf"
     subprocess.run([BIN / "franken-convert", float_demo, "-o", out, "--quant", quant, "-q"], check=True)

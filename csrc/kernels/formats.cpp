@@ -16,6 +16,9 @@ const FormatInfo kFormats[] = {
     {DType::Q4_1, "Q4_1", kQK, sizeof(BlockQ4_1), 2, {},
      repack_rows_x8<BlockQ4_1, BlockQ4_1x8, repack_nibbles_x8<BlockQ4_1, BlockQ4_1x8>>,
      x8_row_to_f32<BlockQ4_1x8, q4_1x8_code>},
+    {DType::IQ4_NL, "IQ4_NL", kQK, sizeof(BlockIQ4_NL), 1, {kIQ4NLValues, 16, 1, 1},
+     repack_rows_x8<BlockIQ4_NL, BlockIQ4_NLx8, repack_nibbles_x8<BlockIQ4_NL, BlockIQ4_NLx8>>,
+     x8_row_to_f32<BlockIQ4_NLx8, iq4_nlx8_code>},
     {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, {},
      repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
 };

@@ -11,7 +11,7 @@ namespace franken {
 
 // GGUF's ggml_type ids for the types we read; ids from 1000 up are franken-rt's own (ggml has no 3-bit type
 // with 32-element blocks, and 576-wide rows rule out its 256-element Q3_K), so llama.cpp refuses those files.
-enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30, Q3_0 = 1003 };
+enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, IQ4_NL = 20, BF16 = 30, Q3_0 = 1003 };
 
 constexpr int kQK = 32;  // elements per quantization block
 
@@ -46,6 +46,15 @@ inline int q3_0_code(const BlockQ3_0& b, int j) {
     return ((b.qs[j % 8] >> (2 * (j / 8))) & 3) | (((b.qh[j / 8] >> (j % 8)) & 1) << 2);
 }
 
+// IQ4_NL (ggml's): f16 scale, 32 four-bit indices into a fixed non-linear level set, nibbles as Q4_0.
+// value = d * kIQ4NLValues[q]: the levels are denser near zero, where most weights are.
+constexpr int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+struct BlockIQ4_NL {
+    uint16_t d;
+    uint8_t qs[kQK / 2];
+};
+
+static_assert(sizeof(BlockIQ4_NL) == 18, "IQ4_NL block is 18 bytes");
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 &&
               sizeof(BlockQ3_0) == 14, "block sizes are GGUF's (Q3_0: ours)");
 
@@ -95,6 +104,12 @@ struct BlockQ3_0x8 {
     uint8_t ql[kX8 * kQK / 4];
     uint8_t qh[kX8 * kQK / 8];
 };
+// IQ4_NL rows interleaved with Q4_0's nibble order: value = d[r] * kIQ4NLValues[q].
+struct BlockIQ4_NLx8 {
+    uint16_t d[kX8];
+    uint8_t qs[kX8 * kQK / 2];
+};
+static_assert(sizeof(BlockIQ4_NLx8) == 8 * 18, "IQ4_NLx8 block is eight IQ4_NL blocks");
 static_assert(sizeof(BlockQ3_0x8) == 8 * 14, "Q3_0x8 block is eight Q3_0 blocks");
 
 // Element j (0..31) of a Q4_0 or Q4_1 block (the same nibble order), as its 4-bit code.
@@ -156,6 +171,7 @@ inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k
 inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the minimum is added apart
     return nibble_x8(w.qs, r, k);
 }
+inline int iq4_nlx8_code(const BlockIQ4_NLx8& w, int r, int k) { return kIQ4NLValues[nibble_x8(w.qs, r, k)]; }
 inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) {
     const int c = k / 4, j = k % 4;
     const int lo = (w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3, hi = (w.qh[4 * r + j] >> c) & 1;
@@ -178,6 +194,10 @@ inline void block_codes(const BlockQ4_0& b, int8_t q[kQK], float& d, float& m) {
 inline void block_codes(const BlockQ4_1& b, int8_t q[kQK], float& d, float& m) {  // unsigned codes, minimum apart
     for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(nibble_code(b, j));
     d = fp16_to_f32(b.d), m = fp16_to_f32(b.m);
+}
+inline void block_codes(const BlockIQ4_NL& b, int8_t q[kQK], float& d, float& m) {
+    for (int j = 0; j < kQK; ++j) q[j] = kIQ4NLValues[nibble_code(b, j)];
+    d = fp16_to_f32(b.d), m = 0.f;
 }
 inline void block_codes(const BlockQ3_0& b, int8_t q[kQK], float& d, float& m) {
     for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(q3_0_code(b, j) - 4);
@@ -235,7 +255,7 @@ struct FormatInfo {
 // The table itself is defined once, in formats.cpp (compiled for the baseline ISA): defined here, every file that
 // includes this one would emit its own copy of the repackers it points to, and an architecture file's copy (built
 // with AVX2, say) could be the one the linker keeps for the whole program.
-constexpr int kNumFormats = 7;
+constexpr int kNumFormats = 8;
 extern const FormatInfo kFormats[kNumFormats];
 
 // Position of a type id in kFormats (the index of every per-format table), -1 if unknown.

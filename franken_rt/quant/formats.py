@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from franken_rt.formats import DType
+from franken_rt.formats import DType, format_of
 
 QK = 32
 ROUNDINGS = ("rtn", "search")
@@ -206,10 +206,62 @@ def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 15)
 
 
+# IQ4_NL's sixteen levels (ggml's kvalues_iq4nl; the registry row carries them as its codebook).
+_IQ4_NL = np.array(format_of(DType.IQ4_NL).codebook, dtype=np.float32)
+_IQ4_NL_EDGES = (_IQ4_NL[1:] + _IQ4_NL[:-1]) / 2
+
+
+def _iq4_nl_index(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Nearest level of x / d for each element: (blocks, 32) indices 0..15 (0 where d is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(d[:, None] != 0, x / d[:, None], 0)
+    return np.searchsorted(_IQ4_NL_EDGES, t)
+
+
+def _iq4_nl_pack(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.concatenate([_f16_bytes(d), _pack_nibbles(idx)], axis=1)
+
+
+def _iq4_nl_decode(raw: np.ndarray) -> np.ndarray:
+    """IQ4_NL bytes (..., multiple of 18) -> float32 values (blocks, 32)."""
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 18)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    q = np.concatenate([blocks[:, 2:] & 15, blocks[:, 2:] >> 4], axis=1)
+    return d * _IQ4_NL[q]
+
+
+def _iq4_nl_rtn(x: np.ndarray) -> np.ndarray:
+    """The value of largest magnitude on the end level -127, the rest to the nearest level."""
+    extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
+    d = (extreme / _IQ4_NL[0]).astype(np.float16).astype(np.float32)
+    return _iq4_nl_pack(d, _iq4_nl_index(x, d))
+
+
+def _iq4_nl_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """IQ4_NL blocks minimizing the squared error weighted by w: the extreme value mapped near either end of the
+    level set at several scales, each rounding refitted by weighted least squares, the best after f16 rounding."""
+    extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
+    best_err = np.full(len(x), np.inf, dtype=np.float32)
+    best_d = np.zeros(len(x), dtype=np.float32)
+    for level in (*np.linspace(-136, -112, 9), *np.linspace(104, 124, 6)):
+        d = extreme / level
+        for refit in (False, True):
+            if refit:
+                v = _IQ4_NL[_iq4_nl_index(x, d)]
+                num, den = (w * x * v).sum(axis=1), (w * v * v).sum(axis=1)
+                d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
+            d16 = d.astype(np.float16).astype(np.float32)
+            err = (w * (x - d16[:, None] * _IQ4_NL[_iq4_nl_index(x, d16)]) ** 2).sum(axis=1)
+            better = err < best_err
+            best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
+    return _iq4_nl_pack(best_d, _iq4_nl_index(x, best_d))
+
+
 # One row per quantized format of the registry (franken_rt/formats.py); tests/test_formats.py checks none is missing.
 CODECS: dict[DType, Codec] = {
     DType.Q8_0: Codec(_ggml_decode(DType.Q8_0), _ggml_rtn(DType.Q8_0)),
     DType.Q4_0: Codec(_ggml_decode(DType.Q4_0), _ggml_rtn(DType.Q4_0), _q4_0_search),
     DType.Q4_1: Codec(_ggml_decode(DType.Q4_1), _ggml_rtn(DType.Q4_1), _q4_1_search),
     DType.Q3_0: Codec(_q3_0_decode, _q3_0_rtn, _q3_0_search),
+    DType.IQ4_NL: Codec(_iq4_nl_decode, _iq4_nl_rtn, _iq4_nl_search),
 }

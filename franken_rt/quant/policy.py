@@ -15,7 +15,7 @@ LOW_BIT = tuple(DType(f.id) for f in FORMATS if f.quantized and f.bits < 8)  # 3
 # values and the FFN down projection) kept wider: (base, pattern, their type). q3_0m is the mixed 3/4-bit format.
 _SENSITIVE = r"attn_v\.|ffn_down\."
 MIXES = {"q4_0m": ("q4_0", _SENSITIVE, "q8_0"), "q4_1m": ("q4_1", _SENSITIVE, "q8_0"),
-         "q3_0m": ("q3_0", _SENSITIVE, "q4_0")}
+         "q3_0m": ("q3_0", _SENSITIVE, "q4_0"), "iq4_nlm": ("iq4_nl", _SENSITIVE, "q8_0")}
 
 
 def parse_dtype(name: str) -> DType:

@@ -196,6 +196,20 @@ float dotq_q4_0(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+// IQ4_NL: the nibbles (Q4_0's order) index its sixteen levels with one table lookup each half.
+float dotq_iq4_nl(const void* row, const BlockQ8A* a, int n) {
+    const BlockIQ4_NL* b = static_cast<const BlockIQ4_NL*>(row);
+    const int8x16_t levels = vld1q_s8(kIQ4NLValues);
+    const uint8x16_t mask = vdupq_n_u8(0x0f);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const uint8x16_t raw = vld1q_u8(b[i].qs);
+        const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(raw, mask)), hi = vqtbl1q_s8(levels, vshrq_n_u8(raw, 4));
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(lo, hi, a[i]);
+    }
+    return s;
+}
+
 float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
     const uint8x16_t mask = vdupq_n_u8(0x0f);
@@ -310,6 +324,26 @@ void q4_0x8_tile(const BlockQ4_0x8* w, int nb, const BlockQ8A* act, float* out, 
                    out, ldo, sums);
 }
 
+// IQ4_NL: the same nibbles, each half looked up in the level table (TBL) instead of offset by 8.
+template <int kTile>
+void iq4_nlx8_tile(const BlockIQ4_NLx8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
+        const uint8x16_t m4 = vdupq_n_u8(0x0f);
+        const int8x16_t levels = vld1q_s8(kIQ4NLValues);
+        for (int c = 0; c < 4; ++c)
+            for (int h = 0; h < 2; ++h) {
+                const uint8x16_t v = vld1q_u8(w[b].qs + 32 * c + 16 * h);
+                const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(v, m4)), hi = vqtbl1q_s8(levels, vshrq_n_u8(v, 4));
+                for (int k = 0; k < kTile; ++k) {
+                    const BlockQ8A& x = a[static_cast<size_t>(k) * nbk + b];
+                    s[k][h] = vdotq_s32(vdotq_s32(s[k][h], lo, bcast4(x, 8 * c)), hi, bcast4(x, 8 * c + 4));
+                }
+            }
+    };
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockIQ4_NLx8*>(p)[b].d; }, nullptr, w, nb,
+                   act, out, ldo, sums);
+}
+
 // Q4_1: the same nibbles, unsigned (0..15 fit SDOT's signed bytes), and the minimums added apart.
 template <int kTile>
 void q4_1x8_tile(const BlockQ4_1x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
@@ -372,6 +406,7 @@ constexpr GemmX8Fn gemmq_q4_0x8 = groups_by_tiles<BlockQ4_0x8, q4_0x8_tile<4>, q
 constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8_0x8_tile<4>, q8_0x8_tile<1>>;
 constexpr GemmX8Fn gemmq_q4_1x8 = groups_by_tiles<BlockQ4_1x8, q4_1x8_tile<4>, q4_1x8_tile<1>>;
 constexpr GemmX8Fn gemmq_q3_0x8 = groups_by_tiles<BlockQ3_0x8, q3_0x8_tile<4>, q3_0x8_tile<1>>;
+constexpr GemmX8Fn gemmq_iq4_nlx8 = groups_by_tiles<BlockIQ4_NLx8, iq4_nlx8_tile<4>, iq4_nlx8_tile<1>>;
 #endif
 
 KernelTable make_table() {
@@ -390,11 +425,13 @@ KernelTable make_table() {
     use_row_dot<DType::Q4_0, dotq_q4_0>(t);
     use_row_dot<DType::Q4_1, dotq_q4_1>(t);
     use_row_dot<DType::Q3_0, dotq_q3_0>(t);
+    use_row_dot<DType::IQ4_NL, dotq_iq4_nl>(t);
 #if defined(FRANKEN_DOTPROD)  // plain NEON keeps rows as stored (see above)
     t[DType::Q4_0].gemm_x8 = gemmq_q4_0x8;
     t[DType::Q8_0].gemm_x8 = gemmq_q8_0x8;
     t[DType::Q4_1].gemm_x8 = gemmq_q4_1x8;
     t[DType::Q3_0].gemm_x8 = gemmq_q3_0x8;
+    t[DType::IQ4_NL].gemm_x8 = gemmq_iq4_nlx8;
 #endif
     return t;
 }

@@ -69,6 +69,26 @@ inline int nibble_dot(const uint8_t* qs, int8_t offset, const BlockQ8A& a) {
     return __riscv_vmv_x_s_i32m1_i32(__riscv_vwredsum_vs_i16m2_i32m1(p, __riscv_vmv_v_x_i32m1(0, 1), vl));
 }
 
+// IQ4_NL: the nibbles (elements 0-15 low, 16-31 high) gather their levels from the sixteen-entry table (VRGATHER);
+// two 16-lane products of at most 127 * 128 each fit int16 when added.
+float dotq_iq4_nl(const void* row, const BlockQ8A* a, int n) {
+    const BlockIQ4_NL* b = static_cast<const BlockIQ4_NL*>(row);
+    const float* f16 = fp16_table();
+    const size_t vl = kQK / 2;
+    const vint8m1_t levels = __riscv_vle8_v_i8m1(kIQ4NLValues, vl);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const vuint8m1_t v = __riscv_vle8_v_u8m1(b[i].qs, vl);
+        const vint8m1_t lo = __riscv_vrgather_vv_i8m1(levels, __riscv_vand_vx_u8m1(v, 0x0f, vl), vl);
+        const vint8m1_t hi = __riscv_vrgather_vv_i8m1(levels, __riscv_vsrl_vx_u8m1(v, 4, vl), vl);
+        vint16m2_t p = __riscv_vwmul_vv_i16m2(lo, __riscv_vle8_v_i8m1(a[i].qs, vl), vl);
+        p = __riscv_vwmacc_vv_i16m2(p, hi, __riscv_vle8_v_i8m1(a[i].qs + vl, vl), vl);
+        const int sum = __riscv_vmv_x_s_i32m1_i32(__riscv_vwredsum_vs_i16m2_i32m1(p, __riscv_vmv_v_x_i32m1(0, 1), vl));
+        s += f16[b[i].d] * a[i].d * static_cast<float>(sum);
+    }
+    return s;
+}
+
 float dotq_q8_0(const void* row, const BlockQ8A* a, int n) {
     const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
     const float* f16 = fp16_table();
@@ -135,6 +155,7 @@ KernelTable make_table() {
     use_row_dot<DType::Q4_0, dotq_q4_0>(t);
     use_row_dot<DType::Q4_1, dotq_q4_1>(t);
     use_row_dot<DType::Q3_0, dotq_q3_0>(t);
+    use_row_dot<DType::IQ4_NL, dotq_iq4_nl>(t);
     return t;
 }
 

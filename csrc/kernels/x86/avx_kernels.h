@@ -559,11 +559,23 @@ inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, siz
 template <class Block>
 constexpr GemmX8Fn gemmq_x8_codes = groups_by_tiles<Block, x8_tile<Block, 4>, x8_tile<Block, 1>>;
 
-// Eight Q8_0 rows times up to kTile activation rows. Both operands are signed; the integer dot product wants one
+// Word c of an interleaved block as signed bytes: elements 4c..4c+3 of row r in lane r (the layout of Q8_0x8's
+// words). IQ4_NL's nibbles (Q4_0x8's order: word c / 2, low nibbles for even c) index its levels with one shuffle.
+inline __m256i signed_word(const BlockQ8_0x8& w, int c) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+}
+inline __m256i signed_word(const BlockIQ4_NLx8& w, int c) {
+    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * (c / 2)));
+    const __m256i nib = _mm256_and_si256(c % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0f));
+    return _mm256_shuffle_epi8(levels, nib);
+}
+
+// Eight rows of signed codes (Q8_0, IQ4_NL) times up to kTile activation rows. Both operands are signed; the integer dot product wants one
 // unsigned. With VNNI the activation bytes are offset by 128 (x + 128 is unsigned) and 128 * sum(w) taken off
 // again, the weight sums shared by the tile; without it, |w| times x with w's sign, as in dot_s8s8.
-template <int kTile>
-inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+template <class Block, int kTile>
+inline void signed_x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     __m256 acc[kTile];
     for (int k = 0; k < kTile; ++k) acc[k] = _mm256_setzero_ps();
     for (int b = 0; b < nb; ++b) {
@@ -574,7 +586,7 @@ inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* 
         const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi8(1);
 #endif
         for (int c = 0; c < 8; ++c) {
-            const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+            const __m256i wq = signed_word(w[b], c);
 #if defined(FRANKEN_VNNI)
             wsum = _mm256_dpbusd_epi32(wsum, ones, wq);
             for (int k = 0; k < kTile; ++k)
@@ -599,7 +611,8 @@ inline void q8x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* 
     for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, acc[k]);
 }
 
-constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8x8_tile<4>, q8x8_tile<1>>;
+template <class Block>
+constexpr GemmX8Fn gemmq_signed_x8 = groups_by_tiles<Block, signed_x8_tile<Block, 4>, signed_x8_tile<Block, 1>>;
 
 // ---- attention over the KV cache: rows read once for every query of the group ----
 
@@ -690,10 +703,11 @@ KernelTable avx_table(const char* name) {
     t[DType::F32].dot = dot_f32;
     t[DType::F16] = {dot_f16, to_f32_f16};
     t[DType::BF16] = {dot_bf16, to_f32_bf16};
-    t[DType::Q8_0] = {dot_q8_0, to_f32_q8_0, dotq_q8_0, gemmq_q8_0, gemmq_q8_0x8};
+    t[DType::Q8_0] = {dot_q8_0, to_f32_q8_0, dotq_q8_0, gemmq_q8_0, gemmq_signed_x8<BlockQ8_0x8>};
     t[DType::Q4_0] = {dot_q4_0, to_f32_q4_0, dotq_q4_0, gemmq_q4_0, gemmq_x8_codes<BlockQ4_0x8>};
     t[DType::Q4_1] = {dot_q4_1, to_f32_q4_1, dotq_q4_1, gemmq_q4_1, gemmq_x8_codes<BlockQ4_1x8>};
     t[DType::Q3_0] = {dot_q3_0, to_f32_q3_0, dotq_q3_0, gemmq_q3_0, gemmq_x8_codes<BlockQ3_0x8>};
+    t[DType::IQ4_NL].gemm_x8 = gemmq_signed_x8<BlockIQ4_NLx8>;  // stored rows (rows % 8) take the scalar loops
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;
