@@ -338,6 +338,19 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
 
 constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3>;
 
+// IQ4_NL's 32 levels in element order: the nibbles (unpack_nibbles) index the sixteen levels, duplicated in both
+// 128-bit lanes, with one in-lane shuffle.
+inline __m256i levels_iq4_nl(const BlockIQ4_NL& b) {
+    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+    return _mm256_shuffle_epi8(levels, unpack_nibbles(b.qs));
+}
+
+float dotq_iq4_nl(const void* row, const BlockQ8A* a, int n) {
+    return dotq_blocks(static_cast<const BlockIQ4_NL*>(row), a, n / kQK, [](const BlockIQ4_NL& b, const BlockQ8A& x) {
+        return dot_s8s8(levels_iq4_nl(b), load_act(x));
+    });
+}
+
 // 32 codes (bytes 0..7) -> four vectors of eight floats, in element order.
 inline void codes_to_ps(__m256i q, __m256 out[4]) {
     const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
@@ -472,6 +485,17 @@ void gemmq_q3_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
         m = -4.f * d;
     };
     gemm_decoded<BlockQ3_0, false, decltype(decode), dotq_q3_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
+void gemmq_iq4_nl(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+                  size_t ldo) {
+    auto decode = [](const BlockIQ4_NL& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), levels_iq4_nl(b));
+        d = f16[b.d];
+        m = 0.f;
+    };
+    gemm_decoded<BlockIQ4_NL, true, decltype(decode), dotq_iq4_nl>(rows, n_rows, stride, act, n_act, n, out, ldo,
+                                                                   decode);
 }
 
 // ---- interleaved Q4_0, Q4_1, Q3_0 (BlockQ4_0x8, ...): lane r of every vector belongs to weight row r ----
@@ -707,7 +731,10 @@ KernelTable avx_table(const char* name) {
     t[DType::Q4_0] = {dot_q4_0, to_f32_q4_0, dotq_q4_0, gemmq_q4_0, gemmq_x8_codes<BlockQ4_0x8>};
     t[DType::Q4_1] = {dot_q4_1, to_f32_q4_1, dotq_q4_1, gemmq_q4_1, gemmq_x8_codes<BlockQ4_1x8>};
     t[DType::Q3_0] = {dot_q3_0, to_f32_q3_0, dotq_q3_0, gemmq_q3_0, gemmq_x8_codes<BlockQ3_0x8>};
-    t[DType::IQ4_NL].gemm_x8 = gemmq_signed_x8<BlockIQ4_NLx8>;  // stored rows (rows % 8) take the scalar loops
+    // IQ4_NL: integer products (float activations, the reference-precision path, take the scalar loops)
+    t[DType::IQ4_NL].dotq = dotq_iq4_nl;
+    t[DType::IQ4_NL].gemmq = gemmq_iq4_nl;
+    t[DType::IQ4_NL].gemm_x8 = gemmq_signed_x8<BlockIQ4_NLx8>;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;
