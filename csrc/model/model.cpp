@@ -291,10 +291,12 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
         for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
     } else {  // float activations, several tokens: decode each weight row once, reuse it from L1 for every token
         float* row = &rows_f32_[thread * (rows_f32_.size() / pool_.size())];
+        const ToF32Fn to_f32 = (*kern_)[w.dtype].to_f32;
+        const DotFn dot_f32 = kern_->dot(DType::F32);
         for (int i = begin; i < end; ++i) {
-            kern_->to_f32(w.dtype, w.row(i), row, cols);
+            to_f32(w.row(i), row, cols);
             for (int r = 0; r < n_rows; ++r)
-                out[static_cast<size_t>(r) * rows + i] = kern_->dot(DType::F32)(row, x.f + static_cast<size_t>(r) * cols, cols);
+                out[static_cast<size_t>(r) * rows + i] = dot_f32(row, x.f + static_cast<size_t>(r) * cols, cols);
         }
     }
 }
