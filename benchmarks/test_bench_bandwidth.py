@@ -14,6 +14,8 @@ import franken_rt
 from franken_rt import _core
 from franken_rt.checkpoint import DType, read_checkpoint
 
+pytestmark = [pytest.mark.gate, pytest.mark.slow]  # a ratio gate, on a 1.1B model built first
+
 
 @pytest.mark.parametrize("dtype", [DType.Q4_0, DType.Q8_0], ids=lambda d: d.name)
 def test_decode_fraction_of_bandwidth(dtype: DType) -> None:

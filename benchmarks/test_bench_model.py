@@ -30,6 +30,7 @@ def test_prompt_128(benchmark, model) -> None:  # noqa: ANN001
     benchmark.extra_info["tokens_per_s"] = 128 / benchmark.stats.stats.median
 
 
+@pytest.mark.slow  # 64 decode steps after each prefix, figures only (test_prompt_128 stays in the quick run)
 @pytest.mark.parametrize("context", [1, 128, 512, 2048])
 def test_generate_64_at_context(benchmark, model, context: int) -> None:  # noqa: ANN001
     prefix = np.random.default_rng(0).integers(0, model.config.vocab_size, context, dtype=np.int32)

@@ -12,6 +12,8 @@ from bench_utils import QUANT, model_layout, random_matrix
 
 from franken_rt import _core
 
+pytestmark = pytest.mark.gate
+
 BEST = _core.available_kernels()[0]
 
 

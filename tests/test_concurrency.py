@@ -6,8 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 import franken_rt
 from franken_rt.model import Model
+
+# tests/test_smollm2.py keeps a shorter two-thread run in the quick set
+pytestmark = pytest.mark.slow
 
 JOBS = [
     dict(prompt="The capital of France is", max_tokens=24, temperature=0.0),

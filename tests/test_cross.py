@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # compiles the kernels for three architectures, runs them under qemu
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ["csrc/kernels/dispatch.cpp", "csrc/kernels/formats.cpp", "csrc/kernels/generic/scalar.cpp",
         "tests/cpp/kernel_check.cpp"]

@@ -16,6 +16,8 @@ from franken_rt.eval.llamacpp import llamacpp_perplexity, source_dir
 from franken_rt.eval.perplexity import perplexity
 from franken_rt.eval.tiny_models import load_reference_precision, make_tiny_llama, reference_logits, reference_model
 
+pytestmark = pytest.mark.slow  # converts the demo model and runs llama.cpp on each file
+
 BIN = Path(sys.executable).parent
 
 

@@ -33,6 +33,7 @@ def ours(smollm_gguf: Path):
     return load_reference_precision(smollm_gguf)
 
 
+@pytest.mark.slow  # transformers loads the GGUF file dequantized
 def test_greedy_continuation_matches_transformers(ours, reference) -> None:  # noqa: ANN001
     import torch
 
@@ -49,6 +50,7 @@ def test_greedy_continuation_matches_transformers(ours, reference) -> None:  # n
     assert "Paris" in ours.detokenize(got)
 
 
+@pytest.mark.slow
 def test_logits_match_transformers(ours, reference) -> None:  # noqa: ANN001
     import torch
 
@@ -61,6 +63,7 @@ def test_logits_match_transformers(ours, reference) -> None:  # noqa: ANN001
     assert np.abs(mine - theirs).max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_threads_and_kernel_paths_agree(smollm_gguf: Path, ours) -> None:  # noqa: ANN001
     ids = ours.tokenize(PARAGRAPH)
     base = ours.logits(ids)
@@ -108,6 +111,7 @@ def test_chat_template_stops_at_end_of_turn(ours) -> None:  # noqa: ANN001
     assert ours.last_stats.finish_reason == "eos"
 
 
+@pytest.mark.slow  # perplexity with three caches
 def test_kv_cache_types(smollm_gguf: Path) -> None:
     """An 8-bit KV cache takes half the memory of f16 (a quarter of f32) and costs < 0.5% perplexity. Float
     activations isolate the cache's effect: with 8-bit activations, any change of the inputs moves perplexity on

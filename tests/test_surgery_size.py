@@ -54,6 +54,7 @@ def test_predicted_size_is_exact(tiny: Path, tmp_path: Path, quant: str, embed: 
     assert sz.file_size(ckpt, policy) == os.path.getsize(out)
 
 
+@pytest.mark.slow  # measures calibration perplexity of every candidate; sizes: test_predicted_size_is_exact
 def test_target_size_output_fits_the_budget(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     calib = tmp_path / "calib.txt"
     calib.write_text(corpus_text(40_000))
