@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint
+from franken_rt.quant.tensors import float_array
 
 
 def rms_norm(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:

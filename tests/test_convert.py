@@ -18,6 +18,7 @@ from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.eval.tiny_models import make_tiny_llama, reference_logits, reference_model
 from franken_rt.quant.formats import dequantize, encode
 from franken_rt.quant.policy import MIXES, QUANT_NAMES
+from franken_rt.quant.tensors import transcoder
 
 BIN = Path(sys.executable).parent
 
@@ -124,7 +125,7 @@ def test_failed_conversion_leaves_nothing(tiny: Path, tmp_path: Path) -> None:
         return DType.Q8_0 if len(t.shape) == 2 else DType.F32
 
     with pytest.raises(OSError):
-        write_gguf(read_checkpoint(tiny), out, dtype=failing_policy)
+        write_gguf(read_checkpoint(tiny), out, dtype=failing_policy, tensor_bytes=transcoder())
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 

@@ -17,6 +17,7 @@ from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.eval.tiny_models import make_tiny_llama
 from franken_rt.quant.policy import QuantPolicy
+from franken_rt.quant.tensors import transcoder
 from franken_rt.surgery.cost import cost
 from franken_rt.surgery.plan import apply_plan
 
@@ -109,7 +110,7 @@ def test_disk_bytes_match_written_gguf(tiny: Path, tmp_path: Path, quant: str, p
     policy = QuantPolicy.parse(quant)
     predicted = cost(ckpt, plan, policy=policy)
     out = tmp_path / "m.gguf"
-    write_gguf(apply_plan(ckpt, plan) if plan else ckpt, out, dtype=policy, rounding="rtn")
+    write_gguf(apply_plan(ckpt, plan) if plan else ckpt, out, dtype=policy, tensor_bytes=transcoder("rtn"))
     header = read_header(out)
     data = header.file_size - header.data_offset  # tensor bytes plus alignment padding between tensors
     assert predicted.disk_bytes <= data < predicted.disk_bytes + 32 * len(header.tensors)

@@ -149,7 +149,7 @@ def test_convert_greedy_drop_and_healed_plan(tiny_gguf: Path, tmp_path: Path,
     assert "healing (ridge): blocks 1-1" in err
     a, b = read_checkpoint(out), read_checkpoint(healed)
     assert b.config.n_layers == 2
-    from franken_rt.checkpoint.tensors import float_array
+    from franken_rt.quant.tensors import float_array
 
     src = read_checkpoint(tiny_gguf)
     # the healed file's first block has a new down projection unless the guard found it raises the held-out

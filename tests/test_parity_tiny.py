@@ -19,6 +19,7 @@ from franken_rt.eval.tiny_models import (
     reference_logits,
     reference_model,
 )
+from franken_rt.quant.tensors import transcoder
 
 PROMPT = [1, 57, 300, 12, 99, 250, 7, 180, 33, 64, 310, 5, 41, 222, 90, 17]
 
@@ -60,7 +61,7 @@ def test_gguf_form_matches_folder(tiny, tmp_path: Path, dtype: DType) -> None:  
 
     folder, ref = tiny
     out = tmp_path / "tiny.gguf"
-    write_gguf(read_checkpoint(folder), out, dtype=dtype)
+    write_gguf(read_checkpoint(folder), out, dtype=dtype, tensor_bytes=transcoder())
     ours = load_reference_precision(out).logits(PROMPT)
     if dtype == DType.F32:
         expected = load_reference_precision(folder).logits(PROMPT)
@@ -81,13 +82,13 @@ def test_quantized_gguf_matches_dequantized_reference(tiny, tmp_path: Path, dtyp
 
     import torch
 
-    from franken_rt.checkpoint.tensors import float_array
     from franken_rt.checkpoint.types import TensorInfo
+    from franken_rt.quant.tensors import float_array
 
     folder, shared_ref = tiny
     ref = copy.deepcopy(shared_ref)  # its weights are replaced below; the module's other tests use the original
     out = tmp_path / f"tiny-{dtype.name}.gguf"
-    write_gguf(read_checkpoint(folder), out, dtype=dtype)
+    write_gguf(read_checkpoint(folder), out, dtype=dtype, tensor_bytes=transcoder())
     ckpt = read_checkpoint(out)
     ours = load_reference_precision(out).logits(PROMPT)
     # Put the decoded (and un-permuted) GGUF weights back into the reference model.

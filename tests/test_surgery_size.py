@@ -14,6 +14,7 @@ from franken_rt.cli.convert import main as convert_main
 from franken_rt.errors import FrankenError
 from franken_rt.eval.tiny_models import corpus_text, make_tiny_llama
 from franken_rt.quant.policy import MIXES, QUANT_NAMES
+from franken_rt.quant.tensors import transcoder
 from franken_rt.surgery import size as sz
 from franken_rt.surgery.plan import apply_plan
 
@@ -50,7 +51,7 @@ def test_predicted_size_is_exact(tiny: Path, tmp_path: Path, quant: str, embed: 
         ckpt = apply_plan(ckpt, drop(ckpt.config.n_layers, removed))
     policy = sz.policy_of(quant, embed)
     out = tmp_path / "m.gguf"
-    write_gguf(ckpt, out, dtype=policy, rounding="rtn")
+    write_gguf(ckpt, out, dtype=policy, tensor_bytes=transcoder("rtn"))
     assert sz.file_size(ckpt, policy) == os.path.getsize(out)
 
 

@@ -26,7 +26,6 @@ from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.formats import format_of
-from franken_rt.quant.formats import encode
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -103,13 +102,14 @@ def write_gguf(
     dtype: Callable[[TensorInfo], DType] | DType = DType.F32,
     force: bool = False,
     extra_metadata: dict[str, Any] | None = None,
-    rounding: str = "rtn",
     progress: bool = False,
-    importance: dict[str, np.ndarray] | None = None,
+    tensor_bytes: TensorBytes | None = None,
 ) -> None:
     """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
-    Norm gains (1-D) stay F32, as llama.cpp expects. `rounding`: "rtn" or "search" for 3/4-bit types;
-    `importance`: per-column weights of that search, by tensor name (franken_rt.surgery.importance)."""
+    Norm gains (1-D) stay F32, as llama.cpp expects. `tensor_bytes(ckpt, name, tensor, type)`: the bytes stored
+    for a tensor; by default `float_bytes` (stored bytes copied, float types converted), and for quantized types
+    franken_rt.quant.tensors.transcoder (which decodes and encodes with the formats' codecs)."""
+    tensor_bytes = tensor_bytes or float_bytes
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
     plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
@@ -135,21 +135,41 @@ def write_gguf(
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
                   file=sys.stderr) as bar:
             for name, t, d in plan:  # one tensor in memory at a time
-                w.write_tensor_data(_tensor_for_gguf(ckpt, name, t, d, rounding, (importance or {}).get(name)))
+                w.write_tensor_data(tensor_bytes(ckpt, name, t, d))
                 bar.update(t.nbytes)
         w.close()
 
 
-def _tensor_for_gguf(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rounding: str,
-                     importance: np.ndarray | None = None) -> np.ndarray:
-    """The bytes of one tensor as stored in the output: as it is, or decoded, permuted and re-encoded."""
-    permute = not ckpt.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight"))
-    if t.dtype == d and not permute:
-        return np.ascontiguousarray(raw_array(t))
-    arr = float_array(t)
-    if permute:
-        arr = permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
-    return encode(arr, d, rounding, importance)  # q/k permutations move rows, never the columns it weighs
+# (checkpoint, tensor name, tensor, stored type) -> the bytes written for it, shape (rows..., bytes per row).
+TensorBytes = Callable[[Checkpoint, str, TensorInfo, DType], np.ndarray]
+
+
+def as_stored(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray | None:
+    """The tensor's bytes when it is written in its stored type and layout (None when it must be converted)."""
+    return np.ascontiguousarray(raw_array(t)) if t.dtype == d and not needs_permute(ckpt, name) else None
+
+
+def needs_permute(ckpt: Checkpoint, name: str) -> bool:
+    """q/k rows of a checkpoint in Hugging Face's RoPE pairing, which GGUF stores permuted."""
+    return not ckpt.rope_interleaved and name.endswith(("attn_q.weight", "attn_k.weight"))
+
+
+def in_gguf_layout(ckpt: Checkpoint, name: str, arr: np.ndarray) -> np.ndarray:
+    """A tensor's float values in GGUF's row order (q/k permuted where needs_permute)."""
+    if not needs_permute(ckpt, name):
+        return arr
+    return permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
+
+
+def float_bytes(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
+    """The stored bytes, or float tensors converted to F32/F16; quantized types need a codec (TensorBytes)."""
+    same = as_stored(ckpt, name, t, d)
+    if same is not None:
+        return same
+    if d not in (DType.F32, DType.F16) or format_of(t.dtype).quantized:
+        raise FrankenError(f"tensor {name}: writing {t.dtype.name} as {d.name} needs franken_rt.quant.tensors")
+    return np.ascontiguousarray(in_gguf_layout(ckpt, name, float_array(t)), dtype="<f4" if d == DType.F32 else "<f2")
+
 
 
 def file_type(dtypes: Iterable[DType]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from franken_rt.checkpoint.types import DType, TensorInfo, nbytes_of
+from franken_rt.errors import FrankenError
 
 
 def raw_array(t: TensorInfo) -> np.ndarray:
@@ -14,7 +15,8 @@ def raw_array(t: TensorInfo) -> np.ndarray:
 
 
 def float_array(t: TensorInfo) -> np.ndarray:
-    """The tensor as float32 (a copy for F16/BF16); quantized types need franken_rt.quant to decode."""
+    """A float tensor (F32, F16, BF16) as float32 (a copy for F16/BF16). Quantized tensors need their codec:
+    franken_rt.quant.tensors.float_array decodes any type."""
     if t.dtype == DType.F32:
         return np.memmap(t.file, dtype="<f4", mode="r", offset=t.offset, shape=t.shape)
     if t.dtype == DType.F16:
@@ -22,6 +24,4 @@ def float_array(t: TensorInfo) -> np.ndarray:
     if t.dtype == DType.BF16:
         bits = np.memmap(t.file, dtype="<u2", mode="r", offset=t.offset, shape=t.shape)
         return (bits.astype(np.uint32) << 16).view(np.float32)
-    from franken_rt.quant.formats import dequantize
-
-    return dequantize(raw_array(t), t.dtype, t.shape)
+    raise FrankenError(f"tensor {t.name} is {t.dtype.name}: decoding it needs franken_rt.quant")

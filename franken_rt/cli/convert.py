@@ -18,6 +18,7 @@ from franken_rt.errors import FrankenError
 from franken_rt.formats import FORMATS
 from franken_rt.quant.formats import ROUNDINGS
 from franken_rt.quant.policy import LOW_BIT, MIXES, QUANT_NAMES, QuantPolicy
+from franken_rt.quant.tensors import transcoder
 from franken_rt.surgery import pipeline
 from franken_rt.surgery.plan import plan_checkpoint
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         moments = pipeline.importance(ckpt, opts)
     t0 = time.perf_counter()
     try:  # the output is written to a temporary file, removed on failure: nothing partial is left
-        write_gguf(ckpt, out, dtype=policy, force=args.force, rounding=args.rounding, progress=not args.quiet,
-                   importance=moments)
+        write_gguf(ckpt, out, dtype=policy, force=args.force, progress=not args.quiet,
+                   tensor_bytes=transcoder(args.rounding, moments))
     except OSError as e:  # e.g. a full disk
         raise FrankenError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
     except KeyboardInterrupt:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
+from franken_rt.quant.tensors import float_array
 from franken_rt.surgery.analyze import plan_nll
 
 METHODS = ("ridge", "diag", "lstsq")

@@ -25,11 +25,11 @@ import numpy as np
 
 from franken_rt.checkpoint import gguf_writer as gw
 from franken_rt.checkpoint.layer_plan import PLAN_KEY, drop
-from franken_rt.checkpoint.tensors import float_array
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
 from franken_rt.errors import FrankenError
 from franken_rt.quant.formats import encode
 from franken_rt.quant.policy import MIXES, QUANT_NAMES, QuantPolicy
+from franken_rt.quant.tensors import float_array
 from franken_rt.surgery.analyze import plan_nll
 from franken_rt.surgery.plan import apply_plan
 
