@@ -7,6 +7,7 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,12 @@ ARCH_SOURCES = {
 RISCV_CXX = ["clang++-16", "--target=riscv64-linux-gnu", "-march=rv64gc"]
 
 
-def build(cxx: list[str], arch: str, out_dir: Path) -> Path:
+def build(cxx: list[str], arch: str, out_dir: Path, extra: Sequence[tuple[str, list[str]]] = ()) -> Path:
+    """kernel_check for `arch`; `extra`: more (source, flags), e.g. a table only the check builds."""
     if shutil.which(cxx[0]) is None:
         pytest.fail(f"{cxx[0]} is not installed (tools/setup.sh --test installs it)")
     objs = []
-    for src, flags in [(s, []) for s in CORE] + ARCH_SOURCES[arch]:
+    for src, flags in [(s, []) for s in CORE] + ARCH_SOURCES[arch] + list(extra):
         obj = out_dir / (Path(src).stem + ".o")
         subprocess.run([*cxx, "-std=c++17", "-O2", "-I", str(ROOT / "csrc"), *flags, "-c", str(ROOT / src), "-o",
                         str(obj)], check=True, capture_output=True)
@@ -62,6 +64,16 @@ def test_native(tmp_path: Path) -> None:
     assert "scalar: checked" in out
     if arch == "x86_64":
         assert "avx2: checked" in out  # this CI machine has AVX2
+
+
+def test_x86_vnni_kernels_with_emulated_vpdpbusd(tmp_path: Path) -> None:
+    """The 256-bit VNNI variant of the x86 kernels (what the avx512_vnni table runs, but its 512-bit tiles) on any
+    AVX2 CPU: tests/cpp/vnni_emulated.cpp builds it with an exact AVX2 emulation of VPDPBUSD."""
+    if platform.machine() != "x86_64":
+        pytest.skip("x86 kernels")
+    extra = [("tests/cpp/vnni_emulated.cpp", ["-mavx2", "-mfma", "-mf16c"])]
+    exe = build(["g++", "-DFRANKEN_EXTRA_TABLE"], "x86_64", tmp_path, extra)
+    assert "avx512_vnni (256-bit, emulated VPDPBUSD): checked" in run([str(exe)])
 
 
 def test_aarch64_neon_under_qemu(tmp_path: Path) -> None:

@@ -13,6 +13,13 @@
 
 using namespace franken;
 
+#if defined(FRANKEN_EXTRA_TABLE)
+namespace franken {
+// A table built only for this check (vnni_emulated.cpp: the VNNI kernels with VPDPBUSD emulated), checked as well.
+const KernelTable* extra_kernels();
+}  // namespace franken
+#endif
+
 namespace {
 
 std::mt19937 rng(12345);
@@ -60,8 +67,14 @@ int main() {
         ok ? ++passed : ++failed;
         if (!ok) std::printf("FAIL %s\n", what.c_str());
     };
-    for (const std::string& name : available_kernels()) {
-        const KernelTable& k = kernels_by_name(name);
+    std::vector<const KernelTable*> tables;
+    for (const std::string& name : available_kernels()) tables.push_back(&kernels_by_name(name));
+#if defined(FRANKEN_EXTRA_TABLE)
+    tables.push_back(extra_kernels());
+#endif
+    for (const KernelTable* table : tables) {
+        const KernelTable& k = *table;
+        const std::string name = k.name;
         for (int n : {32, 64, 96, 576, 1536, 4128}) {
             std::vector<float> x(n);
             for (auto& v : x) v = randn();

@@ -53,6 +53,17 @@ inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]
     }
 }
 
+template <>  // IQ4_NL: the nibbles index its levels + 128 (kIQ4NLShifted), one in-lane shuffle each
+inline void x16_codes(const BlockIQ4_NLx8& wa, const BlockIQ4_NLx8& wb, __m512i q[8]) {
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4NLShifted.v)));
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+        const __m512i v = load_pair(wa.qs + 32 * c, wb.qs + 32 * c);
+        q[2 * c] = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+        q[2 * c + 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+    }
+}
+
 template <class Block, int kTile>
 inline void x16_tile(const Block* wa, const Block* wb, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     __m512 acc[kTile];
@@ -105,6 +116,7 @@ KernelTable make_table() {
     t[DType::Q4_0].gemm_x8 = gemmq_x16_codes<BlockQ4_0x8>;
     t[DType::Q4_1].gemm_x8 = gemmq_x16_codes<BlockQ4_1x8>;
     t[DType::Q3_0].gemm_x8 = gemmq_x16_codes<BlockQ3_0x8>;
+    t[DType::IQ4_NL].gemm_x8 = gemmq_x16_codes<BlockIQ4_NLx8>;
     return t;
 }
 

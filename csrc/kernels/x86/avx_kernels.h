@@ -539,6 +539,33 @@ inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
 template <class Block> constexpr int kX8Offset = 0;
 template <> constexpr int kX8Offset<BlockQ4_0x8> = 8;
 template <> constexpr int kX8Offset<BlockQ3_0x8> = 4;
+template <> constexpr int kX8Offset<BlockIQ4_NLx8> = 128;  // VNNI only: its levels + 128, see below
+
+// IQ4_NL's levels + 128 (1..241), unsigned bytes: VPDPBUSD sums their products with the activations exactly, so with
+// VNNI IQ4_NL runs the unsigned tiles as Q4_0 does, the 128 taken off through the activation sums. PMADDUBSW's
+// 16-bit pair sums would saturate on them (241 * 127 * 2 > 32767): without VNNI it runs the signed tile.
+struct ShiftedLevels {
+    alignas(16) uint8_t v[16];
+};
+constexpr ShiftedLevels shifted_iq4_nl_levels() {
+    ShiftedLevels s{};
+    for (int i = 0; i < 16; ++i) s.v[i] = static_cast<uint8_t>(kIQ4NLValues[i] + 128);
+    return s;
+}
+constexpr ShiftedLevels kIQ4NLShifted = shifted_iq4_nl_levels();
+
+#if defined(FRANKEN_VNNI)
+template <>
+inline void x8_codes(const BlockIQ4_NLx8& w, __m256i q[8]) {
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4NLShifted.v)));
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
+        q[2 * c] = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m4));
+        q[2 * c + 1] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    }
+}
+#endif
 template <class Block> constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8>;
 
 // Integer sums over one block for eight rows: lane r = sum_j q[r][j] * x[j] (q unsigned 0..15).
@@ -734,7 +761,11 @@ KernelTable avx_table(const char* name) {
     // IQ4_NL: integer products (float activations, the reference-precision path, take the scalar loops)
     t[DType::IQ4_NL].dotq = dotq_iq4_nl;
     t[DType::IQ4_NL].gemmq = gemmq_iq4_nl;
+#if defined(FRANKEN_VNNI)
+    t[DType::IQ4_NL].gemm_x8 = gemmq_x8_codes<BlockIQ4_NLx8>;  // unsigned, as Q4_0 (see kIQ4NLShifted)
+#else
     t[DType::IQ4_NL].gemm_x8 = gemmq_signed_x8<BlockIQ4_NLx8>;
+#endif
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;
