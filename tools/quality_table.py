@@ -31,6 +31,8 @@ OURS = [  # (label, franken-convert arguments)
     ("q4_0 search, weighted", ["--quant", "q4_0", "--calib", str(CALIB)]),
     ("q4_1 search", ["--quant", "q4_1", "--rounding", "search"]),
     ("q4_1 search + q8_0 attn_v/ffn_down", ["--quant", "q4_1", "--tensor-type", r"attn_v|ffn_down=q8_0"]),
+    ("iq4_nl search", ["--quant", "iq4_nl", "--rounding", "search"]),
+    ("iq4_nl search, weighted", ["--quant", "iq4_nl", "--calib", str(CALIB)]),
     ("q3_0 search", ["--quant", "q3_0"]),
     ("q3_0 search, weighted", ["--quant", "q3_0", "--calib", str(CALIB)]),
     ("q3_0m (+ q4_0 attn_v/ffn_down), weighted", ["--quant", "q3_0m", "--calib", str(CALIB)]),
@@ -38,7 +40,7 @@ OURS = [  # (label, franken-convert arguments)
                                           "--calib", str(CALIB)]),
 ]
 OURS_ONLY = ("q3_0",)  # formats llama.cpp cannot read: scored by franken-rt alone
-THEIRS = ["Q8_0", "Q4_0", "Q4_K_M"]
+THEIRS = ["Q8_0", "Q4_0", "IQ4_NL", "Q4_K_M"]
 
 
 def main() -> int:
@@ -84,7 +86,8 @@ def main() -> int:
         if not label.startswith(OURS_ONLY):
             theirs = llamacpp_perplexity(path, ids, ctx=args.ctx, max_windows=args.windows)
             row.update(ppl_llamacpp=theirs.ppl, se=theirs.stderr, tokens=theirs.tokens)
-        if tool != "llama-quantize" or label in ("Q8_0", "Q4_0"):  # formats our runtime runs
+        if tool != "llama-quantize" or label in ("Q8_0", "Q4_0"):  # files our runtime reads (llama.cpp's IQ4_NL and
+            # Q4_K_M mixes keep some matrices in K-quants)
             ours = perplexity(franken_rt.load(path, threads=2), text, ctx=args.ctx, max_windows=args.windows)
             row.update(ppl_ours=ours.ppl, se_ours=ours.stderr, tokens=ours.tokens)
         rows.append(row)
@@ -124,6 +127,11 @@ def main() -> int:
         "- `weighted`: `--calib FILE` makes the 3/4-bit search weigh each column's error by the mean squared input",
         "  it meets on that text (llama.cpp's importance-matrix idea). The calibration here is the GPL-3 licence, a",
         "  different domain from the pydoc text scored, so the gain is not the calibration text leaking in.",
+        "- `iq4_nl` is ggml's IQ4_NL (4.5 bits per weight: Q4_0's size, 16 non-linear levels denser near zero);",
+        "  our search picks each block's scale over both ends of the level set, weighted like the others with",
+        "  `--calib`. The Q4_1-grid caveat above applies to every 4-bit row: the float original favours uniform grids.",
+        "  llama.cpp's IQ4_NL file type keeps some matrices in Q5_K (rows of 1536 fit its 256-element blocks), so it",
+        "  is larger than ours and only llama.cpp scores it.",
         "- `q3_0` is franken-rt's own 3-bit format (3.5 bits per weight; llama.cpp cannot read it, so the 'vs float'",
         "  column compares our runtime's figures). The embedding stays Q8_0 unless overridden, as for 4-bit types.",
     ]
