@@ -32,14 +32,18 @@ inline __m512 load_halves_pair(const uint16_t* a, const uint16_t* b) {
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1));
 }
 
-template <class Block>  // the nibble formats, as x8_codes
-inline void x16_codes(const Block& wa, const Block& wb, __m512i q[8]) {
+template <class Block>  // the nibble layout, as x8_nibbles
+inline void x16_nibbles(const Block& wa, const Block& wb, __m512i q[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int c = 0; c < 4; ++c) {
         const __m512i v = load_pair(wa.qs + 32 * c, wb.qs + 32 * c);
         q[2 * c] = _mm512_and_si512(v, m4);
         q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+}
+template <class Block>  // Q4_0 and Q4_1: the nibbles are the codes
+inline void x16_codes(const Block& wa, const Block& wb, __m512i q[8]) {
+    x16_nibbles(wa, wb, q);
 }
 template <>
 inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]) {
@@ -55,13 +59,9 @@ inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]
 
 template <>  // IQ4_NL: the nibbles index its levels + 128 (kIQ4NLShifted), one in-lane shuffle each
 inline void x16_codes(const BlockIQ4_NLx8& wa, const BlockIQ4_NLx8& wb, __m512i q[8]) {
+    x16_nibbles(wa, wb, q);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4NLShifted.v)));
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    for (int c = 0; c < 4; ++c) {
-        const __m512i v = load_pair(wa.qs + 32 * c, wb.qs + 32 * c);
-        q[2 * c] = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
-        q[2 * c + 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-    }
+    for (int c = 0; c < 8; ++c) q[c] = _mm512_shuffle_epi8(lut, q[c]);
 }
 
 template <class Block, int kTile>

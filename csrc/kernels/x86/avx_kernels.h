@@ -340,9 +340,13 @@ constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3>;
 
 // IQ4_NL's 32 levels in element order: the nibbles (unpack_nibbles) index the sixteen levels, duplicated in both
 // 128-bit lanes, with one in-lane shuffle.
+// A sixteen-byte table in both 128-bit lanes: PSHUFB with nibbles as indices looks it up.
+inline __m256i lut16(const void* table) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(table)));
+}
+
 inline __m256i levels_iq4_nl(const BlockIQ4_NL& b) {
-    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
-    return _mm256_shuffle_epi8(levels, unpack_nibbles(b.qs));
+    return _mm256_shuffle_epi8(lut16(kIQ4NLValues), unpack_nibbles(b.qs));
 }
 
 float dotq_iq4_nl(const void* row, const BlockQ8A* a, int n) {
@@ -508,14 +512,19 @@ inline __m256i bcast4(const BlockQ8A& a, int i) {
 }
 
 // A block's unsigned codes as eight vectors: q[c] holds elements 4c..4c+3 of row r in lane r.
-template <class Block>  // Q4_0 and Q4_1: the nibbles of 32-byte word c are chunks 2c (low) and 2c + 1 (high)
-inline void x8_codes(const Block& w, __m256i q[8]) {
+// The nibble layout (Q4_0x8's): the nibbles of 32-byte word c are chunks 2c (low) and 2c + 1 (high).
+template <class Block>
+inline void x8_nibbles(const Block& w, __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int c = 0; c < 4; ++c) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
         q[2 * c] = _mm256_and_si256(v, m4);
         q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
+}
+template <class Block>  // Q4_0 and Q4_1: the nibbles are the codes
+inline void x8_codes(const Block& w, __m256i q[8]) {
+    x8_nibbles(w, q);
 }
 // Q3_0: two bits from a low plane shifted by 2 (c % 4), the third from bit c of the high plane moved to bit 2.
 // The 16-bit shifts carry bits across bytes, but only into bits the masks drop.
@@ -556,14 +565,10 @@ constexpr ShiftedLevels kIQ4NLShifted = shifted_iq4_nl_levels();
 
 #if defined(FRANKEN_VNNI)
 template <>
-inline void x8_codes(const BlockIQ4_NLx8& w, __m256i q[8]) {
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4NLShifted.v)));
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; ++c) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
-        q[2 * c] = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m4));
-        q[2 * c + 1] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-    }
+inline void x8_codes(const BlockIQ4_NLx8& w, __m256i q[8]) {  // the nibbles index the shifted levels
+    x8_nibbles(w, q);
+    const __m256i lut = lut16(kIQ4NLShifted.v);
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
 }
 #endif
 template <class Block> constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8>;
@@ -616,7 +621,7 @@ inline __m256i signed_word(const BlockQ8_0x8& w, int c) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * c));
 }
 inline __m256i signed_word(const BlockIQ4_NLx8& w, int c) {
-    const __m256i levels = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)));
+    const __m256i levels = lut16(kIQ4NLValues);
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs + 32 * (c / 2)));
     const __m256i nib = _mm256_and_si256(c % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0f));
     return _mm256_shuffle_epi8(levels, nib);
