@@ -24,7 +24,7 @@ class Format:
     header_halves: int = 0
     codebook: tuple[int, ...] = ()
     interleaves: bool = False  # the core repacks it into eight-row groups for its integer kernels
-    llama_ftype: int | None = None  # llama.cpp's LLAMA_FTYPE for a file mostly of this type
+    llama_ftype: int = 0  # llama.cpp's LLAMA_FTYPE for a file mostly of this type
 
     @property
     def quantized(self) -> bool:

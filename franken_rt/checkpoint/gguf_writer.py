@@ -176,7 +176,7 @@ def file_type(dtypes: Iterable[DType]) -> int:
     """GGUF's general.file_type (llama.cpp's LLAMA_FTYPE): named after the most common 2-D weight type. A file
     mostly in our own Q3_0 gets llama.cpp's "guessed" flag (1024) alone: no LLAMA_FTYPE describes it."""
     counts = Counter(d for d in dtypes if d != DType.F32)
-    return format_of(counts.most_common(1)[0][0]).llama_ftype or 0 if counts else 0
+    return format_of(counts.most_common(1)[0][0]).llama_ftype if counts else 0
 
 
 def _rope_freqs(ckpt: Checkpoint) -> np.ndarray | None:
