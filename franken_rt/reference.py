@@ -88,13 +88,28 @@ def block_inputs(ckpt: Checkpoint, residuals: np.ndarray, layer: int, dtype: typ
 
 def matrix_inputs(ckpt: Checkpoint, residuals: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
     """(tensor name, the inputs it multiplies, (positions, columns)) for every 2-D weight read by a matmul."""
-    c = ckpt.config
-    for layer in range(c.n_layers):
-        b = block_inputs(ckpt, residuals, layer, np.float32)
-        p = f"blk.{layer}."
-        for name, x in (("attn_q", b.attn_in), ("attn_k", b.attn_in), ("attn_v", b.attn_in),
-                        ("attn_output", b.attn_out), ("ffn_gate", b.ffn_in), ("ffn_up", b.ffn_in),
-                        ("ffn_down", b.ffn_act)):
-            yield p + name + ".weight", x
-    final = rms_norm(residuals[-1].astype(np.float32), weight(ckpt, "output_norm.weight", np.float32), c.norm_eps)
-    yield ("output.weight" if "output.weight" in ckpt.tensors else "token_embd.weight"), final
+    for layer in range(ckpt.config.n_layers):
+        yield from block_matrix_inputs(ckpt, residuals, layer)
+    yield output_matrix_input(ckpt, residuals)
+
+
+def block_matrix_inputs(ckpt: Checkpoint, residuals: np.ndarray, layer: int) -> list[tuple[str, np.ndarray]]:
+    """(tensor name, its inputs) for the matrices of block `layer`; matrices that read the same input (q/k/v,
+    gate/up) get the same array object."""
+    b = block_inputs(ckpt, residuals, layer, np.float32)
+    p = f"blk.{layer}."
+    return [(p + name + ".weight", x) for name, x in (
+        ("attn_q", b.attn_in), ("attn_k", b.attn_in), ("attn_v", b.attn_in), ("attn_output", b.attn_out),
+        ("ffn_gate", b.ffn_in), ("ffn_up", b.ffn_in), ("ffn_down", b.ffn_act))]
+
+
+def output_name(ckpt: Checkpoint) -> str:
+    """The output matrix's tensor: output.weight, or the tied embedding."""
+    return "output.weight" if "output.weight" in ckpt.tensors else "token_embd.weight"
+
+
+def output_matrix_input(ckpt: Checkpoint, residuals: np.ndarray) -> tuple[str, np.ndarray]:
+    """(the output matrix's name, its inputs: the final residual after the output norm)."""
+    final = rms_norm(residuals[-1].astype(np.float32), weight(ckpt, "output_norm.weight", np.float32),
+                     ckpt.config.norm_eps)
+    return output_name(ckpt), final

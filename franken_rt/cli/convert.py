@@ -12,11 +12,13 @@ from pathlib import Path
 from franken_rt import _core
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.types import DType
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 from franken_rt.formats import FORMATS
 from franken_rt.quant.formats import ROUNDINGS
+from franken_rt.quant.gptq import has_grid
 from franken_rt.quant.policy import LOW_BIT, MIXES, QUANT_NAMES, QuantPolicy
 from franken_rt.quant.tensors import transcoder
 from franken_rt.surgery import pipeline
@@ -33,7 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="type of 2-D weights (q8_0); the *m mixes keep attn_v and ffn_down wider; q3_0 is "
                          "franken-rt's 3-bit type (llama.cpp cannot read it); see --list-types"),
     ap.add_argument("--rounding", default="search", choices=ROUNDINGS,
-                    help="3/4-bit rounding: rtn (round to nearest) or search (error-minimizing scales; default)")
+                    help="rounding of quantized types: rtn (round to nearest), search (error-minimizing scales; "
+                         "default) or gptq (error feedback: each column's rounding error is compensated by the "
+                         "columns after it, using the correlations of the inputs on calibration text: --calib, or "
+                         "text sampled from the model)")
     ap.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                     help="override the type of tensors whose name matches REGEX (repeatable; first match wins)")
     ap.add_argument("--plan", metavar="PLAN", default=None,
@@ -50,8 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="how to choose the blocks to remove: bi (lowest Block Influence), angular (the contiguous "
                          "run that changes the residual stream least; default), ppl-greedy (measured perplexity)")
     ap.add_argument("--heal", nargs="?", const="default", default=None, metavar="METHOD",
-                    help="fold a fitted linear map for each removed run into the block before it (training-free; "
-                         "no new parameters); METHOD: ridge, diag or lstsq (default: see docs/surgery.md)")
+                    help="repair the model after removing blocks: ridge, diag or lstsq fold a fitted linear map "
+                         "for each removed run into the block before it (training-free; no new parameters); "
+                         "distill trains the blocks next to each run to match the full model's next-token "
+                         "distributions (needs torch: pip install 'franken-rt[heal]'); default: see "
+                         "docs/surgery.md")
     ap.add_argument("--target-size", metavar="SIZE", default=None,
                     help="e.g. 60MB or 60MiB: choose the removed blocks and the per-tensor types (--quant is "
                          "ignored) with the least calibration perplexity whose file fits")
@@ -94,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.active and out.exists() and not args.force:
         raise FrankenError(f"{out} exists (use --force to replace it)")  # before minutes of measurements
     ckpt = read_checkpoint(args.source)
+    if args.rounding == "gptq" and opts.target_size is None and not any(
+            has_grid(policy(t)) for t in ckpt.tensors.values() if len(t.shape) == 2):
+        grids = ", ".join(f.cli_name for f in FORMATS if has_grid(DType(f.id)))
+        raise FrankenError(f"--rounding gptq applies to quantized types ({grids}); --quant {args.quant} writes none")
     check_finite(ckpt)  # NaN/inf weights or block scales: refuse rather than carry them into the output
     before = sum(t.nbytes for t in ckpt.tensors.values())
     scratch = tempfile.TemporaryDirectory(prefix="franken-convert-")  # healed tensors live here until written
@@ -106,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounding == "search" and (args.calib or opts.active) and any(
             policy(t) in LOW_BIT for t in ckpt.tensors.values()):
         moments = pipeline.importance(ckpt, opts)
+    hessians = None  # error feedback always calibrates (--calib, or text sampled from the model)
+    if args.rounding == "gptq":
+        hessians = pipeline.hessians(ckpt, opts)
     t0 = time.perf_counter()
     try:  # the output is written to a temporary file, removed on failure: nothing partial is left
         write_gguf(ckpt, out, dtype=policy, force=args.force, progress=not args.quiet,
-                   tensor_bytes=transcoder(args.rounding, moments))
+                   tensor_bytes=transcoder(args.rounding, moments, hessians))
     except OSError as e:  # e.g. a full disk
         raise FrankenError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
     except KeyboardInterrupt:

@@ -4,12 +4,15 @@ id 1000 up; csrc/kernels/formats.h defines them for the core, franken_rt/formats
 Decoding and round-to-nearest encoding of ggml's types use the `gguf` package's reference implementation.
 `search` encodes into the same standard blocks with error-minimizing scales (and minimums), so files stay readable
 by llama.cpp. Q3_0 is franken-rt's own 3-bit format (layout in csrc/kernels/formats.h), so its codec is here.
+A format's grid (level table, per-block scale fit, packer) lets error-feedback rounding (franken_rt.quant.gptq)
+choose each element's code itself: see `Codec`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import gguf
 import numpy as np
@@ -17,7 +20,7 @@ import numpy as np
 from franken_rt.formats import DType, format_of
 
 QK = 32
-ROUNDINGS = ("rtn", "search")
+ROUNDINGS = ("rtn", "search", "gptq")  # gptq needs calibration (quant.gptq); without it, encode() searches
 _CHUNK_BLOCKS = 1 << 16  # blocks optimized at once: bounds the search's temporaries to a few tens of MB
 
 
@@ -25,11 +28,59 @@ _CHUNK_BLOCKS = 1 << 16  # blocks optimized at once: bounds the search's tempora
 class Codec:
     """One quantized format's numpy codec. `decode`: stored bytes (..., whole blocks) -> float32 (blocks, 32).
     `rtn`: float32 (blocks, 32) -> bytes (blocks, block bytes), round-to-nearest as ggml's reference quantizers.
-    `search`: the same blocks with error-minimizing scales, weighted per element (None: rtn only)."""
+    `search`: the same blocks with error-minimizing scales, weighted per element (None: rtn only).
+
+    The grid, for error-feedback rounding (franken_rt.quant.gptq: it fixes a block's header first, then picks each
+    element's code in turn, so a code need not be the one nearest the original value). Element = d * levels[code] + m.
+    `levels`: the level of each stored code, indexed by the code (any order): shape (codes,), or (sets, codes) for a
+      format whose blocks each select one of several level sets.
+    `fit(x, w)`: (blocks, 32) values and non-negative per-element weights -> params (blocks, 2), or (blocks, 3) with
+      several level sets: the block's scale d, its minimum m (0 where the format has none) and the set's index,
+      each as stored (f16-rounded scales), chosen to minimize the w-weighted squared error (the format's search).
+    `pack(params, codes)`: params and (blocks, 32) integer codes -> stored bytes (blocks, block bytes).
+    `nearest` and `values` follow from `levels`. A format has a grid when all three are given (`has_grid`)."""
 
     decode: Callable[[np.ndarray], np.ndarray]
     rtn: Callable[[np.ndarray], np.ndarray]
     search: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    levels: tuple[float, ...] | tuple[tuple[float, ...], ...] | None = None
+    fit: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    pack: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    @property
+    def has_grid(self) -> bool:
+        return self.levels is not None and self.fit is not None and self.pack is not None
+
+    @cached_property
+    def _sets(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per level set: its table, the codes in ascending level order, the midpoints between sorted levels."""
+        out = []
+        for table in np.atleast_2d(np.asarray(self.levels, dtype=np.float32)):
+            order = np.argsort(table, kind="stable")
+            out.append((table, order, (table[order][1:] + table[order][:-1]) / 2))
+        return out
+
+    def nearest(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Codes (blocks, n) of the levels nearest x (blocks, n), row i on block params[i] (0 scale: level 0)."""
+        d, m = params[:, :1], params[:, 1:2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(d != 0, (x - m) / d, 0)
+        if len(self._sets) == 1:
+            _, order, edges = self._sets[0]
+            return order[np.searchsorted(edges, t)]
+        codes = np.zeros(t.shape, dtype=np.int64)
+        for s, (_, order, edges) in enumerate(self._sets):
+            rows = params[:, 2] == s
+            codes[rows] = order[np.searchsorted(edges, t[rows])]
+        return codes
+
+    def values(self, codes: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """The values (blocks, n) that codes (blocks, n) stand for on block params (blocks, 2 or 3)."""
+        if len(self._sets) == 1:
+            lv = self._sets[0][0][codes]
+        else:
+            lv = np.stack([t for t, _, _ in self._sets])[params[:, 2].astype(np.int64)[:, None], codes]
+        return params[:, :1] * lv + params[:, 1:2]
 
 
 def _ggml_decode(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
@@ -72,7 +123,7 @@ def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn", importance: np.nd
     if dtype == DType.F16:
         return x.astype("<f2").view(np.uint8)
     search = CODECS[dtype].search if dtype in CODECS else None
-    if rounding == "search" and search is not None:
+    if rounding in ("search", "gptq") and search is not None:  # gptq without second moments: the weighted search
         rows = x.reshape(-1, x.shape[-1])
         blocks = rows.reshape(-1, QK)
         per_row = x.shape[-1] // QK
@@ -124,6 +175,16 @@ def _symmetric_scales(x: np.ndarray, w: np.ndarray, bits: int) -> np.ndarray:
     return best_d
 
 
+def _symmetric_fit(bits: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The grid's fit of a symmetric format (value = d * k): the search's scale, minimum 0."""
+    return lambda x, w: _params(_symmetric_scales(x, w, bits))
+
+
+def _params(d: np.ndarray, m: np.ndarray | None = None) -> np.ndarray:
+    """Grid params (blocks, 2): scale and minimum (0 where the format has none)."""
+    return np.stack([d, np.zeros_like(d) if m is None else m], axis=1).astype(np.float32)
+
+
 def _symmetric_levels(x: np.ndarray, d: np.ndarray, bits: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(d[:, None] != 0, np.rint(x / d[:, None]), 0)
@@ -173,8 +234,18 @@ def _q3_0_decode(raw: np.ndarray) -> np.ndarray:
 
 
 def _q4_1_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Q4_1 blocks (value = d * q + m, q in 0..15) minimizing the squared error weighted by w: from several
-    starting ranges, alternate rounding and a weighted least-squares fit of (d, m)."""
+    """Q4_1 blocks (value = d * q + m, q in 0..15) minimizing the squared error weighted by w."""
+    p = _q4_1_fit(x, w)
+    return _q4_1_pack(p, _q4_1_levels(x, p[:, 0], p[:, 1]))
+
+
+def _q4_1_pack(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.concatenate([_f16_bytes(p[:, 0]), _f16_bytes(p[:, 1]), _pack_nibbles(q)], axis=1)
+
+
+def _q4_1_fit(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Q4_1's (d, m) per block minimizing the squared error weighted by w: from several starting ranges, alternate
+    rounding and a weighted least-squares fit of (d, m)."""
     lo, hi = x.min(axis=1), x.max(axis=1)
     best_err = np.full(len(x), np.inf, dtype=np.float32)
     best_d, best_m = np.zeros_like(lo), lo.copy()
@@ -196,8 +267,7 @@ def _q4_1_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_d, best_m = np.where(better, d16, best_d), np.where(better, m16, best_m)
-    q = _q4_1_levels(x, best_d, best_m)
-    return np.concatenate([_f16_bytes(best_d), _f16_bytes(best_m), _pack_nibbles(q)], axis=1)
+    return _params(best_d, best_m)
 
 
 def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -238,8 +308,15 @@ def _iq4_nl_rtn(x: np.ndarray) -> np.ndarray:
 
 
 def _iq4_nl_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """IQ4_NL blocks minimizing the squared error weighted by w: the extreme value mapped near either end of the
-    level set at several scales, each rounding refitted by weighted least squares, the best after f16 rounding."""
+    """IQ4_NL blocks minimizing the squared error weighted by w."""
+    d = _iq4_nl_scales(x, w)
+    return _iq4_nl_pack(d, _iq4_nl_index(x, d))
+
+
+def _iq4_nl_scales(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """IQ4_NL's scale per block minimizing the squared error weighted by w: the extreme value mapped near either end
+    of the level set at several scales, each rounding refitted by weighted least squares, the best after f16
+    rounding."""
     extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
     best_err = np.full(len(x), np.inf, dtype=np.float32)
     best_d = np.zeros(len(x), dtype=np.float32)
@@ -254,14 +331,29 @@ def _iq4_nl_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
             err = (w * (x - d16[:, None] * _IQ4_NL[_iq4_nl_index(x, d16)]) ** 2).sum(axis=1)
             better = err < best_err
             best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
-    return _iq4_nl_pack(best_d, _iq4_nl_index(x, best_d))
+    return best_d
+
+
+def _q8_0_pack(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.concatenate([_f16_bytes(p[:, 0]), (q - 128).astype(np.int8).view(np.uint8)], axis=1)
+
+
+def _levels(first: int, n: int) -> tuple[float, ...]:
+    """Levels of codes 0..n-1 of a linear format: code c stands for first + c."""
+    return tuple(float(v) for v in range(first, first + n))
 
 
 # One row per quantized format of the registry (franken_rt/formats.py); tests/test_formats.py checks none is missing.
 CODECS: dict[DType, Codec] = {
-    DType.Q8_0: Codec(_ggml_decode(DType.Q8_0), _ggml_rtn(DType.Q8_0)),
-    DType.Q4_0: Codec(_ggml_decode(DType.Q4_0), _ggml_rtn(DType.Q4_0), _q4_0_search),
-    DType.Q4_1: Codec(_ggml_decode(DType.Q4_1), _ggml_rtn(DType.Q4_1), _q4_1_search),
-    DType.Q3_0: Codec(_q3_0_decode, _q3_0_rtn, _q3_0_search),
-    DType.IQ4_NL: Codec(_iq4_nl_decode, _iq4_nl_rtn, _iq4_nl_search),
+    DType.Q8_0: Codec(_ggml_decode(DType.Q8_0), _ggml_rtn(DType.Q8_0), levels=_levels(-128, 256),
+                      fit=_symmetric_fit(8), pack=_q8_0_pack),
+    DType.Q4_0: Codec(_ggml_decode(DType.Q4_0), _ggml_rtn(DType.Q4_0), _q4_0_search, levels=_levels(-8, 16),
+                      fit=_symmetric_fit(4), pack=lambda p, q: np.concatenate([_f16_bytes(p[:, 0]),
+                                                                               _pack_nibbles(q)], axis=1)),
+    DType.Q4_1: Codec(_ggml_decode(DType.Q4_1), _ggml_rtn(DType.Q4_1), _q4_1_search, levels=_levels(0, 16),
+                      fit=_q4_1_fit, pack=_q4_1_pack),
+    DType.Q3_0: Codec(_q3_0_decode, _q3_0_rtn, _q3_0_search, levels=_levels(-4, 8), fit=_symmetric_fit(3),
+                      pack=lambda p, q: _q3_0_pack(p[:, 0], q)),
+    DType.IQ4_NL: Codec(_iq4_nl_decode, _iq4_nl_rtn, _iq4_nl_search, levels=tuple(float(v) for v in _IQ4_NL),
+                        fit=lambda x, w: _params(_iq4_nl_scales(x, w)), pack=lambda p, q: _iq4_nl_pack(p[:, 0], q)),
 }

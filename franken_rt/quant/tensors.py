@@ -3,6 +3,8 @@ TensorBytes (franken_rt/checkpoint/gguf_writer.py) that re-encodes each tensor i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from franken_rt.checkpoint import tensors
@@ -10,6 +12,9 @@ from franken_rt.checkpoint.gguf_writer import TensorBytes, as_stored, in_gguf_la
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
 from franken_rt.formats import format_of
 from franken_rt.quant.formats import dequantize, encode
+from franken_rt.quant.gptq import gptq_encode, has_grid
+
+Hessian = Callable[[str], "np.ndarray | None"]  # tensor name -> its inputs' second moments (cols, cols), or None
 
 
 def float_array(t: TensorInfo) -> np.ndarray:
@@ -19,16 +24,24 @@ def float_array(t: TensorInfo) -> np.ndarray:
     return dequantize(tensors.raw_array(t), t.dtype, t.shape)
 
 
-def transcoder(rounding: str = "rtn", importance: dict[str, np.ndarray] | None = None) -> TensorBytes:
-    """Each tensor as stored, or decoded, put in GGUF's layout and encoded in its output type. `rounding`: "rtn" or
-    "search" for the 3/4-bit types; `importance`: per-column weights of that search, by tensor name
-    (franken_rt.surgery.importance)."""
+def transcoder(rounding: str = "rtn", importance: dict[str, np.ndarray] | None = None,
+               hessian: Hessian | None = None) -> TensorBytes:
+    """Each tensor as stored, or decoded, put in GGUF's layout and encoded in its output type. `rounding`: "rtn",
+    "search" or "gptq" for the quantized types; `importance`: per-column weights of that search, by tensor name
+    (franken_rt.surgery.importance). "gptq" with `hessian` (tensor name -> second moments of its inputs):
+    error-feedback rounding (franken_rt.quant.gptq) for every 2-D tensor whose type has a grid and whose H is
+    known; the others are encoded as "search" would (a type without a grid, a matrix no matmul reads)."""
 
     def tensor_bytes(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
         same = as_stored(ckpt, name, t, d)
         if same is not None:
             return same
-        # q/k permutations move rows, never the columns the importance weighs
-        return encode(in_gguf_layout(ckpt, name, float_array(t)), d, rounding, (importance or {}).get(name))
+        # q/k permutations move rows, never the columns the importance (and H) weighs
+        x = in_gguf_layout(ckpt, name, float_array(t))
+        if rounding == "gptq" and hessian is not None and x.ndim == 2 and has_grid(d):
+            h = hessian(name)
+            if h is not None:
+                return gptq_encode(x, d, h)
+        return encode(x, d, rounding, (importance or {}).get(name))
 
     return tensor_bytes

@@ -12,12 +12,11 @@ from franken_rt.checkpoint.layer_plan import drop, format_plan, is_removal_only,
 from franken_rt.checkpoint.types import Checkpoint
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
-from franken_rt.surgery import heal as hl
+from franken_rt.surgery import healing, size
 from franken_rt.surgery import select as sl
-from franken_rt.surgery import size
 from franken_rt.surgery.analyze import residual_stats
 from franken_rt.surgery.calib import calibration_text, windows
-from franken_rt.surgery.importance import input_moments
+from franken_rt.surgery.importance import Hessians, input_moments
 from franken_rt.surgery.plan import apply_plan
 
 DEFAULT_METHOD = "angular"
@@ -25,6 +24,7 @@ CALIB_CTX = 256
 CALIB_WINDOWS = 16     # for healing and --drop selections
 SEARCH_WINDOWS = 4     # perplexity of each candidate (ppl-greedy steps, --target-size candidates)
 IMPORTANCE_WINDOWS = 8  # input moments for the weighted 3/4-bit rounding
+GPTQ_WINDOWS = 16       # second moments for error-feedback rounding (an H of 1536 columns wants many positions)
 
 
 @dataclass
@@ -50,8 +50,8 @@ def check(opts: SurgeryOptions) -> None:
     """Option combinations that cannot work, before any file is read."""
     if opts.method not in sl.METHODS:
         raise FrankenError(f"--method must be one of {', '.join(sl.METHODS)}, got {opts.method!r}")
-    if opts.heal is not None and opts.heal not in hl.METHODS:
-        raise FrankenError(f"--heal must be one of {', '.join(hl.METHODS)}, got {opts.heal!r}")
+    if opts.heal is not None:
+        healing.check(opts.heal)
     if opts.plan is not None and (opts.drop is not None or opts.target_size is not None):
         raise FrankenError("--plan cannot be combined with --drop or --target-size")
     if opts.drop is not None and opts.target_size is not None:
@@ -93,6 +93,13 @@ def importance(ckpt: Checkpoint, opts: SurgeryOptions) -> dict:
     return moments
 
 
+def hessians(ckpt: Checkpoint, opts: SurgeryOptions) -> Hessians:
+    """The inputs' second moments of `ckpt`'s matrices on the calibration windows (each block's built when the
+    writer reaches it), for error-feedback rounding."""
+    log("calibration: tracing the inputs of every matrix (error-feedback rounding)")
+    return Hessians(ckpt, calibration_windows(ckpt, opts)[:GPTQ_WINDOWS], threads=opts.threads)
+
+
 def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # noqa: ANN001, ANN201
     """(checkpoint to write, policy to write it with, one line per decision)."""
     if ckpt.layer_plan is not None:
@@ -116,15 +123,18 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
                      f"{sel.reason}")
     elif opts.target_size is not None:
         budget = size.parse_size(opts.target_size)
-        moments = importance(ckpt, opts) if opts.rounding == "search" else None
+        moments = importance(ckpt, opts) if opts.rounding != "rtn" else None
+        # candidates are scored with the weighted search (gptq per candidate would cost minutes each); the chosen
+        # file is then written with the rounding asked for
         choice = size.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts),
-                             rounding=opts.rounding, threads=opts.threads, verbose=True, importance=moments)
+                             rounding="rtn" if opts.rounding == "rtn" else "search", threads=opts.threads,
+                             verbose=True, importance=moments)
         removed = choice.removed
         policy = choice.policy
         notes.append(choice.why)
     if opts.heal is not None and removed:
-        ckpt, fits = hl.heal(ckpt, removed, wins, opts.heal, folder=heal_folder, threads=opts.threads)
-        notes.append(hl.describe(fits, opts.heal))
+        ckpt, note = healing.heal(opts.heal, ckpt, removed, wins, heal_folder, threads=opts.threads)
+        notes.append(note)
     if removed:
         ckpt = apply_plan(ckpt, drop(depth, removed))
     return ckpt, policy, notes
@@ -157,4 +167,4 @@ def _greedy_order(ckpt: Checkpoint, wins: list[list[int]], n: int, threads: int 
 
 def default_heal() -> str:
     """What `--heal` alone means: the method measured to help on text of a domain it was not fitted on."""
-    return hl.DEFAULT_METHOD
+    return healing.DEFAULT_METHOD
