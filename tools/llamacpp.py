@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Build llama.cpp's own tools (llama-bench, llama-quantize, llama-perplexity) once, from the llama.cpp sources
-vendored in the `llama-cpp-python` sdist on PyPI, and cache them outside the repo. Prints the bin folder.
+"""Build llama.cpp's own tools (llama-bench, llama-quantize, llama-perplexity, llama-imatrix) once, from the
+llama.cpp sources vendored in the `llama-cpp-python` sdist on PyPI, and cache them outside the repo. Prints the bin
+folder.
 
     python tools/llamacpp.py [--version 0.3.36] [--jobs 2]
 

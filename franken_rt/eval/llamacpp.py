@@ -1,7 +1,8 @@
 """llama.cpp, the peer: the same perplexity computed by llama.cpp (through llama-cpp-python) on any GGUF it runs,
 one evaluator for files that only llama.cpp can run (k-quants) and for interop checks of ours; and llama.cpp's own
-tools (llama-bench, llama-quantize, llama-perplexity) built once from the llama.cpp sources vendored in the
-`llama-cpp-python` sdist on PyPI, cached outside the repo (`python tools/llamacpp.py`). Test and tools use only."""
+tools (llama-bench, llama-quantize, llama-perplexity, llama-imatrix) built once from the llama.cpp sources vendored
+in the `llama-cpp-python` sdist on PyPI, cached outside the repo (`python tools/llamacpp.py`). Test and tools use
+only."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from franken_rt.cache import cache_dir
 from franken_rt.eval.perplexity import Perplexity, summarize
 
 DEFAULT_VERSION = "0.3.36"
-TARGETS = ["llama-bench", "llama-quantize", "llama-perplexity"]
+TARGETS = ["llama-bench", "llama-quantize", "llama-perplexity", "llama-imatrix"]
 
 
 def bin_dir(version: str = DEFAULT_VERSION) -> Path:
