@@ -68,7 +68,7 @@ def test_target_size_output_fits_the_budget(tiny: Path, tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert rc == 0, err
     assert os.path.getsize(out) <= budget
-    assert "has the least calibration perplexity" in err and "candidates that fit" in err
+    assert "(predicted exactly) with the least calibration divergence" in err
     # a budget below every candidate even with all blocks but one removed: one line, nothing written
     one_block = apply_plan(full, [0])
     tiny_budget = min(sz.file_size(one_block, sz.policy_of(q, e)) for q, e in sz.candidate_quants()) - 1

@@ -61,8 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "distributions (needs torch: pip install 'franken-rt[heal]'); default: see "
                          "docs/surgery.md")
     ap.add_argument("--target-size", metavar="SIZE", default=None,
-                    help="e.g. 60MB or 60MiB: choose the removed blocks and the per-tensor types (--quant is "
-                         "ignored) with the least calibration perplexity whose file fits")
+                    help="e.g. 60MB or 60MiB: choose a type for each matrix (by measured sensitivity) and the "
+                         "removed blocks whose file fits, against the uniform mixes, by KL divergence to the "
+                         "float model on calibration text (--quant is ignored; docs/size.md)")
+    ap.add_argument("--portable", action="store_true",
+                    help="with --target-size: only types llama.cpp reads (no q3_0 or other franken-rt types)")
+    ap.add_argument("--thorough", action="store_true",
+                    help="with --target-size: measure each matrix's sensitivity alone and more candidates; "
+                         "slower (about an hour on a 135M model on 2 cores, against minutes)")
     ap.add_argument("--force", action="store_true", help="replace an existing output file")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FrankenError(f"output must end in .gguf: {out}")
     heal = pipeline.default_heal() if args.heal == "default" else args.heal
     opts = pipeline.SurgeryOptions(calib=args.calib, drop=args.drop, method=args.method, heal=heal,
-                                   target_size=args.target_size, plan=args.plan, rounding=args.rounding)
+                                   target_size=args.target_size, plan=args.plan, rounding=args.rounding,
+                                   portable=args.portable, thorough=args.thorough)
     pipeline.check(opts)
     if opts.active and out.exists() and not args.force:
         raise FrankenError(f"{out} exists (use --force to replace it)")  # before minutes of measurements

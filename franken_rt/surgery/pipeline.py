@@ -12,9 +12,9 @@ from franken_rt.checkpoint.layer_plan import drop, format_plan, is_removal_only,
 from franken_rt.checkpoint.types import Checkpoint
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
-from franken_rt.surgery import healing, size
+from franken_rt.surgery import allocate, healing, size
 from franken_rt.surgery import select as sl
-from franken_rt.surgery.analyze import residual_stats
+from franken_rt.surgery.analyze import BlockStats, residual_stats
 from franken_rt.surgery.calib import calibration_text, windows
 from franken_rt.surgery.importance import Hessians, input_moments
 from franken_rt.surgery.plan import apply_plan
@@ -36,6 +36,8 @@ class SurgeryOptions:
     target_size: str | None = None
     plan: str | None = None          # --plan (removal-only plans can be healed)
     rounding: str = "search"
+    portable: bool = False           # --target-size: only types llama.cpp reads
+    thorough: bool = False           # --target-size: the slower, finer search
     threads: int | None = None
     notes: list[str] = field(default_factory=list)
     windows: list[list[int]] | None = None  # the calibration windows, once tokenized
@@ -62,6 +64,8 @@ def check(opts: SurgeryOptions) -> None:
         raise FrankenError(f"--drop must be >= 0, got {opts.drop}")
     if opts.target_size is not None:
         size.parse_size(opts.target_size)
+    elif opts.portable or opts.thorough:
+        raise FrankenError(f"--{'portable' if opts.portable else 'thorough'} applies to --target-size")
 
 
 def log(msg: str) -> None:
@@ -110,6 +114,7 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
     notes: list[str] = opts.notes
 
     removed: list[int] = []
+    reused = False
     if opts.plan is not None:
         plan = parse_plan(opts.plan, depth)
         if not is_removal_only(plan):
@@ -123,20 +128,26 @@ def run(ckpt: Checkpoint, opts: SurgeryOptions, policy, heal_folder: Path):  # n
                      f"{sel.reason}")
     elif opts.target_size is not None:
         budget = size.parse_size(opts.target_size)
-        moments = importance(ckpt, opts) if opts.rounding != "rtn" else None
+        allocate.fewest_removed(ckpt, budget, opts.portable)  # an impossible budget fails before measurements
+        moments = importance(ckpt, opts)  # the sensitivity estimate weighs errors by them, whatever the rounding
         # candidates are scored with the weighted search (gptq per candidate would cost minutes each); the chosen
         # file is then written with the rounding asked for
-        choice = size.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts),
-                             rounding="rtn" if opts.rounding == "rtn" else "search", threads=opts.threads,
-                             verbose=True, importance=moments)
+        rounding = "rtn" if opts.rounding == "rtn" else "search"
+        choice = allocate.choose(ckpt, budget, short, _removal_for(ckpt, wins, short, opts), moments,
+                                 heal_folder, rounding=rounding, portable=opts.portable, thorough=opts.thorough,
+                                 threads=opts.threads, verbose=True)
         removed = choice.removed
         policy = choice.policy
         notes.append(choice.why)
+        if opts.heal is None and rounding == opts.rounding:  # the measured tensors are the file's: no re-encoding
+            ckpt, reused = allocate.encoded(ckpt, choice)
     if opts.heal is not None and removed:
         ckpt, note = healing.heal(opts.heal, ckpt, removed, wins, heal_folder, threads=opts.threads)
         notes.append(note)
     if removed:
         ckpt = apply_plan(ckpt, drop(depth, removed))
+    if reused:  # every matrix is stored in the type it is written in: the writer's rounding needs no moments
+        opts.moments = (dict(ckpt.tensors), {})
     return ckpt, policy, notes
 
 
@@ -152,11 +163,17 @@ def _removal_for(ckpt: Checkpoint, wins: list[list[int]], short: list[list[int]]
             return sorted(order[:n])
 
         return greedy
-    model = Model(ckpt, threads=opts.threads, n_ctx=len(wins[0]), activations="f32", kv_cache="f32")
-    stats = residual_stats(model, wins, max_shift=depth - 1)
+    traced: list[BlockStats] = []  # the residual statistics, measured when a removal is first asked for
+
+    def stats() -> BlockStats:
+        if not traced:
+            model = Model(ckpt, threads=opts.threads, n_ctx=len(wins[0]), activations="f32", kv_cache="f32")
+            traced.append(residual_stats(model, wins, max_shift=depth - 1))
+        return traced[0]
+
     if opts.method == "bi":
-        return lambda n: sl.by_bi(stats.bi, n).removed
-    return lambda n: sl.by_angular(stats, n).removed
+        return lambda n: sl.by_bi(stats().bi, n).removed
+    return lambda n: sl.by_angular(stats(), n).removed
 
 
 def _greedy_order(ckpt: Checkpoint, wins: list[list[int]], n: int, threads: int | None) -> list[int]:
