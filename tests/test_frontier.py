@@ -85,6 +85,9 @@ def test_table_and_document() -> None:
     assert "→ q3_0 + embedding q3_0 with 1 blocks removed" in lines[4] and "†" not in lines[4]
     assert lines[5].endswith("| — |") and "†" in lines[5]  # llama.cpp's: no default-path figure
     doc = frontier.document(rows, ["q4_0 gptq: not in this build"], "frontier.svg")
+    assert "≤ 92 MB (target: at most +4% over float): ours: q4_0 weighted search † (92.0 MB, +10.0%" in doc
+    assert "≤ 60 MB (target: at most +30% over float): ours: --target-size 60MB (59.0 MB, +40.0%" in doc
+    assert "llama.cpp: no file" in doc
     assert "fallback to q5_0" in doc and "q4_0 gptq: not in this build" in doc and "GPL-3" in doc
 
 

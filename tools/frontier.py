@@ -10,8 +10,9 @@ float path (float activations, float KV cache): the differences are the formats'
 activation rounding's. Scored: perplexity on GPL-3 and the KL divergence of each file's next-token distribution
 to the float original's on the same windows; for our files also the default path's perplexity (8-bit
 activations), what users get. Calibration (ours `--calib`, llama.cpp's `llama-imatrix`) is the pydoc topics text,
-another domain than GPL-3. Files are cached in ~/.cache/franken-rt/frontier; rows already in docs/frontier.json
-with the same file size, windows and context are reused unless --fresh (which also remakes the selected files).
+another domain than GPL-3. Files and scores are cached in ~/.cache/franken-rt/frontier: a row already scored on
+the same windows (and file size) is not scored again unless --fresh (which also remakes the selected files), so
+runs of different --only subsets, in turn or side by side, add up to one table.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(ROOT / "docs" / "frontier.md"),
                     help="the table (its .json and .svg are written beside it)")
     ap.add_argument("--list", action="store_true", help="print the row labels and exit")
+    ap.add_argument("--report", action="store_true",
+                    help="score nothing: write the docs from the scores cached by earlier runs")
     ap.add_argument("--make-only", action="store_true",
                     help="make the selected rows' files and their F32 copies, score nothing (run it beside a "
                          "scoring run to overlap the conversions)")
@@ -315,6 +318,32 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+TARGETS = [(92e6, 0.04), (75e6, 0.15), (60e6, 0.30)]  # issue 13's targets: (file size, perplexity over float)
+
+
+def budgets(rows: list[dict[str, Any]]) -> list[str]:
+    """For each of the issue's size targets, each engine's best file that fits (least float-path perplexity) and
+    its distance to the target, computed from the rows."""
+    base = next((r for r in rows if r["engine"] == "float"), None)
+    if base is None:
+        return []
+    lines = ["Best file of each engine within each of issue 13's size targets (least perplexity on the float path; "
+             "figures from the table):", ""]
+    for size, allowed in TARGETS:
+        parts = []
+        for engine, name in (("franken-convert", "ours"), ("llama-quantize", "llama.cpp")):
+            fits = [r for r in rows if r["engine"] == engine and r["bytes"] <= size]
+            if not fits:
+                parts.append(f"{name}: no file")
+                continue
+            best = min(fits, key=lambda r: r["ppl"])
+            over = best["ppl"] / base["ppl"] - 1
+            parts.append(f"{name}: {best['label']}{' †' if four_bit(best) else ''} ({best['bytes'] / 1e6:.1f} MB, "
+                         f"{over:+.1%}, KL {best['kl']:.3f})")
+        lines.append(f"- ≤ {size / 1e6:.0f} MB (target: at most {allowed:+.0%} over float): " + "; ".join(parts))
+    return [*lines, ""]
+
+
 def document(rows: list[dict[str, Any]], skipped: list[str], svg_name: str) -> str:
     first = rows[0] if rows else {"windows": 0, "ctx": 0, "tokens": 0}
     lines = [
@@ -355,6 +384,7 @@ def document(rows: list[dict[str, Any]], skipped: list[str], svg_name: str) -> s
         "",
         f"![perplexity against file size, both engines]({svg_name})",
         "",
+        *budgets(rows),
     ]
     notes = [r for r in rows if r["engine"] == "llama-quantize" and r.get("notes")]
     if notes:
@@ -410,10 +440,6 @@ def write_outputs(rows: list[dict[str, Any]], skipped: list[str], out: Path) -> 
     write_atomic(out, lambda p: p.write_text(document(rows, skipped, svg.name), encoding="utf-8"))
 
 
-def in_order(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [results[r.label] for r in ROWS if r.label in results]
-
-
 # ---- main ---------------------------------------------------------------------------------------------------
 
 
@@ -438,7 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure(args: argparse.Namespace) -> int:
     from franken_rt.checkpoint import read_checkpoint
     from franken_rt.eval.corpus import read_text
-    from franken_rt.eval.divergence import reference_logprobs
     from franken_rt.eval.perplexity import token_windows
     from franken_rt.model import Model
 
@@ -452,44 +477,58 @@ def measure(args: argparse.Namespace) -> int:
     float_model = Model(read_checkpoint(ws.float_path), threads=args.threads, n_ctx=args.ctx, activations="f32",
                         kv_cache="f32")
     windows = token_windows(float_model, read_text(HELD_OUT), args.ctx, args.windows, what=str(HELD_OUT))
-    ref: list = []
-
-    def reference() -> list:  # the float original's log-probabilities, computed once, only if a row is scored
-        if not ref:
-            print(f"float original: {len(windows)} windows of {args.ctx}", file=sys.stderr)
-            ref.extend(reference_logprobs(float_model, windows))
-        return ref
-
-    old_json = out.with_suffix(".json")
-    old = {r["label"]: r for r in json.loads(old_json.read_text())} if old_json.is_file() else {}
-    selected = {r.label for r in args.rows}
-    results: dict[str, dict[str, Any]] = {}
-    skipped = []
-    for row in sorted(ROWS, key=lambda r: (CALIB in r.args, "--target-size" in r.args)):  # cheap rows first
-        why = unsupported(row)
-        if why:
-            skipped.append(f"{row.label}: {why}")
-            continue
-        prev = old.get(row.label)
-        same_windows = prev is not None and prev["windows"] == len(windows) and prev["ctx"] == args.ctx
-        if row.label not in selected:
-            if same_windows:
-                results[row.label] = prev
-            elif prev is not None:
-                print(f"dropping {row.label!r}: scored on other windows (rerun it)", file=sys.stderr)
+    cache = ScoreCache(ws.folder, len(windows), args.ctx)
+    supported = [r for r in ROWS if unsupported(r) is None]
+    skipped = [f"{r.label}: {unsupported(r)}" for r in ROWS if unsupported(r) is not None]
+    for row in [] if args.report else args.rows:
+        if row not in supported:
             continue
         path, deq, notes = make(row, ws, args.fresh)
-        if same_windows and not args.fresh and prev["bytes"] == path.stat().st_size:
-            results[row.label] = prev
+        prev = cache.get(row)
+        if prev is not None and not args.fresh and prev["bytes"] == path.stat().st_size:
             continue
-        result = score_row(row, path, deq, notes, windows, reference, args)
+        result = score_row(row, path, deq, notes, windows, lambda: cache.reference(float_model, windows), args)
         print(json.dumps({k: v for k, v in result.items() if k != "notes"}), flush=True)
-        results[row.label] = result
-        write_outputs(in_order(results), skipped, out)  # partial results survive an interrupted run
-    rows = in_order(results)
+        cache.put(row, result)
+        write_outputs(cache.rows(supported), skipped, out)  # partial results survive an interrupted run
+    rows = cache.rows(supported)
     write_outputs(rows, skipped, out)
     print("\n".join(table(rows)))
     return 0
+
+
+class ScoreCache:
+    """Scores and the float original's log-probabilities on one set of windows, kept in the cache folder: runs of
+    different --only subsets (in turn or side by side) add up to one table."""
+
+    def __init__(self, folder: Path, n_windows: int, ctx: int) -> None:
+        self.folder = folder / "scores"
+        self.folder.mkdir(exist_ok=True)
+        self.key = f"w{n_windows}-c{ctx}"
+
+    def _path(self, row: Row) -> Path:
+        return self.folder / f"{slug(row.label)}.{self.key}.json"
+
+    def get(self, row: Row) -> dict[str, Any] | None:
+        path = self._path(row)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, row: Row, result: dict[str, Any]) -> None:
+        write_atomic(self._path(row), lambda p: p.write_text(json.dumps(result, indent=1)))
+
+    def rows(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
+        return [r for r in map(self.get, rows) if r is not None]
+
+    def reference(self, model, windows: list[list[int]]) -> np.ndarray:  # noqa: ANN001 (Model)
+        """The float original's log-probabilities (windows, ctx - 1, vocab), float32, memory-mapped."""
+        from franken_rt.eval.divergence import reference_logprobs
+
+        path = self.folder / f"reference.{self.key}.npy"
+        if not path.is_file():
+            print(f"float original: {len(windows)} windows", file=sys.stderr, flush=True)
+            ref = np.stack(reference_logprobs(model, windows))
+            write_atomic(path, lambda p: np.save(p, ref), suffix=".npy")
+        return np.load(path, mmap_mode="r")
 
 
 if __name__ == "__main__":
