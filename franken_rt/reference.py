@@ -70,7 +70,8 @@ def block_inputs(ckpt: Checkpoint, residuals: np.ndarray, layer: int, dtype: typ
              ckpt.rope_interleaved)
     group = c.n_heads // c.n_kv_heads
     k = np.repeat(k, group, axis=1)  # query head h reads key head h // group
-    scores = np.einsum("qhd,khd->hqk", q, k) / math.sqrt(c.head_dim)
+    # batched matmuls rather than einsum: BLAS, ~10x faster at calibration's window sizes
+    scores = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) / math.sqrt(c.head_dim)  # (heads, n, n)
     scores[:, np.triu(np.ones((n, n), dtype=bool), 1)] = -np.inf
     scores -= scores.max(axis=-1, keepdims=True)
     probs = np.exp(scores)
@@ -79,7 +80,7 @@ def block_inputs(ckpt: Checkpoint, residuals: np.ndarray, layer: int, dtype: typ
     if not ffn:
         return BlockInputs(h, probs, empty, empty, empty)
     v = (h @ weight(ckpt, p + "attn_v.weight", dtype).T).reshape(n, c.n_kv_heads, c.head_dim)
-    attn_out = np.einsum("hqk,khd->qhd", probs, np.repeat(v, group, axis=1)).reshape(n, -1)
+    attn_out = np.matmul(probs, np.repeat(v, group, axis=1).transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, -1)
     g = rms_norm(residuals[2 * layer + 1].astype(dtype), weight(ckpt, p + "ffn_norm.weight", dtype), c.norm_eps)
     gate = g @ weight(ckpt, p + "ffn_gate.weight", dtype).T
     up = g @ weight(ckpt, p + "ffn_up.weight", dtype).T

@@ -12,7 +12,7 @@ from franken_rt.checkpoint.gguf_writer import TensorBytes, as_stored, in_gguf_la
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo
 from franken_rt.formats import format_of
 from franken_rt.quant.formats import dequantize, encode
-from franken_rt.quant.gptq import gptq_encode, has_grid
+from franken_rt.quant.gptq import gptq_encode, has_grid, inverse_factor
 
 Hessian = Callable[[str], "np.ndarray | None"]  # tensor name -> its inputs' second moments (cols, cols), or None
 
@@ -31,6 +31,7 @@ def transcoder(rounding: str = "rtn", importance: dict[str, np.ndarray] | None =
     (franken_rt.surgery.importance). "gptq" with `hessian` (tensor name -> second moments of its inputs):
     error-feedback rounding (franken_rt.quant.gptq) for every 2-D tensor whose type has a grid and whose H is
     known; the others are encoded as "search" would (a type without a grid, a matrix no matmul reads)."""
+    last: list[np.ndarray] = []  # [H, its inverse factor]: q/k/v (gate/up) get the same H object in a row
 
     def tensor_bytes(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
         same = as_stored(ckpt, name, t, d)
@@ -41,7 +42,9 @@ def transcoder(rounding: str = "rtn", importance: dict[str, np.ndarray] | None =
         if rounding == "gptq" and hessian is not None and x.ndim == 2 and has_grid(d):
             h = hessian(name)
             if h is not None:
-                return gptq_encode(x, d, h)
+                if not last or last[0] is not h:
+                    last[:] = [h, inverse_factor(h)]
+                return gptq_encode(x, d, h, factor=last[1])
         return encode(x, d, rounding, (importance or {}).get(name))
 
     return tensor_bytes

@@ -80,9 +80,10 @@ class Hessians:
             first: dict[int, str] = {}
             for name, x in pairs:
                 head = group.setdefault(name, first.setdefault(id(x), name))
-                if head == name:
-                    xs = x[1:].astype(np.float64)
-                    sums[name] = sums[name] + xs.T @ xs if name in sums else xs.T @ xs
+                if head == name:  # a window's product in float32 (a few hundred terms), summed in float64
+                    xs = np.ascontiguousarray(x[1:], dtype=np.float32)
+                    prod = (xs.T @ xs).astype(np.float64)
+                    sums[name] = sums[name] + prod if name in sums else prod
         means = {name: s / self.count for name, s in sums.items()}
         return {name: means[head] for name, head in group.items()}
 

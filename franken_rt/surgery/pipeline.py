@@ -24,7 +24,7 @@ CALIB_CTX = 256
 CALIB_WINDOWS = 16     # for healing and --drop selections
 SEARCH_WINDOWS = 4     # perplexity of each candidate (ppl-greedy steps, --target-size candidates)
 IMPORTANCE_WINDOWS = 8  # input moments for the weighted 3/4-bit rounding
-GPTQ_WINDOWS = 16       # second moments for error-feedback rounding (an H of 1536 columns wants many positions)
+GPTQ_WINDOWS = 8        # second moments for error-feedback rounding (2040 positions; 16 doubles the tracing)
 
 
 @dataclass
