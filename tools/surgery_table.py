@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CTX = 256
 HEAL_COMPARED = ("ridge", "diag", "lstsq")
+KEPT = "## Healing by distillation"  # the section of docs/surgery.md this tool does not make, kept as it is
 SECOND_DOMAIN = (Path("/usr/share/common-licenses/GPL-3"), Path(sys.base_prefix) / "lib" /
                  f"python{sys.version_info.major}.{sys.version_info.minor}" / "LICENSE.txt")
 
@@ -188,6 +189,9 @@ def write_report(results: list[dict], meta: dict, md: Path, png: Path) -> None:
     lines += ["Removing blocks against spending fewer bits per weight under a file-size budget (`--target-size`, "
               "with the 3-bit formats): [size.md](size.md). The per-block analysis of the full model "
               "(`franken-analyze`): [analyze/](analyze/).", ""]
+    old = md.read_text() if md.exists() else ""
+    if KEPT in old:  # measured by hand (franken-eval on whole files), not by this tool: carried over
+        lines += [old[old.index(KEPT):].strip("\n"), ""]
     md.write_text("\n".join(lines))
     plot(results, png, second)
 
