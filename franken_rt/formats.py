@@ -60,6 +60,11 @@ FORMATS: tuple[Format, ...] = (
            codebook=(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)),
     # ours: f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs: d * (q - 4); llama.cpp's "guessed" flag
     Format(1003, "Q3_0", 32, 14, header_halves=1, interleaves=True, llama_ftype=1024),
+    # ours: Q3_0's block, its codes indexing eight non-linear levels: d * levels[q]
+    Format(1004, "Q3_NL", 32, 14, header_halves=1, interleaves=True, llama_ftype=1024,
+           codebook=(-5, -3, -2, -1, 0, 1, 2, 4)),
+    # ours: f16 scale + 8 bytes of 2-bit codes (Q3_0's low planes) indexing four levels: d * levels[q], 2.5 bits
+    Format(1005, "Q2_NL", 32, 10, header_halves=1, interleaves=True, llama_ftype=1024, codebook=(-5, -2, 0, 3)),
 )
 
 _BY_ID = {f.id: f for f in FORMATS}

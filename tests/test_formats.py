@@ -70,3 +70,22 @@ def test_type_lists_derive_from_the_table() -> None:
     assert set(QUANT_NAMES) == {f.name.lower() for f in FORMATS} == set(by_cli_name())
     assert set(LOW_BIT) == {DType(f.id) for f in FORMATS if f.quantized and f.bits < 8}
     assert not is_known(12345) and is_known(int(DType.Q4_0)) and format_of(DType.Q3_0).portable is False
+
+
+@pytest.mark.parametrize(("nl", "uniform"), [(DType.Q3_NL, DType.Q3_0)], ids=["Q3_NL"])
+def test_non_linear_levels_beat_uniform_ones_of_the_same_size(nl, uniform) -> None:  # noqa: ANN001
+    """The codebook formats' reason to exist: on heavy-tailed (Laplacian) blocks, like trained weights, the
+    non-linear levels lose less than the uniform grid of the same bits (measured 20% less squared error)."""
+    x = np.random.default_rng(3).laplace(size=(64, 576)).astype(np.float32)
+    assert format_of(nl).block_bytes == format_of(uniform).block_bytes
+    err = {d: float(((dequantize(encode(x, d, "search"), d, x.shape) - x) ** 2).mean()) for d in (nl, uniform)}
+    assert err[nl] < 0.9 * err[uniform], err
+
+
+@pytest.mark.parametrize("dtype", [DType.Q3_NL, DType.Q2_NL], ids=lambda d: d.name)
+def test_codebook_layouts_hold_every_code(dtype) -> None:  # noqa: ANN001
+    """Every code in every position survives pack and decode: the levels read back are the levels written."""
+    codec, levels = CODECS[dtype], np.array(format_of(dtype).codebook, dtype=np.float32)
+    codes = np.random.default_rng(4).integers(0, len(levels), size=(50, 32))
+    params = np.tile(np.array([[0.5, 0.0]], dtype=np.float32), (50, 1))
+    assert np.array_equal(codec.decode(codec.pack(params, codes)), 0.5 * levels[codes])

@@ -21,6 +21,12 @@ const FormatInfo kFormats[] = {
      x8_row_to_f32<BlockIQ4_NLx8, iq4_nlx8_code>},
     {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, {},
      repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
+    {DType::Q3_NL, "Q3_NL", kQK, sizeof(BlockQ3_NL), 1, {kQ3NLValues, 8, 1, 1},
+     repack_rows_x8<BlockQ3_NL, BlockQ3_NLx8, repack_planes_x8<BlockQ3_NL, BlockQ3_NLx8>>,
+     x8_row_to_f32<BlockQ3_NLx8, q3_nlx8_code>},
+    {DType::Q2_NL, "Q2_NL", kQK, sizeof(BlockQ2_NL), 1, {kQ2NLValues, 4, 1, 1},
+     repack_rows_x8<BlockQ2_NL, BlockQ2_NLx8, repack_planes_x8<BlockQ2_NL, BlockQ2_NLx8>>,
+     x8_row_to_f32<BlockQ2_NLx8, q2_nlx8_code>},
 };
 
 int format_index(int id) {

@@ -215,22 +215,37 @@ def _q3_0_pack(d: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Scales (blocks,) and codes (blocks, 32) in 0..7 -> (blocks, 14) bytes: f16 d, the high bits (bit j of the
     4 little-endian bytes is element j's), the low pairs (element j at bits 2*(j//8) of byte j % 8)."""
     q = q.astype(np.uint8)
-    lo = q & 3
+    qh = np.packbits(q >> 2, axis=1, bitorder="little")
+    return np.concatenate([_f16_bytes(d), qh, _pack_low_planes(q)], axis=1)
+
+
+def _pack_low_planes(q: np.ndarray) -> np.ndarray:
+    """(blocks, 32) codes -> (blocks, 8) bytes of their low two bits (element j at bits 2*(j//8) of byte j % 8)."""
+    lo = q.astype(np.uint8) & 3
     qs = np.zeros((len(q), 8), dtype=np.uint8)
     for k in range(4):
         qs |= lo[:, 8 * k:8 * k + 8] << (2 * k)
-    qh = np.packbits(q >> 2, axis=1, bitorder="little")
-    return np.concatenate([_f16_bytes(d), qh, qs], axis=1)
+    return qs
+
+
+def _q3_codes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q3_0 or Q3_NL bytes (..., multiple of 14) -> scales (blocks, 1) and codes (blocks, 32) 0..7."""
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 14)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    hi = np.unpackbits(blocks[:, 2:6], axis=1, bitorder="little")
+    return d, _low_planes(blocks[:, 6:14]) | (hi << 2)
+
+
+def _low_planes(qs: np.ndarray) -> np.ndarray:
+    """(blocks, 8) bytes of 2-bit planes -> (blocks, 32) codes 0..3 (element j at bits 2*(j//8) of byte j % 8)."""
+    lo = (qs[:, None, :] >> (2 * np.arange(4, dtype=np.uint8))[None, :, None]) & 3
+    return lo.reshape(-1, QK)
 
 
 def _q3_0_decode(raw: np.ndarray) -> np.ndarray:
     """Q3_0 bytes (..., multiple of 14) -> float32 values (blocks, 32)."""
-    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 14)
-    d = blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
-    hi = np.unpackbits(blocks[:, 2:6], axis=1, bitorder="little")
-    lo = (blocks[:, None, 6:14] >> (2 * np.arange(4, dtype=np.uint8))[None, :, None]) & 3
-    q = lo.reshape(-1, QK) | (hi << 2)
-    return d[:, None] * (q.astype(np.float32) - 4)
+    d, q = _q3_codes(raw)
+    return d * (q.astype(np.float32) - 4)
 
 
 def _q4_1_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -276,62 +291,86 @@ def _q4_1_levels(x: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.clip(q, 0, 15)
 
 
-# IQ4_NL's sixteen levels (ggml's kvalues_iq4nl; the registry row carries them as its codebook).
-_IQ4_NL = np.array(format_of(DType.IQ4_NL).codebook, dtype=np.float32)
-_IQ4_NL_EDGES = (_IQ4_NL[1:] + _IQ4_NL[:-1]) / 2
+class _Codebook:
+    """Scales and codes of a codebook format (value = d * levels[code]; IQ4_NL, Q3_NL, Q2_NL): its levels are the
+    registry row's codebook."""
+
+    def __init__(self, dtype: DType) -> None:
+        self.levels = np.array(format_of(dtype).codebook, dtype=np.float32)
+        self.order = np.argsort(self.levels, kind="stable")
+        ranked = self.levels[self.order]
+        self.edges = (ranked[1:] + ranked[:-1]) / 2
+        self.low, self.high = float(ranked[0]), float(ranked[-1])
+
+    def index(self, x: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Code of the level nearest x / d for each element: (blocks, 32) (level 0's code where d is 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(d[:, None] != 0, x / d[:, None], 0)
+        return self.order[np.searchsorted(self.edges, t)]
+
+    def rtn_scales(self, x: np.ndarray) -> np.ndarray:
+        """The value of largest magnitude on the level of largest magnitude."""
+        end = self.low if -self.low >= self.high else self.high
+        extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
+        return (extreme / end).astype(np.float16).astype(np.float32)
+
+    def scales(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """The scale per block minimizing the squared error weighted by w: the extreme value mapped near either end
+        of the level set at several scales, each rounding refitted by weighted least squares, the best after f16
+        rounding."""
+        extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
+        best_err = np.full(len(x), np.inf, dtype=np.float32)
+        best_d = np.zeros(len(x), dtype=np.float32)
+        for level in (*(self.low * np.linspace(1.07, 0.88, 9)), *(self.high * np.linspace(0.92, 1.1, 6))):
+            d = extreme / level
+            for refit in (False, True):
+                if refit:
+                    v = self.levels[self.index(x, d)]
+                    num, den = (w * x * v).sum(axis=1), (w * v * v).sum(axis=1)
+                    d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
+                d16 = d.astype(np.float16).astype(np.float32)
+                err = (w * (x - d16[:, None] * self.levels[self.index(x, d16)]) ** 2).sum(axis=1)
+                better = err < best_err
+                best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
+        return best_d
+
+    def codec(self, decode_codes: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+              pack: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Codec:
+        """The format's codec row, given its layout: bytes -> (scales (blocks, 1), codes), (scales, codes) -> bytes."""
+
+        def decode(raw: np.ndarray) -> np.ndarray:
+            d, q = decode_codes(raw)
+            return d * self.levels[q]
+
+        def rtn(x: np.ndarray) -> np.ndarray:
+            d = self.rtn_scales(x)
+            return pack(d, self.index(x, d))
+
+        def search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+            d = self.scales(x, w)
+            return pack(d, self.index(x, d))
+
+        return Codec(decode, rtn, search, levels=tuple(float(v) for v in self.levels),
+                     fit=lambda x, w: _params(self.scales(x, w)), pack=lambda p, q: pack(p[:, 0], q))
 
 
-def _iq4_nl_index(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Nearest level of x / d for each element: (blocks, 32) indices 0..15 (0 where d is 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(d[:, None] != 0, x / d[:, None], 0)
-    return np.searchsorted(_IQ4_NL_EDGES, t)
+def _iq4_nl_codes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 18)
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    return d, np.concatenate([blocks[:, 2:] & 15, blocks[:, 2:] >> 4], axis=1)
 
 
 def _iq4_nl_pack(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.concatenate([_f16_bytes(d), _pack_nibbles(idx)], axis=1)
 
 
-def _iq4_nl_decode(raw: np.ndarray) -> np.ndarray:
-    """IQ4_NL bytes (..., multiple of 18) -> float32 values (blocks, 32)."""
-    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 18)
-    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
-    q = np.concatenate([blocks[:, 2:] & 15, blocks[:, 2:] >> 4], axis=1)
-    return d * _IQ4_NL[q]
+def _q2_nl_codes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 10)
+    return blocks[:, :2].copy().view("<f2").astype(np.float32), _low_planes(blocks[:, 2:])
 
 
-def _iq4_nl_rtn(x: np.ndarray) -> np.ndarray:
-    """The value of largest magnitude on the end level -127, the rest to the nearest level."""
-    extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
-    d = (extreme / _IQ4_NL[0]).astype(np.float16).astype(np.float32)
-    return _iq4_nl_pack(d, _iq4_nl_index(x, d))
-
-
-def _iq4_nl_search(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """IQ4_NL blocks minimizing the squared error weighted by w."""
-    d = _iq4_nl_scales(x, w)
-    return _iq4_nl_pack(d, _iq4_nl_index(x, d))
-
-
-def _iq4_nl_scales(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """IQ4_NL's scale per block minimizing the squared error weighted by w: the extreme value mapped near either end
-    of the level set at several scales, each rounding refitted by weighted least squares, the best after f16
-    rounding."""
-    extreme = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
-    best_err = np.full(len(x), np.inf, dtype=np.float32)
-    best_d = np.zeros(len(x), dtype=np.float32)
-    for level in (*np.linspace(-136, -112, 9), *np.linspace(104, 124, 6)):
-        d = extreme / level
-        for refit in (False, True):
-            if refit:
-                v = _IQ4_NL[_iq4_nl_index(x, d)]
-                num, den = (w * x * v).sum(axis=1), (w * v * v).sum(axis=1)
-                d = np.where(den > 0, num / np.maximum(den, 1e-30), d)
-            d16 = d.astype(np.float16).astype(np.float32)
-            err = (w * (x - d16[:, None] * _IQ4_NL[_iq4_nl_index(x, d16)]) ** 2).sum(axis=1)
-            better = err < best_err
-            best_err, best_d = np.where(better, err, best_err), np.where(better, d16, best_d)
-    return best_d
+def _q2_nl_pack(d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.concatenate([_f16_bytes(d), _pack_low_planes(q)], axis=1)
 
 
 def _q8_0_pack(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -354,6 +393,7 @@ CODECS: dict[DType, Codec] = {
                       fit=_q4_1_fit, pack=_q4_1_pack),
     DType.Q3_0: Codec(_q3_0_decode, _q3_0_rtn, _q3_0_search, levels=_levels(-4, 8), fit=_symmetric_fit(3),
                       pack=lambda p, q: _q3_0_pack(p[:, 0], q)),
-    DType.IQ4_NL: Codec(_iq4_nl_decode, _iq4_nl_rtn, _iq4_nl_search, levels=tuple(float(v) for v in _IQ4_NL),
-                        fit=lambda x, w: _params(_iq4_nl_scales(x, w)), pack=lambda p, q: _iq4_nl_pack(p[:, 0], q)),
+    DType.IQ4_NL: _Codebook(DType.IQ4_NL).codec(_iq4_nl_codes, _iq4_nl_pack),
+    DType.Q3_NL: _Codebook(DType.Q3_NL).codec(_q3_codes, _q3_0_pack),
+    DType.Q2_NL: _Codebook(DType.Q2_NL).codec(_q2_nl_codes, _q2_nl_pack),
 }

@@ -223,11 +223,39 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
-// Q3_0: the low planes are one 8-byte word; shifting it by 0/2 (elements 0-15) and 4/6 (16-31) per half and
-// masking gives two bits per byte; the high bit of element j is bit j of qh, tested against a per-byte mask after
-// copying qh's byte j/8 into byte j. The codes minus 4 are signed weights for the same block sum.
-float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+// A codebook's levels in a sixteen-byte table for TBL (entries past the level count are zero, never indexed).
+struct Levels16 {
+    int8_t v[16];
+};
+template <size_t N>
+constexpr Levels16 levels16(const int8_t (&values)[N]) {
+    static_assert(N <= 16, "TBL reads sixteen bytes");
+    Levels16 t{};
+    for (size_t i = 0; i < N; ++i) t.v[i] = values[i];
+    return t;
+}
+constexpr Levels16 kQ3NLLevels = levels16(kQ3NLValues), kQ2NLLevels = levels16(kQ2NLValues);
+
+// The signed weights of 16 codes of a 3-bit (Q3_0, Q3_NL) or 2-bit (Q2_NL) block: Q3_0's codes minus 4, the
+// codebook formats' levels looked up (TBL).
+template <class Block>
+inline int8x16_t code_values(uint8x16_t q) {
+    if constexpr (std::is_same_v<Block, BlockQ3_0> || std::is_same_v<Block, BlockQ3_0x8>)
+        return vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(4));
+    else if constexpr (std::is_same_v<Block, BlockQ3_NL> || std::is_same_v<Block, BlockQ3_NLx8>)
+        return vqtbl1q_s8(vld1q_s8(kQ3NLLevels.v), q);
+    else
+        return vqtbl1q_s8(vld1q_s8(kQ2NLLevels.v), q);
+}
+template <class Block> constexpr bool kHighPlane = !std::is_same_v<Block, BlockQ2_NL> && !std::is_same_v<Block, BlockQ2_NLx8>;
+
+// Q3_0, Q3_NL, Q2_NL: the low planes are one 8-byte word; shifting it by 0/2 (elements 0-15) and 4/6 (16-31) per
+// half and masking gives two bits per byte; the high bit of element j (3-bit formats) is bit j of qh, tested
+// against a per-byte mask after copying qh's byte j/8 into byte j. code_values makes them signed weights for the
+// same block sum.
+template <class Block>
+float dotq_planes(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
     const int8x16_t shift01 = {0, 0, 0, 0, 0, 0, 0, 0, -2, -2, -2, -2, -2, -2, -2, -2};
     const int8x16_t shift23 = {-4, -4, -4, -4, -4, -4, -4, -4, -6, -6, -6, -6, -6, -6, -6, -6};
     const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
@@ -238,16 +266,15 @@ float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
     for (int i = 0; i < n / kQK; ++i) {
         const uint8x8_t lo = vld1_u8(b[i].qs);
         const uint8x16_t lo2 = vcombine_u8(lo, lo);
-        uint32_t h;
-        std::memcpy(&h, b[i].qh, 4);
-        const uint8x16_t hv = vreinterpretq_u8_u32(vdupq_n_u32(h));
-        const uint8x16_t q0 = vorrq_u8(vandq_u8(vshlq_u8(lo2, shift01), three),
-                                       vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx01), bit), four));
-        const uint8x16_t q1 = vorrq_u8(vandq_u8(vshlq_u8(lo2, shift23), three),
-                                       vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx23), bit), four));
-        const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(q0), vreinterpretq_s8_u8(four));
-        const int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(q1), vreinterpretq_s8_u8(four));
-        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(w0, w1, a[i]);
+        uint8x16_t q0 = vandq_u8(vshlq_u8(lo2, shift01), three), q1 = vandq_u8(vshlq_u8(lo2, shift23), three);
+        if constexpr (kHighPlane<Block>) {
+            uint32_t h;
+            std::memcpy(&h, b[i].qh, 4);
+            const uint8x16_t hv = vreinterpretq_u8_u32(vdupq_n_u32(h));
+            q0 = vorrq_u8(q0, vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx01), bit), four));
+            q1 = vorrq_u8(q1, vandq_u8(vtstq_u8(vqtbl1q_u8(hv, idx23), bit), four));
+        }
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(code_values<Block>(q0), code_values<Block>(q1), a[i]);
     }
     return s;
 }
@@ -365,26 +392,28 @@ void q4_1x8_tile(const BlockQ4_1x8* w, int nb, const BlockQ8A* act, float* out, 
                    ldo, sums);
 }
 
-// Q3_0: chunk c's two low bits from the low plane shifted right by 2 (c % 4), its third from bit c of the high
-// plane moved to bit 2 (NEON's per-byte shifts carry nothing across bytes), minus 4.
-template <int kTile>
-void q3_0x8_tile(const BlockQ3_0x8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+// Q3_0, Q3_NL, Q2_NL: chunk c's two low bits from the low plane shifted right by 2 (c % 4), a 3-bit format's third
+// from bit c of the high plane moved to bit 2 (NEON's per-byte shifts carry nothing across bytes), then the
+// codes' signed values (code_values).
+template <class Block, int kTile>
+void planes_x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     auto sums = [w](int b, const BlockQ8A* a, int nbk, int32x4_t (*s)[2]) {
         const uint8x16_t m2 = vdupq_n_u8(3), b2 = vdupq_n_u8(4);
-        const int8x16_t four = vdupq_n_s8(4);
         for (int h = 0; h < 2; ++h) {
-            const uint8x16_t hi = vld1q_u8(w[b].qh + 16 * h);
+            uint8x16_t hi = vdupq_n_u8(0);
+            if constexpr (kHighPlane<Block>) hi = vld1q_u8(w[b].qh + 16 * h);
             for (int c = 0; c < 8; ++c) {
                 const uint8x16_t lo = vld1q_u8(w[b].ql + 32 * (c / 4) + 16 * h);
-                const uint8x16_t l = vandq_u8(vshlq_u8(lo, vdupq_n_s8(static_cast<int8_t>(-2 * (c % 4)))), m2);
-                const uint8x16_t t = vandq_u8(vshlq_u8(hi, vdupq_n_s8(static_cast<int8_t>(2 - c))), b2);
-                const int8x16_t q = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(l, t)), four);
+                uint8x16_t code = vandq_u8(vshlq_u8(lo, vdupq_n_s8(static_cast<int8_t>(-2 * (c % 4)))), m2);
+                if constexpr (kHighPlane<Block>)
+                    code = vorrq_u8(code, vandq_u8(vshlq_u8(hi, vdupq_n_s8(static_cast<int8_t>(2 - c))), b2));
+                const int8x16_t q = code_values<Block>(code);
                 for (int k = 0; k < kTile; ++k)
                     s[k][h] = vdotq_s32(s[k][h], q, bcast4(a[static_cast<size_t>(k) * nbk + b], 4 * c));
             }
         }
     };
-    x8_tile<kTile>([](const void* p, int b) { return static_cast<const BlockQ3_0x8*>(p)[b].d; }, nullptr, w, nb, act,
+    x8_tile<kTile>([](const void* p, int b) { return static_cast<const Block*>(p)[b].d; }, nullptr, w, nb, act,
                    out, ldo, sums);
 }
 
@@ -405,7 +434,8 @@ void q8_0x8_tile(const BlockQ8_0x8* w, int nb, const BlockQ8A* act, float* out, 
 constexpr GemmX8Fn gemmq_q4_0x8 = groups_by_tiles<BlockQ4_0x8, q4_0x8_tile<4>, q4_0x8_tile<1>>;
 constexpr GemmX8Fn gemmq_q8_0x8 = groups_by_tiles<BlockQ8_0x8, q8_0x8_tile<4>, q8_0x8_tile<1>>;
 constexpr GemmX8Fn gemmq_q4_1x8 = groups_by_tiles<BlockQ4_1x8, q4_1x8_tile<4>, q4_1x8_tile<1>>;
-constexpr GemmX8Fn gemmq_q3_0x8 = groups_by_tiles<BlockQ3_0x8, q3_0x8_tile<4>, q3_0x8_tile<1>>;
+template <class Block>
+constexpr GemmX8Fn gemmq_planes_x8 = groups_by_tiles<Block, planes_x8_tile<Block, 4>, planes_x8_tile<Block, 1>>;
 constexpr GemmX8Fn gemmq_iq4_nlx8 = groups_by_tiles<BlockIQ4_NLx8, iq4_nlx8_tile<4>, iq4_nlx8_tile<1>>;
 #endif
 
@@ -424,14 +454,18 @@ KernelTable make_table() {
     use_row_dot<DType::Q8_0, dotq_q8_0>(t);
     use_row_dot<DType::Q4_0, dotq_q4_0>(t);
     use_row_dot<DType::Q4_1, dotq_q4_1>(t);
-    use_row_dot<DType::Q3_0, dotq_q3_0>(t);
+    use_row_dot<DType::Q3_0, dotq_planes<BlockQ3_0>>(t);
     use_row_dot<DType::IQ4_NL, dotq_iq4_nl>(t);
+    use_row_dot<DType::Q3_NL, dotq_planes<BlockQ3_NL>>(t);
+    use_row_dot<DType::Q2_NL, dotq_planes<BlockQ2_NL>>(t);
 #if defined(FRANKEN_DOTPROD)  // plain NEON keeps rows as stored (see above)
     t[DType::Q4_0].gemm_x8 = gemmq_q4_0x8;
     t[DType::Q8_0].gemm_x8 = gemmq_q8_0x8;
     t[DType::Q4_1].gemm_x8 = gemmq_q4_1x8;
-    t[DType::Q3_0].gemm_x8 = gemmq_q3_0x8;
+    t[DType::Q3_0].gemm_x8 = gemmq_planes_x8<BlockQ3_0x8>;
     t[DType::IQ4_NL].gemm_x8 = gemmq_iq4_nlx8;
+    t[DType::Q3_NL].gemm_x8 = gemmq_planes_x8<BlockQ3_NLx8>;
+    t[DType::Q2_NL].gemm_x8 = gemmq_planes_x8<BlockQ2_NLx8>;
 #endif
     return t;
 }

@@ -198,6 +198,8 @@ KernelTable make_table() {
     t[DType::Q4_1] = quantized_row<BlockQ4_1, BlockQ4_1x8, q4_1x8_code>();
     t[DType::Q3_0] = quantized_row<BlockQ3_0, BlockQ3_0x8, q3_0x8_code>();
     t[DType::IQ4_NL] = quantized_row<BlockIQ4_NL, BlockIQ4_NLx8, iq4_nlx8_code>();
+    t[DType::Q3_NL] = quantized_row<BlockQ3_NL, BlockQ3_NLx8, q3_nlx8_code>();
+    t[DType::Q2_NL] = quantized_row<BlockQ2_NL, BlockQ2_NLx8, q2_nlx8_code>();
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;

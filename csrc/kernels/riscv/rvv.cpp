@@ -125,22 +125,36 @@ alignas(32) constexpr uint8_t kLowShift[kQK] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2,
 alignas(32) constexpr uint8_t kHighByte[kQK] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                                 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
 
-float dotq_q3_0(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ3_0* b = static_cast<const BlockQ3_0*>(row);
+// Q3_0, Q3_NL and Q2_NL: codes from the planes (Q2_NL has no high plane), then Q3_0's offset or the codebook's
+// levels gathered (VRGATHER) as signed weights.
+template <class Block>
+float dotq_planes(const void* row, const BlockQ8A* a, int n) {
+    constexpr bool kHigh = !std::is_same_v<Block, BlockQ2_NL>;
+    const Block* b = static_cast<const Block*>(row);
     const float* f16 = fp16_table();
     const size_t vl = kQK;
     const vuint8m2_t low_byte = __riscv_vle8_v_u8m2(kLowByte, vl), low_shift = __riscv_vle8_v_u8m2(kLowShift, vl);
     const vuint8m2_t high_byte = __riscv_vle8_v_u8m2(kHighByte, vl);
     const vuint8m2_t high_shift = low_byte;  // j % 8
+    vint8m2_t levels = __riscv_vmv_v_x_i8m2(0, vl);
+    if constexpr (std::is_same_v<Block, BlockQ3_NL>) levels = __riscv_vle8_v_i8m2(kQ3NLValues, 8);
+    if constexpr (std::is_same_v<Block, BlockQ2_NL>) levels = __riscv_vle8_v_i8m2(kQ2NLValues, 4);
     float s = 0.f;
     for (int i = 0; i < n / kQK; ++i) {
-        const vuint8m2_t qs = __riscv_vle8_v_u8m2(b[i].qs, 8), qh = __riscv_vle8_v_u8m2(b[i].qh, 4);
-        const vuint8m2_t lo = __riscv_vand_vx_u8m2(
+        const vuint8m2_t qs = __riscv_vle8_v_u8m2(b[i].qs, 8);
+        vuint8m2_t q = __riscv_vand_vx_u8m2(
             __riscv_vsrl_vv_u8m2(__riscv_vrgather_vv_u8m2(qs, low_byte, vl), low_shift, vl), 3, vl);
-        const vuint8m2_t hi = __riscv_vand_vx_u8m2(
-            __riscv_vsrl_vv_u8m2(__riscv_vrgather_vv_u8m2(qh, high_byte, vl), high_shift, vl), 1, vl);
-        const vuint8m2_t q = __riscv_vor_vv_u8m2(lo, __riscv_vsll_vx_u8m2(hi, 2, vl), vl);
-        const vint8m2_t w = __riscv_vsub_vx_i8m2(__riscv_vreinterpret_v_u8m2_i8m2(q), 4, vl);
+        if constexpr (kHigh) {
+            const vuint8m2_t qh = __riscv_vle8_v_u8m2(b[i].qh, 4);
+            const vuint8m2_t hi = __riscv_vand_vx_u8m2(
+                __riscv_vsrl_vv_u8m2(__riscv_vrgather_vv_u8m2(qh, high_byte, vl), high_shift, vl), 1, vl);
+            q = __riscv_vor_vv_u8m2(q, __riscv_vsll_vx_u8m2(hi, 2, vl), vl);
+        }
+        vint8m2_t w;
+        if constexpr (std::is_same_v<Block, BlockQ3_0>)
+            w = __riscv_vsub_vx_i8m2(__riscv_vreinterpret_v_u8m2_i8m2(q), 4, vl);
+        else
+            w = __riscv_vrgather_vv_i8m2(levels, q, vl);
         s += f16[b[i].d] * a[i].d * static_cast<float>(block_dot(w, a[i]));
     }
     return s;
@@ -154,8 +168,10 @@ KernelTable make_table() {
     use_row_dot<DType::Q8_0, dotq_q8_0>(t);
     use_row_dot<DType::Q4_0, dotq_q4_0>(t);
     use_row_dot<DType::Q4_1, dotq_q4_1>(t);
-    use_row_dot<DType::Q3_0, dotq_q3_0>(t);
+    use_row_dot<DType::Q3_0, dotq_planes<BlockQ3_0>>(t);
     use_row_dot<DType::IQ4_NL, dotq_iq4_nl>(t);
+    use_row_dot<DType::Q3_NL, dotq_planes<BlockQ3_NL>>(t);
+    use_row_dot<DType::Q2_NL, dotq_planes<BlockQ2_NL>>(t);
     return t;
 }
 

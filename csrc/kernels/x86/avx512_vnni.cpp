@@ -45,8 +45,8 @@ template <class Block>  // Q4_0 and Q4_1: the nibbles are the codes
 inline void x16_codes(const Block& wa, const Block& wb, __m512i q[8]) {
     x16_nibbles(wa, wb, q);
 }
-template <>
-inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]) {
+template <class Block>  // Q3_0 and Q3_NL
+inline void x16_q3_codes(const Block& wa, const Block& wb, __m512i q[8]) {
     const __m512i m2 = _mm512_set1_epi8(3), b2 = _mm512_set1_epi8(4);
     const __m512i lo[2] = {load_pair(wa.ql, wb.ql), load_pair(wa.ql + 32, wb.ql + 32)};
     const __m512i hi = load_pair(wa.qh, wb.qh);
@@ -55,6 +55,28 @@ inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]
         const __m512i h = c < 2 ? _mm512_slli_epi16(hi, 2 - c) : _mm512_srli_epi16(hi, c - 2);
         q[c] = _mm512_or_si512(_mm512_and_si512(l, m2), _mm512_and_si512(h, b2));
     }
+}
+
+template <>
+inline void x16_codes(const BlockQ3_0x8& wa, const BlockQ3_0x8& wb, __m512i q[8]) {
+    x16_q3_codes(wa, wb, q);
+}
+// Q3_NL and Q2_NL: codes to levels + 8 (NibbleLevels), one in-lane shuffle each.
+inline void x16_lookup(const NibbleLevels& levels, __m512i q[8]) {
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(levels.v)));
+    for (int c = 0; c < 8; ++c) q[c] = _mm512_shuffle_epi8(lut, q[c]);
+}
+template <>
+inline void x16_codes(const BlockQ3_NLx8& wa, const BlockQ3_NLx8& wb, __m512i q[8]) {
+    x16_q3_codes(wa, wb, q);
+    x16_lookup(kQ3NLNibbles, q);
+}
+template <>
+inline void x16_codes(const BlockQ2_NLx8& wa, const BlockQ2_NLx8& wb, __m512i q[8]) {
+    const __m512i m2 = _mm512_set1_epi8(3);
+    const __m512i lo[2] = {load_pair(wa.ql, wb.ql), load_pair(wa.ql + 32, wb.ql + 32)};
+    for (int c = 0; c < 8; ++c) q[c] = _mm512_and_si512(_mm512_srli_epi16(lo[c / 4], 2 * (c % 4)), m2);
+    x16_lookup(kQ2NLNibbles, q);
 }
 
 template <>  // IQ4_NL: the nibbles index its levels + 128 (kIQ4NLShifted), one in-lane shuffle each
@@ -117,6 +139,8 @@ KernelTable make_table() {
     t[DType::Q4_1].gemm_x8 = gemmq_x16_codes<BlockQ4_1x8>;
     t[DType::Q3_0].gemm_x8 = gemmq_x16_codes<BlockQ3_0x8>;
     t[DType::IQ4_NL].gemm_x8 = gemmq_x16_codes<BlockIQ4_NLx8>;
+    t[DType::Q3_NL].gemm_x8 = gemmq_x16_codes<BlockQ3_NLx8>;
+    t[DType::Q2_NL].gemm_x8 = gemmq_x16_codes<BlockQ2_NLx8>;
     return t;
 }
 

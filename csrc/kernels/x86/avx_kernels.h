@@ -256,14 +256,19 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 // A Q3_0 block's 32 codes (0..7) as bytes in element order. The low planes: the 8-byte word in each 64-bit lane,
 // lane k shifted right by 2k, leaves element 8k+i's two bits at the bottom of byte i (the shift carries bits across
 // bytes, but only into the bits the mask drops). The high plane: byte j takes byte j/8 of qh and tests bit j%8.
-inline __m256i unpack_q3(const BlockQ3_0& b) {
+// Q2_NL's codes are the low planes alone.
+inline __m256i unpack_low_planes(const uint8_t* qs) {
     uint64_t lo;
+    std::memcpy(&lo, qs, 8);
+    return _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(static_cast<long long>(lo)),
+                                              _mm256_setr_epi64x(0, 2, 4, 6)),
+                            _mm256_set1_epi8(3));
+}
+template <class Block>  // Q3_0 and Q3_NL
+inline __m256i unpack_q3(const Block& b) {
     uint32_t hi;
-    std::memcpy(&lo, b.qs, 8);
     std::memcpy(&hi, b.qh, 4);
-    const __m256i low = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(static_cast<long long>(lo)),
-                                                           _mm256_setr_epi64x(0, 2, 4, 6)),
-                                         _mm256_set1_epi8(3));
+    const __m256i low = unpack_low_planes(b.qs);
     const __m256i spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(static_cast<int>(hi)),
         _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
@@ -336,7 +341,30 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     });
 }
 
-constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3>;
+constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3<BlockQ3_0>>;
+
+// The codebook formats whose levels are integers in -8..7 (Q3_NL, Q2_NL): their levels + 8 are nibbles, so one
+// in-lane shuffle turns codes into Q4_0's unsigned codes, and every Q4_0 product (offset 8) serves them.
+struct NibbleLevels {
+    alignas(16) uint8_t v[16];
+};
+template <size_t N>
+constexpr NibbleLevels nibble_levels(const int8_t (&values)[N]) {
+    static_assert(N <= 16, "a shuffle table holds sixteen levels");
+    NibbleLevels t{};
+    for (size_t i = 0; i < N; ++i) t.v[i] = static_cast<uint8_t>(values[i] + 8);
+    return t;
+}
+constexpr NibbleLevels kQ3NLNibbles = nibble_levels(kQ3NLValues);
+constexpr NibbleLevels kQ2NLNibbles = nibble_levels(kQ2NLValues);
+
+inline __m256i lut16(const void* table);
+inline __m256i codes_q3_nl(const BlockQ3_NL& b) { return _mm256_shuffle_epi8(lut16(kQ3NLNibbles.v), unpack_q3(b)); }
+inline __m256i codes_q2_nl(const BlockQ2_NL& b) {
+    return _mm256_shuffle_epi8(lut16(kQ2NLNibbles.v), unpack_low_planes(b.qs));
+}
+constexpr DotQFn dotq_q3_nl = dotq_offset<BlockQ3_NL, 8, codes_q3_nl>;
+constexpr DotQFn dotq_q2_nl = dotq_offset<BlockQ2_NL, 8, codes_q2_nl>;
 
 // IQ4_NL's 32 levels in element order: the nibbles (unpack_nibbles) index the sixteen levels, duplicated in both
 // 128-bit lanes, with one in-lane shuffle.
@@ -491,6 +519,18 @@ void gemmq_q3_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* 
     gemm_decoded<BlockQ3_0, false, decltype(decode), dotq_q3_0>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
 }
 
+// Q3_NL and Q2_NL: decoded to Q4_0's unsigned codes (see NibbleLevels).
+template <class Block, __m256i (*codes)(const Block&), DotQFn kDot>
+void gemmq_nibble_levels(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n,
+                         float* out, size_t ldo) {
+    auto decode = [](const Block& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), codes(b));
+        d = f16[b.d];
+        m = -8.f * d;
+    };
+    gemm_decoded<Block, false, decltype(decode), kDot>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
 void gemmq_iq4_nl(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
                   size_t ldo) {
     auto decode = [](const BlockIQ4_NL& b, const float* f16, uint8_t* q, float& d, float& m) {
@@ -528,8 +568,20 @@ inline void x8_codes(const Block& w, __m256i q[8]) {
 }
 // Q3_0: two bits from a low plane shifted by 2 (c % 4), the third from bit c of the high plane moved to bit 2.
 // The 16-bit shifts carry bits across bytes, but only into bits the masks drop.
-template <>
-inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
+// Q2_NL has the low planes alone.
+template <class Block>
+inline void x8_low_planes(const Block& w, __m256i q[8]) {
+    const __m256i m2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 32 * h));
+        q[4 * h] = _mm256_and_si256(v, m2);
+        q[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m2);
+        q[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m2);
+        q[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m2);
+    }
+}
+template <class Block>
+inline void x8_q3_codes(const Block& w, __m256i q[8]) {
     const __m256i m2 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
     const __m256i lo[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql)),
                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 32))};
@@ -542,12 +594,31 @@ inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
     for (int c = 0; c < 8; ++c)
         q[c] = _mm256_or_si256(_mm256_and_si256(c < 4 ? l[c] : u[c - 4], m2), _mm256_and_si256(h[c], b2));
 }
+template <>
+inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
+    x8_q3_codes(w, q);
+}
+// Q3_NL and Q2_NL: their codes index levels + 8 (NibbleLevels), Q4_0's unsigned codes.
+template <>
+inline void x8_codes(const BlockQ3_NLx8& w, __m256i q[8]) {
+    x8_q3_codes(w, q);
+    const __m256i lut = lut16(kQ3NLNibbles.v);
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
+}
+template <>
+inline void x8_codes(const BlockQ2_NLx8& w, __m256i q[8]) {
+    x8_low_planes(w, q);
+    const __m256i lut = lut16(kQ2NLNibbles.v);
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
+}
 
 // What each interleaved format adds to d_w d_x sum(q q_x) per block: kOffset q-offset (value d (q - k)) folded in
 // as -k d_w s_x, or Q4_1's minimum, m_w s_x (s_x = d_x sum(q_x), the activation block's sum).
 template <class Block> constexpr int kX8Offset = 0;
 template <> constexpr int kX8Offset<BlockQ4_0x8> = 8;
 template <> constexpr int kX8Offset<BlockQ3_0x8> = 4;
+template <> constexpr int kX8Offset<BlockQ3_NLx8> = 8;
+template <> constexpr int kX8Offset<BlockQ2_NLx8> = 8;
 template <> constexpr int kX8Offset<BlockIQ4_NLx8> = 128;  // VNNI only: its levels + 128, see below
 
 // IQ4_NL's levels + 128 (1..241), unsigned bytes: VPDPBUSD sums their products with the activations exactly, so with
@@ -771,6 +842,13 @@ KernelTable avx_table(const char* name) {
 #else
     t[DType::IQ4_NL].gemm_x8 = gemmq_signed_x8<BlockIQ4_NLx8>;
 #endif
+    // Q3_NL and Q2_NL: Q4_0's integer products after a level lookup (float activations take the scalar loops)
+    t[DType::Q3_NL].dotq = dotq_q3_nl;
+    t[DType::Q3_NL].gemmq = gemmq_nibble_levels<BlockQ3_NL, codes_q3_nl, dotq_q3_nl>;
+    t[DType::Q3_NL].gemm_x8 = gemmq_x8_codes<BlockQ3_NLx8>;
+    t[DType::Q2_NL].dotq = dotq_q2_nl;
+    t[DType::Q2_NL].gemmq = gemmq_nibble_levels<BlockQ2_NL, codes_q2_nl, dotq_q2_nl>;
+    t[DType::Q2_NL].gemm_x8 = gemmq_x8_codes<BlockQ2_NLx8>;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;
