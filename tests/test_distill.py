@@ -90,8 +90,8 @@ def test_distillation_lowers_heldout_kl(tiny_gguf: Path, tmp_path: Path) -> None
     text = corpus_text(200_000)
     calib = windows(full, text[:60_000], CTX, max_windows=24)
     held = windows(full, text[120_000:], CTX, max_windows=6)  # text the training never saw
-    cfg = ds.DistillConfig(epochs=6, lr=1e-3, norm_lr=1e-2, top_k=32)
-    healed, report = ds.distill(ckpt, [1], calib, tmp_path, threads=2, config=cfg)
+    cfg = ds.DistillConfig(epochs=6, lr=1e-3, norm_lr=1e-2, top_k=32, init="none")  # training alone
+    healed, report = ds.distill(ckpt, [1], calib, tmp_path, threads=1, config=cfg)  # tiny matrices: 1 thread
     assert report.kept and report.kl_after < report.kl_before
     # the neighbors of block 1 (blocks 0 and 2) and the gains from block 0 up; embedding never
     assert "blk.0.ffn_down.weight" in report.trained and "blk.2.attn_q.weight" in report.trained
@@ -109,13 +109,13 @@ def test_distillation_lowers_heldout_kl(tiny_gguf: Path, tmp_path: Path) -> None
 def test_convert_heal_distill_writes_a_plain_llama_that_generates(tiny_gguf: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     calib = tmp_path / "calib.txt"
-    calib.write_text(corpus_text(60_000))
+    calib.write_text(corpus_text(12_000))  # ~12 windows of 256 tokens
     out = tmp_path / "distilled.gguf"
     rc = convert_main([str(tiny_gguf), "-o", str(out), "--quant", "q8_0", "--calib", str(calib), "--drop", "1",
                        "--heal", "distill", "-q"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "healing (distill):" in err and "held-out KL to the teacher" in err
+    assert "healing (distill): from healing (ridge)" in err and "held-out KL to the teacher" in err
     ckpt = read_checkpoint(out)
     assert ckpt.config.n_layers == 2 and ckpt.layer_plan is None
     assert all(t.dtype == DType.Q8_0 for t in ckpt.tensors.values() if len(t.shape) == 2)
