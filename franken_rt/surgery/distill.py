@@ -49,7 +49,8 @@ try:
     import torch
     import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 except ImportError:
-    raise FrankenError("--heal distill needs torch: pip install 'franken-rt[heal]'") from None
+    raise FrankenError("--heal distill needs torch: pip install 'franken-rt[heal]' (or use --heal ridge, "
+                       "which does not)") from None
 
 SCOPES = ("neighbors", "norms", "all")
 BLOCK_MATS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
