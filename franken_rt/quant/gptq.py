@@ -23,7 +23,10 @@ import numpy as np
 from franken_rt.formats import DType
 from franken_rt.quant.formats import CODECS, QK, Codec
 
-DAMP = 0.01          # damping added to H's diagonal, relative to its mean (standard GPTQ)
+# damping added to H's diagonal, relative to its mean. GPTQ's usual 1% overfits the demo model's 8 calibration
+# windows (2040 positions for ffn_down's 1536 columns): on held-out text its ffn_down output error was no better than
+# the search's; 10% lowered it 13% (blk.10, 20, q3_0) while keeping attn_v's gain (-40%).
+DAMP = 0.1
 ROW_CHUNK = 8192     # rows processed at once: rows are independent, so this only bounds memory
 
 
