@@ -63,6 +63,9 @@ ROWS: list[Row] = [
     Row("iq4_nl gptq", "franken-convert", ("--quant", "iq4_nl", "--rounding", "gptq", "--calib", CALIB)),
     Row("q3_0 gptq", "franken-convert", ("--quant", "q3_0", "--rounding", "gptq", "--calib", CALIB)),
     Row("q3_0m gptq", "franken-convert", ("--quant", "q3_0m", "--rounding", "gptq", "--calib", CALIB)),
+    Row("q3_nl weighted search", "franken-convert", ("--quant", "q3_nl", "--calib", CALIB)),
+    Row("q3_nl gptq", "franken-convert", ("--quant", "q3_nl", "--rounding", "gptq", "--calib", CALIB)),
+    Row("q2_nl gptq", "franken-convert", ("--quant", "q2_nl", "--rounding", "gptq", "--calib", CALIB)),
     Row("--target-size 92MB", "franken-convert", ("--target-size", "92MB", "--calib", CALIB)),
     Row("--target-size 75MB", "franken-convert", ("--target-size", "75MB", "--calib", CALIB)),
     Row("--target-size 60MB", "franken-convert", ("--target-size", "60MB", "--calib", CALIB)),
@@ -376,6 +379,8 @@ def document(rows: list[dict[str, Any]], skipped: list[str], svg_name: str) -> s
         "`franken-eval FILE --ppl GPL-3`). llama.cpp's K-quant files do not run in franken-rt, so only the float "
         "path scores them.",
         "- **Size**: the file's bytes; MB = 10^6 bytes.",
+        "- **±**: the standard error over positions. Every row is scored on the same windows, so differences "
+        "between rows are paired and far more precise than each perplexity's ± suggests.",
         "- **†**: mostly 4-bit matrices. The float original's weights lie on a Q4_1 grid (it is a Q4_1 file "
         "dequantized), so Q4_1 requantization is nearly lossless and uniform 4-bit grids are flattered: read every "
         "† figure as a best case, not what the format does to a model trained in float.",
@@ -395,7 +400,7 @@ def document(rows: list[dict[str, Any]], skipped: list[str], svg_name: str) -> s
             lines.append(f"- {r['label']}: {said[:600]}")
         lines.append("")
     if skipped:
-        lines += ["Rows not made by this build:", "", *[f"- {s}" for s in skipped], ""]
+        lines += ["Rows not in the table:", "", *[f"- {s}" for s in skipped], ""]
     return "\n".join(lines)
 
 
@@ -492,6 +497,8 @@ def measure(args: argparse.Namespace) -> int:
         cache.put(row, result)
         write_outputs(cache.rows(supported), skipped, out)  # partial results survive an interrupted run
     rows = cache.rows(supported)
+    skipped += [f"{r.label}: not scored yet on these windows (`--only='{r.label}'`)" for r in supported
+                if cache.get(r) is None]
     write_outputs(rows, skipped, out)
     print("\n".join(table(rows)))
     return 0
