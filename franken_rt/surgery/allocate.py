@@ -332,7 +332,8 @@ def _explain(best: Candidate, measured: list[Candidate], budget: int, table: dic
              portable: bool, seconds: float) -> str:
     """The choice in a few lines: what was measured, the types by role and layer band, what llama.cpp reads."""
     others = "; ".join(f"{c.label}: {c.size / 1e6:.2f} MB, {c.measured}" for c in measured if c is not best)
-    lines = [f"target {budget / 1e6:.2f} MB: {best.label} is {best.size:,} bytes (predicted exactly) with the "
+    gone = f" ({best.removed})" if best.removed else ""
+    lines = [f"target {budget / 1e6:.2f} MB: {best.label}{gone} is {best.size:,} bytes (predicted exactly) with the "
              f"least calibration divergence to the float model, {best.measured}"
              + (f" (also measured: {others})" if others else "")
              + f"; sensitivity: KL-scaled diagonal output error; search {seconds:.0f} s",
