@@ -99,7 +99,9 @@ def main() -> int:
         "",
         f"Perplexity over {rows[0]['tokens']} tokens ({args.windows} windows of {args.ctx}) of the standard library's "
         "pydoc topics. `llama.cpp` scores every file with llama-cpp-python; `franken-rt` scores the files our "
-        "runtime runs (8-bit activations, as llama.cpp). Reproduce: `python tools/quality_table.py`.",
+        "runtime runs (8-bit activations, as llama.cpp). Reproduce: `python tools/quality_table.py`. The same "
+        "formats with one scorer (each file dequantized and scored on the float path, KL divergence to the float "
+        "model, calibrated on pydoc and scored on GPL-3): [frontier.md](frontier.md).",
         "",
         "| made by | format | size (MiB) | ppl (llama.cpp) | vs float | ppl (franken-rt) | ours vs llama.cpp |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
