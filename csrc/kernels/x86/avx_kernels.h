@@ -566,9 +566,8 @@ template <class Block>  // Q4_0 and Q4_1: the nibbles are the codes
 inline void x8_codes(const Block& w, __m256i q[8]) {
     x8_nibbles(w, q);
 }
-// Q3_0: two bits from a low plane shifted by 2 (c % 4), the third from bit c of the high plane moved to bit 2.
-// The 16-bit shifts carry bits across bytes, but only into bits the masks drop.
-// Q2_NL has the low planes alone.
+// The 2-bit low planes (Q2_NL's codes; Q3_0's and Q3_NL's low bits): chunk c from a plane shifted right by
+// 2 (c % 4). The 16-bit shifts carry bits across bytes, but only into bits the masks drop.
 template <class Block>
 inline void x8_low_planes(const Block& w, __m256i q[8]) {
     const __m256i m2 = _mm256_set1_epi8(3);
@@ -580,36 +579,36 @@ inline void x8_low_planes(const Block& w, __m256i q[8]) {
         q[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m2);
     }
 }
+// Q3_0 and Q3_NL: the low planes, and the third bit from bit c of the high plane moved to bit 2.
 template <class Block>
 inline void x8_q3_codes(const Block& w, __m256i q[8]) {
-    const __m256i m2 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
-    const __m256i lo[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql)),
-                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.ql + 32))};
+    x8_low_planes(w, q);
+    const __m256i b2 = _mm256_set1_epi8(4);
     const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qh));
     const __m256i h[8] = {_mm256_slli_epi16(hi, 2), _mm256_slli_epi16(hi, 1), hi,  _mm256_srli_epi16(hi, 1),
                           _mm256_srli_epi16(hi, 2), _mm256_srli_epi16(hi, 3), _mm256_srli_epi16(hi, 4),
                           _mm256_srli_epi16(hi, 5)};
-    const __m256i l[4] = {lo[0], _mm256_srli_epi16(lo[0], 2), _mm256_srli_epi16(lo[0], 4), _mm256_srli_epi16(lo[0], 6)};
-    const __m256i u[4] = {lo[1], _mm256_srli_epi16(lo[1], 2), _mm256_srli_epi16(lo[1], 4), _mm256_srli_epi16(lo[1], 6)};
-    for (int c = 0; c < 8; ++c)
-        q[c] = _mm256_or_si256(_mm256_and_si256(c < 4 ? l[c] : u[c - 4], m2), _mm256_and_si256(h[c], b2));
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_or_si256(q[c], _mm256_and_si256(h[c], b2));
+}
+// Codes to levels + 8 (NibbleLevels: Q4_0's unsigned codes), one in-lane shuffle each.
+inline void x8_lookup(const NibbleLevels& levels, __m256i q[8]) {
+    const __m256i lut = lut16(levels.v);
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
 }
 template <>
 inline void x8_codes(const BlockQ3_0x8& w, __m256i q[8]) {
     x8_q3_codes(w, q);
 }
-// Q3_NL and Q2_NL: their codes index levels + 8 (NibbleLevels), Q4_0's unsigned codes.
+// Q3_NL and Q2_NL: their codes index levels + 8.
 template <>
 inline void x8_codes(const BlockQ3_NLx8& w, __m256i q[8]) {
     x8_q3_codes(w, q);
-    const __m256i lut = lut16(kQ3NLNibbles.v);
-    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
+    x8_lookup(kQ3NLNibbles, q);
 }
 template <>
 inline void x8_codes(const BlockQ2_NLx8& w, __m256i q[8]) {
     x8_low_planes(w, q);
-    const __m256i lut = lut16(kQ2NLNibbles.v);
-    for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
+    x8_lookup(kQ2NLNibbles, q);
 }
 
 // What each interleaved format adds to d_w d_x sum(q q_x) per block: kOffset q-offset (value d (q - k)) folded in
