@@ -21,6 +21,7 @@ import numpy as np
 from franken_rt.config import _is_int
 from franken_rt.errors import FrankenError
 from franken_rt.eval.corpus import read_text
+from franken_rt.eval.divergence import log_softmax
 
 
 @dataclass(frozen=True)
@@ -104,19 +105,13 @@ def continuation_ids(model, q: Question) -> tuple[list[int], list[list[int]]]:  
     return ctx, conts
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    mx = x.max()
-    return x - (mx + math.log(np.exp(x - mx).sum()))
-
-
 def loglikelihoods(model, q: Question) -> list[float]:  # noqa: ANN001
     """Summed log-likelihood (nats) of each continuation given the context; the context runs once."""
     ctx, conts = continuation_ids(model, q)
     core = model._core
     model._cached = []  # the cache is rewritten here; the model's prefix reuse must not trust it
     core.truncate(0)
-    first = _log_softmax(core.eval(np.asarray(ctx, dtype=np.int32))[0])
+    first = log_softmax(core.eval(np.asarray(ctx, dtype=np.int32))[0])
     out = []
     for cont in conts:
         core.truncate(len(ctx))
