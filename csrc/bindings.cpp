@@ -104,6 +104,58 @@ void advance(Model& m, const py::buffer& tokens) {
     m.forward_last(t.data(), t.size());
 }
 
+// The rows of several sequences in one pass (Model::forward_rows). tokens, seqs and want are 1-D buffers of 32-bit
+// ints of one length.
+struct Rows {
+    Rows(const py::buffer& tokens_, const py::buffer& seqs_, const py::buffer& want_)
+        : tokens(tokens_), seqs(seqs_) {
+        const Tokens w(want_);
+        if (seqs.size() != tokens.size() || w.size() != tokens.size())
+            throw Error("tokens, seqs and want must have one length");
+        want.assign(w.data(), w.data() + w.size());
+        for (uint8_t& f : want) f = f != 0;
+        n_want = static_cast<int>(std::count(want.begin(), want.end(), 1));
+    }
+    Tokens tokens, seqs;
+    std::vector<uint8_t> want;
+    int n_want = 0;
+};
+
+py::array_t<float> eval_rows(Model& m, const py::buffer& tokens, const py::buffer& seqs, const py::buffer& want) {
+    const Rows rows(tokens, seqs, want);
+    const int V = m.config().vocab_size;
+    py::array_t<float> out({rows.n_want, V});
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        const float* logits = m.forward_rows(rows.tokens.data(), rows.seqs.data(), rows.tokens.size(), rows.want.data());
+        std::copy(logits, logits + static_cast<size_t>(rows.n_want) * V, dst);
+    }
+    return out;
+}
+
+// One step of a server's streams: the rows in one pass, then one token drawn for each wanted row, the i-th with
+// samplers[i] and the repetition window of histories[i]. No logits cross into Python.
+std::vector<int> step_rows(Model& m, const py::buffer& tokens, const py::buffer& seqs, const py::buffer& want,
+                           const py::list& samplers, const py::list& histories) {
+    const Rows rows(tokens, seqs, want);
+    if (static_cast<int>(samplers.size()) != rows.n_want || static_cast<int>(histories.size()) != rows.n_want)
+        throw Error("need one sampler and one history per wanted row");
+    std::vector<Sampler*> s;
+    std::vector<Tokens> h;
+    for (int i = 0; i < rows.n_want; ++i) {
+        s.push_back(&samplers[i].cast<Sampler&>());
+        h.emplace_back(histories[i].cast<py::buffer>());
+    }
+    std::vector<int> next(rows.n_want);
+    py::gil_scoped_release release;
+    const float* logits = m.forward_rows(rows.tokens.data(), rows.seqs.data(), rows.tokens.size(), rows.want.data());
+    const int V = m.config().vocab_size;
+    for (int i = 0; i < rows.n_want; ++i)
+        next[i] = s[i]->sample(logits + static_cast<size_t>(i) * V, V, h[i].data(), h[i].size());
+    return next;
+}
+
 // The format table for Python (franken_rt/formats.py is held equal to it by a test).
 py::list format_rows() {
     py::list out;
@@ -176,6 +228,7 @@ PYBIND11_MODULE(_core, mod) {
         .def_readwrite("inv_freq", &Config::inv_freq)
         .def_readwrite("layer_plan", &Config::layer_plan)
         .def_readwrite("n_ctx", &Config::n_ctx)
+        .def_readwrite("n_seq", &Config::n_seq)
         .def_readwrite("n_batch", &Config::n_batch)
         .def_readwrite("n_threads", &Config::n_threads)
         .def_readwrite("float_activations", &Config::float_activations)
@@ -201,8 +254,16 @@ PYBIND11_MODULE(_core, mod) {
         .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"),
              "Run tokens (array('i')) after the cached ones and sample the next token from the last logits.")
         .def("advance", &advance, py::arg("tokens"), "Run tokens (array('i')) after the cached ones.")
-        .def("truncate", &Model::truncate, py::arg("n"))
-        .def_property_readonly("n_past", &Model::n_past)
+        .def("eval_rows", &eval_rows, py::arg("tokens"), py::arg("seqs"), py::arg("want"),
+             "Rows of several sequences in one pass (row i: tokens[i] appended to sequence seqs[i]); the logits of "
+             "the rows with want[i] != 0, (n_want, vocab).")
+        .def("step_rows", &step_rows, py::arg("tokens"), py::arg("seqs"), py::arg("want"), py::arg("samplers"),
+             py::arg("histories"),
+             "eval_rows, then the next token of each wanted row drawn with its own sampler and history.")
+        .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0)
+        .def("n_past_of", &Model::n_past, py::arg("seq"))
+        .def_property_readonly("n_past", [](const Model& m) { return m.n_past(0); })
+        .def_property_readonly("n_seq", &Model::n_seq)
         .def_property_readonly("n_ctx", [](const Model& m) { return m.config().n_ctx; })
         .def_property_readonly("n_threads", [](const Model& m) { return m.config().n_threads; })
         .def_property_readonly("kernels", &Model::kernel_name)

@@ -19,6 +19,7 @@ def load(
     activations: str = "q8",
     kv_cache: str = "f16",
     layer_plan: Sequence[int] | None = None,
+    sequences: int = 1,
 ):  # noqa: ANN201 (franken_rt.model.Model; imported lazily to keep `import franken_rt` light)
     """Load a GGUF file or Hugging Face folder; returns a franken_rt.model.Model ready to generate.
 
@@ -26,7 +27,7 @@ def load(
     path ("scalar", "avx2", ...). activations: "q8" (integer kernels, default) or "f32" (reference precision).
     kv_cache: "f16" (default), "q8" (half the memory) or "f32" (reference precision).
     layer_plan: stored block indices in execution order, overriding the file's own plan (`franken.layer_plan`
-    metadata, followed by default).
+    metadata, followed by default). sequences: independent KV caches of n_ctx each (a server's slots).
     """
     # Here, not at module top: importing any franken_rt module runs this file, and the readers and the converter's
     # size planning must not need the compiled core that franken_rt.model loads.
@@ -34,4 +35,4 @@ def load(
     from franken_rt.model import Model
 
     return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels, activations=activations,
-                 kv_cache=kv_cache, layer_plan=layer_plan)
+                 kv_cache=kv_cache, layer_plan=layer_plan, sequences=sequences)

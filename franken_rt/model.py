@@ -18,6 +18,7 @@ from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
 from franken_rt.sampling import SamplingParams
+from franken_rt.text_stream import StopText
 
 if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
     import numpy as np
@@ -72,25 +73,31 @@ class Model:
         activations: str = "q8",
         kv_cache: str = "f16",
         check_values: bool = True,
+        sequences: int = 1,
     ) -> None:
         """`activations`: "q8" (default) multiplies quantized weights by activations quantized to 8-bit blocks,
         with integer kernels; "f32" keeps activations in float, the reference-precision path.
         `kv_cache`: "f16" (default), "q8" (8-bit blocks: half the memory) or "f32" (reference precision).
         `layer_plan`: stored block indices in execution order; default the checkpoint's own plan (or each block
         once).
+        `sequences`: independent KV caches of n_ctx each (a server's slots, run together by `step_rows`); the
+        generation methods use sequence 0.
         `check_values`: scan the weights for NaN or infinite values and block scales first (a vectorized pass over
         the mapped file, ~60 ms for a 135M Q4_1 model)."""
         n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        for name, value in (("threads", threads), ("n_ctx", n_ctx)):
+        for name, value in (("threads", threads), ("n_ctx", n_ctx), ("sequences", sequences)):
             if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
                 raise FrankenError(f"{name} must be an integer, got {value!r}")
         if threads is not None and not 1 <= threads <= n_cpu:
             raise FrankenError(f"threads must be between 1 and {n_cpu} (this machine's CPUs), got {threads}")
+        if not 1 <= sequences <= 256:
+            raise FrankenError(f"sequences must be between 1 and 256, got {sequences}")
         n_ctx = n_ctx if n_ctx is not None else min(ckpt.config.context_length, DEFAULT_CTX)
         if not 1 <= n_ctx <= ckpt.config.context_length:
             raise FrankenError(f"context must be between 1 and the model's {ckpt.config.context_length}, got {n_ctx}")
         self.checkpoint = ckpt
         self.config = ckpt.config
+        self.sequences = sequences
         self.tokenizer = ckpt.tokenizer
         files = sorted({t.file for t in ckpt.tensors.values()})
         index = {f: i for i, f in enumerate(files)}
@@ -112,7 +119,8 @@ class Model:
         if kv_cache not in KV_CACHE_TYPES:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
         cfg.kv_type = KV_CACHE_TYPES[kv_cache]
-        check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads)
+        cfg.n_seq = sequences
+        check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads, sequences)
         if check_values:
             check_finite(ckpt)
         release_free_memory()  # before the core allocates the weights on top of the readers' freed heap
@@ -273,26 +281,15 @@ class Model:
 
     def _text(self, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:
         """Token ids to text pieces; text that may be the start of a stop string is held back until it is not."""
-        decoder = self.tokenizer.stream()
-        pending = ""
+        text = StopText(self.tokenizer, stops)
         for token in tokens:
-            pending += decoder.feed(token)
-            if not stops:
-                if pending:
-                    yield pending
-                    pending = ""
-                continue
-            hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-            if hit >= 0:
-                if hit:
-                    yield pending[:hit]
+            piece = text.feed(token)
+            if piece:
+                yield piece
+            if text.stopped:
                 self.last_stats.finish_reason = "stop"
                 tokens.close()  # type: ignore[attr-defined]
                 return
-            hold = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-            if len(pending) > hold:
-                yield pending[: len(pending) - hold]
-                pending = pending[len(pending) - hold:]
-        tail = pending + decoder.flush()
+        tail = text.flush()
         if tail:
             yield tail

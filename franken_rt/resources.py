@@ -44,12 +44,12 @@ def release_free_memory() -> None:
     trim(0)
 
 
-def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int) -> int:
-    """Bytes the core allocates for a context: K and V caches of every executed block, plus activations,
+def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int, sequences: int = 1) -> int:
+    """Bytes the core allocates for `sequences` contexts: K and V caches of every executed block, plus activations,
     attention scores and queries per thread, and logits buffers (the weights are not counted: memory-mapped, or
     repacked at load into a copy of the same size whose mapped original is released)."""
     q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    kv = int(2 * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
+    kv = int(2 * sequences * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
     activations = BATCH * (3 * max(c.dim, q_dim) + 2 * kv_dim + q_dim + 2 * c.ffn_dim) * 4
     group = c.n_heads // c.n_kv_heads  # attention scores: one row per query head of a KV head's group
     per_thread = group * n_ctx + group * (c.head_dim + 1) + max(c.dim, c.ffn_dim, q_dim)
@@ -57,13 +57,14 @@ def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads
     return kv + activations + scratch
 
 
-def check_memory(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int) -> None:
-    """FrankenError if the context would not fit in the memory the system has available."""
-    need = runtime_bytes(c, depth, n_ctx, kv_cache, threads)
+def check_memory(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int, sequences: int = 1) -> None:
+    """FrankenError if the context(s) would not fit in the memory the system has available."""
+    need = runtime_bytes(c, depth, n_ctx, kv_cache, threads, sequences)
     have = available_memory()
     if have is not None and need > have:
         mib = 1 << 20
         raise FrankenError(
-            f"a context of {n_ctx} tokens needs {need / mib:.0f} MiB (KV cache and buffers) but only "
-            f"{have / mib:.0f} MiB of memory are available; use a smaller context or --kv-cache q8"
+            f"{sequences} x " * (sequences > 1) + f"a context of {n_ctx} tokens needs {need / mib:.0f} MiB "
+            f"(KV cache and buffers) but only {have / mib:.0f} MiB of memory are available; use a smaller context or "
+            "--kv-cache q8"
         )

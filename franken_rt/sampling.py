@@ -42,3 +42,28 @@ class SamplingParams:
             raise FrankenError(f"repeat-last-n must be >= 0, got {self.repeat_last_n}")
         if not 0 <= self.seed < 1 << 64:
             raise FrankenError(f"seed must be in [0, 2^64), got {self.seed}")
+
+
+# GGUF keys of a model's recommended sampling (llama.cpp's `general.sampling.*`), by SamplingParams field.
+RECOMMENDED_KEYS = {
+    "temperature": "general.sampling.temp",
+    "top_k": "general.sampling.top_k",
+    "top_p": "general.sampling.top_p",
+    "min_p": "general.sampling.min_p",
+    "repetition_penalty": "general.sampling.penalty_repeat",
+    "repeat_last_n": "general.sampling.penalty_last_n",
+}
+
+
+def recommended_sampling(metadata: dict[str, object]) -> dict[str, float | int]:
+    """The sampling settings a model file recommends (those of RECOMMENDED_KEYS it carries with a usable value)."""
+    out: dict[str, float | int] = {}
+    for name, key in RECOMMENDED_KEYS.items():
+        value = metadata.get(key)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = int(value) if name in ("top_k", "repeat_last_n") else float(value)
+    try:
+        SamplingParams(**out)  # type: ignore[arg-type]
+    except (FrankenError, TypeError):
+        return {}  # a file whose values do not make sense recommends nothing
+    return out

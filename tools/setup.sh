@@ -3,7 +3,7 @@
 #   tools/setup.sh          to run models
 #   tools/setup.sh --test   also the test tools: torch (CPU) + transformers, cross compilers (clang 16 for RISC-V's
 #                           vector intrinsics) and qemu-user for the ARM/RISC-V kernel tests, llama.cpp's Python
-#                           bindings for the interop tests
+#                           bindings for the interop tests, chromium + its driver for the chat page's browser test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_mode=false
@@ -11,20 +11,20 @@ test_mode=false
 
 if $test_mode; then
   need=()
-  for tool in aarch64-linux-gnu-g++ riscv64-linux-gnu-g++ clang++-16 qemu-aarch64 qemu-riscv64; do
+  for tool in aarch64-linux-gnu-g++ riscv64-linux-gnu-g++ clang++-16 qemu-aarch64 qemu-riscv64 chromium chromedriver; do
     command -v "$tool" >/dev/null || need+=("$tool")
   done
   if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++-aarch64-linux-gnu g++-riscv64-linux-gnu clang-16 \
-      qemu-user >/dev/null
+      qemu-user chromium chromium-driver >/dev/null
   fi
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 if $test_mode; then
-  .venv/bin/pip install -q ".[test]"
+  .venv/bin/pip install -q ".[test,serve]"
   # llama.cpp's Python bindings (interop tests) compile for ~10 minutes: build the wheel once, keep it in the cache
   if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
     wheels="${FRANKEN_CACHE:-$HOME/.cache/franken-rt}/wheels"
@@ -37,6 +37,6 @@ if $test_mode; then
     .venv/bin/pip install -q diskcache  # its one runtime dependency beyond numpy, jinja2, typing-extensions
   fi
 else
-  .venv/bin/pip install -q .
+  .venv/bin/pip install -q ".[serve]"
 fi
 .venv/bin/python tools/fetch_model.py >/dev/null

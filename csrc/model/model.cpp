@@ -23,6 +23,7 @@ void check_config(Config& c) {
     if (c.head_dim % 2 || static_cast<int>(c.inv_freq.size()) != c.head_dim / 2)
         throw Error("model config: need head_dim/2 RoPE frequencies");
     if (c.n_ctx <= 0 || c.n_ctx > (1 << 22)) throw Error("context size out of range");
+    if (c.n_seq <= 0 || c.n_seq > 256) throw Error("number of sequences out of range (1..256)");
     if (c.n_batch <= 0) c.n_batch = 64;
     if (c.n_threads <= 0) c.n_threads = physical_cores();
     if (c.layer_plan.empty())
@@ -52,7 +53,8 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     kv_type_ = static_cast<DType>(c.kv_type);
     kv_row_bytes_ = row_bytes(kv_type_, static_cast<int64_t>(kv_dim));
-    const size_t cache = static_cast<size_t>(depth()) * c.n_ctx * kv_row_bytes_;
+    const size_t cache = static_cast<size_t>(c.n_seq) * depth() * c.n_ctx * kv_row_bytes_;
+    n_past_.assign(c.n_seq, 0);
     k_cache_ = ZeroedBuffer(cache);
     v_cache_ = ZeroedBuffer(cache);
     const size_t group = static_cast<size_t>(c.n_heads / c.n_kv_heads);
@@ -72,9 +74,14 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     rows_f32_.resize(static_cast<size_t>(pool_.size()) * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}));
     cos_.resize(B * c.head_dim / 2);
     sin_.resize(B * c.head_dim / 2);
+    seq_.resize(B);
+    pos_.resize(B);
 }
 
-void Model::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
+void Model::truncate(int n, int seq) {
+    if (seq < 0 || seq >= cfg_.n_seq) throw Error("sequence id " + std::to_string(seq) + " is out of range");
+    n_past_[seq] = std::clamp(n, 0, n_past_[seq]);
+}
 
 const float* Model::forward_last(const int32_t* tokens, int n) {
     last_logits_.resize(cfg_.vocab_size);
@@ -84,8 +91,8 @@ const float* Model::forward_last(const int32_t* tokens, int n) {
 
 void Model::check_tokens(const int32_t* tokens, int n) const {
     if (n <= 0) throw Error("no tokens to evaluate");
-    if (n > cfg_.n_ctx - n_past_)
-        throw Error("context is full: " + std::to_string(n_past_) + " + " + std::to_string(n) + " tokens exceed n_ctx = " +
+    if (n > cfg_.n_ctx - n_past_[0])
+        throw Error("context is full: " + std::to_string(n_past_[0]) + " + " + std::to_string(n) + " tokens exceed n_ctx = " +
                     std::to_string(cfg_.n_ctx));
     for (int i = 0; i < n; ++i)
         if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size) throw Error("token id " + std::to_string(tokens[i]) + " is out of range");
@@ -97,9 +104,50 @@ void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits
         const int b = std::min(cfg_.n_batch, n - done);
         const bool last = done + b == n;
         float* out = all_logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : logits;
-        forward_batch(tokens + done, b, all_logits, (all_logits || last) ? out : nullptr);
+        rows_of_sequence0(b, all_logits);
+        if (!all_logits && !last) out_rows_.clear();
+        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), out);
         done += b;
     }
+}
+
+void Model::rows_of_sequence0(int n, bool all_logits) {
+    out_rows_.clear();
+    for (int r = 0; r < n; ++r) {
+        seq_[r] = 0;
+        pos_[r] = n_past_[0] + r;
+        if (all_logits || r == n - 1) out_rows_.push_back(r);
+    }
+}
+
+const float* Model::forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want) {
+    if (n <= 0) throw Error("no tokens to evaluate");
+    const int V = cfg_.vocab_size;
+    std::vector<int> next(n_past_);  // each sequence's next position (checked before anything runs)
+    size_t n_want = 0;
+    for (int i = 0; i < n; ++i) {
+        if (seqs[i] < 0 || seqs[i] >= cfg_.n_seq) throw Error("sequence id " + std::to_string(seqs[i]) + " is out of range");
+        if (tokens[i] < 0 || tokens[i] >= V) throw Error("token id " + std::to_string(tokens[i]) + " is out of range");
+        if (++next[seqs[i]] > cfg_.n_ctx)
+            throw Error("context is full: sequence " + std::to_string(seqs[i]) + " would exceed n_ctx = " + std::to_string(cfg_.n_ctx));
+        n_want += want[i] != 0;
+    }
+    batch_logits_.resize(std::max<size_t>(n_want, 1) * V);
+    size_t written = 0;
+    for (int done = 0; done < n;) {
+        const int b = std::min(cfg_.n_batch, n - done);
+        out_rows_.clear();
+        next = n_past_;
+        for (int r = 0; r < b; ++r) {
+            seq_[r] = seqs[done + r];
+            pos_[r] = next[seq_[r]]++;
+            if (want[done + r]) out_rows_.push_back(r);
+        }
+        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), &batch_logits_[written * V]);
+        written += out_rows_.size();
+        done += b;
+    }
+    return batch_logits_.data();
 }
 
 void Model::trace(const int32_t* tokens, int n, float* out) {
@@ -110,7 +158,8 @@ void Model::trace(const int32_t* tokens, int n, float* out) {
         for (int done = 0; done < n;) {
             const int b = std::min(cfg_.n_batch, n - done);
             trace_row_ = done;
-            forward_batch(tokens + done, b, false, nullptr);
+            rows_of_sequence0(b, false);
+            forward_batch(tokens + done, b, 0, nullptr);
             done += b;
         }
     } catch (...) {
@@ -133,7 +182,8 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
     batch_logits_.resize(static_cast<size_t>(cfg_.n_batch) * V);
     for (int done = 0; done < n;) {
         const int b = std::min(cfg_.n_batch, n - done);
-        forward_batch(tokens + done, b, true, batch_logits_.data());
+        rows_of_sequence0(b, true);
+        forward_batch(tokens + done, b, b, batch_logits_.data());
         pool_.parallel_for(b, [&](int begin, int end, int) {
             for (int r = begin; r < end; ++r) {
                 const int pos = done + r;
@@ -149,10 +199,10 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
     }
 }
 
-// One batch of n tokens. Row r of each activation buffer belongs to the token at position n_past_ + r.
-void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits) {
+// One batch of n tokens. Row r of each activation buffer belongs to token tokens[r] of sequence seq_[r] at
+// position pos_[r].
+void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits) {
     const Config& c = cfg_;
-    const int pos0 = n_past_;
     const Matrix& emb = w_.token_embd;
     for (int r = 0; r < n; ++r) {
         if (emb.x8)  // tied to the repacked output matrix
@@ -165,7 +215,7 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
     const int half = c.head_dim / 2;
     for (int r = 0; r < n; ++r)
         for (int i = 0; i < half; ++i) {
-            const float angle = static_cast<float>(pos0 + r) * c.inv_freq[i];
+            const float angle = static_cast<float>(pos_[r]) * c.inv_freq[i];
             cos_[r * half + i] = std::cos(angle);
             sin_[r * half + i] = std::sin(angle);
         }
@@ -179,9 +229,9 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         each_row(n, [&](int r0, int r1, int) {
             rope(q_.data(), r0, r1, c.n_heads);
             rope(k_.data(), r0, r1, c.n_kv_heads);
-            store_kv(slot, pos0, r0, r1);
+            store_kv(slot, r0, r1);
         });
-        attention(slot, n, pos0);
+        attention(slot, n);
         project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}});
         add_rows(x_.data(), xb_.data(), n);
         record(2 * slot + 1, n);
@@ -197,13 +247,16 @@ void Model::forward_batch(const int32_t* tokens, int n, bool all_logits, float* 
         add_rows(x_.data(), xb_.data(), n);
     }
     record(2 * depth(), n);
-    n_past_ += n;
+    for (int r = 0; r < n; ++r) n_past_[seq_[r]] = std::max(n_past_[seq_[r]], pos_[r] + 1);
 
-    if (!logits) return;
-    // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model.
-    const int first = all_logits ? 0 : n - 1;
-    rmsnorm(&x_[first * c.dim], w_.output_norm, xb_.data(), n - first);
-    project(xb_.data(), n - first, c.dim, {{&w_.output, logits}});
+    if (n_out == 0) return;
+    // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model. They move
+    // to the front of x_ (in order, so no row is overwritten before it moves), then are normed and projected.
+    const size_t d = c.dim;
+    for (int i = 0; i < n_out; ++i)
+        if (out_rows_[i] != i) std::memcpy(&x_[i * d], &x_[out_rows_[i] * d], d * sizeof(float));
+    rmsnorm(x_.data(), w_.output_norm, xb_.data(), n_out);
+    project(xb_.data(), n_out, c.dim, {{&w_.output, logits}});
 }
 
 // Row-wise work (norms, rotations, residuals, activation quantization) of a prompt's rows, split over the threads:
@@ -286,10 +339,10 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
         for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
     } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
         kern_->gemmq(w.dtype)(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);
-    } else if (n_rows == 1) {
-        const DotFn dot = kern_->dot(w.dtype);
-        for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
-    } else {  // float activations, several tokens: decode each weight row once, reuse it from L1 for every token
+    } else {
+        // Float activations: decode each weight row once, reuse it from L1 for every token. A single token takes
+        // the same path (not the format's own dot product, whose sums run in another order) so that a row's result
+        // does not depend on its batch.
         float* row = &rows_f32_[thread * (rows_f32_.size() / pool_.size())];
         const ToF32Fn to_f32 = (*kern_)[w.dtype].to_f32;
         const DotFn dot_f32 = kern_->dot(DType::F32);
@@ -321,11 +374,12 @@ void Model::rope(float* vec, int r0, int r1, int n_heads) {
     }
 }
 
-// Appends rows [r0, r1) of the batch's keys and values (k_, v_) to the cache of block slot `slot`, in the cache's type.
-void Model::store_kv(int slot, int pos0, int r0, int r1) {
+// Writes rows [r0, r1) of the batch's keys and values (k_, v_) to their sequences' caches of block slot `slot`, at
+// their positions, in the cache's type.
+void Model::store_kv(int slot, int r0, int r1) {
     const int kv_dim = cfg_.n_kv_heads * cfg_.head_dim;
     for (int r = r0; r < r1; ++r) {
-        const size_t at = (static_cast<size_t>(slot) * cfg_.n_ctx + pos0 + r) * kv_row_bytes_;
+        const size_t at = kv_at(seq_[r], slot, pos_[r]);
         for (auto [src, cache] : {std::pair{&k_, &k_cache_}, std::pair{&v_, &v_cache_}}) {
             const float* x = src->data() + static_cast<size_t>(r) * kv_dim;
             uint8_t* dst = cache->data() + at;
@@ -347,21 +401,21 @@ void Model::store_kv(int slot, int pos0, int r0, int r1) {
 // KV head h / group. A task is one row's group of query heads with their KV head, so each cached key and value is
 // read and converted once for the whole group (kv_scores, kv_mix); when that gives the threads too few tasks (a
 // decode step of a model with few KV heads), the group is split into the largest equal parts that give enough.
-void Model::attention(int slot, int n_rows, int pos0) {
+void Model::attention(int slot, int n_rows) {
     const Config& c = cfg_;
     const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
     int per_task = group;
     while (per_task > 1 && (group % per_task || n_rows * (c.n_heads / per_task) < pool_.size())) --per_task;
     const int tasks_per_row = c.n_heads / per_task;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-    const uint8_t* kc = &k_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
-    const uint8_t* vc = &v_cache_[static_cast<size_t>(slot) * c.n_ctx * kv_row_bytes_];
     pool_.parallel_for(n_rows * tasks_per_row, [&](int begin, int end, int t) {
         float* scores = &scores_[static_cast<size_t>(t) * group * c.n_ctx];
         float* q = &q_scaled_[static_cast<size_t>(t) * group * hd];
         for (int task = begin; task < end; ++task) {
             const int r = task / tasks_per_row, h0 = task % tasks_per_row * per_task;
-            const int n_keys = pos0 + r + 1;
+            const int n_keys = pos_[r] + 1;  // causal: its own sequence's keys up to its own position
+            const uint8_t* kc = &k_cache_[kv_at(seq_[r], slot, 0)];
+            const uint8_t* vc = &v_cache_[kv_at(seq_[r], slot, 0)];
             const size_t kv_off = row_bytes(kv_type_, static_cast<int64_t>(h0 / group) * hd);  // bytes into a row
             // The queries of heads h0.. (adjacent in q_), scaled by 1/sqrt(hd) once instead of every score.
             const float* q_in = &q_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];

@@ -17,9 +17,15 @@ public:
     Model(Config cfg, const std::vector<std::string>& files, const std::vector<TensorSpec>& tensors,
           const std::string& kernel_name = "");
 
-    // Runs `n` tokens at positions n_past() .. n_past()+n-1 and appends them to the KV cache.
+    // Runs `n` tokens of sequence 0 at positions n_past() .. n_past()+n-1 and appends them to its KV cache.
     // Writes logits to `logits`: n rows of vocab_size if all_logits, else only the last token's row.
     void forward(const int32_t* tokens, int n, bool all_logits, float* logits);
+    // One pass over the weights for rows of several sequences (a server's streams decoding together, or a prompt's
+    // chunk beside them): row i appends tokens[i] to sequence seqs[i], at that sequence's next position (rows of one
+    // sequence in order). For each row with want[i] != 0, in order, one row of logits goes to the model's buffer,
+    // returned. A row's logits do not depend on the other rows of its batch: every kernel on this path computes
+    // each activation row with the same operations in the same order whatever the batch (tests hold this).
+    const float* forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want);
     // forward() for the last token's logits only, into a buffer the model owns (the decode loop allocates nothing).
     const float* forward_last(const int32_t* tokens, int n);
 
@@ -32,8 +38,9 @@ public:
     // residual before the output norm. `trace` holds (2*depth+1) x n x dim floats. For layer analysis and healing.
     void trace(const int32_t* tokens, int n, float* trace);
 
-    int n_past() const { return n_past_; }
-    void truncate(int n);  // forget cached positions >= n
+    int n_past(int seq = 0) const { return n_past_.at(seq); }
+    void truncate(int n, int seq = 0);  // forget sequence seq's cached positions >= n
+    int n_seq() const { return cfg_.n_seq; }
     const Config& config() const { return cfg_; }
     const char* kernel_name() const { return kern_->name; }
     int depth() const { return static_cast<int>(cfg_.layer_plan.size()); }
@@ -55,29 +62,35 @@ private:
     void project(const float* x, int n_rows, int cols, std::initializer_list<Product> products);
     void rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread);
     void check_tokens(const int32_t* tokens, int n) const;
-    void forward_batch(const int32_t* tokens, int n, bool all_logits, float* logits);
+    // One batch of n <= n_batch rows; row r is token tokens[r] of sequence seq_[r] at position pos_[r]. Logits of
+    // the rows listed in out_rows_ (n_out of them) go to `logits`, one row each.
+    void forward_batch(const int32_t* tokens, int n, int n_out, float* logits);
+    void rows_of_sequence0(int n, bool all_logits);  // seq_, pos_, out_rows_ for n rows appended to sequence 0
     template <class F>
     void each_row(int n_rows, F&& fn);
     void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);
     void add_rows(float* x, const float* delta, int n_rows);
     void rope(float* vec, int r0, int r1, int n_heads);  // rows [r0, r1); angles of the batch: cos_, sin_
-    void attention(int slot, int n_rows, int pos0);
+    void attention(int slot, int n_rows);
 
     Config cfg_;
     WeightStore store_;
     const Weights& w_;
     const KernelTable* kern_;
     ThreadPool pool_;
-    int n_past_ = 0;
+    std::vector<int> n_past_;  // per sequence: cached positions
     // Set only during trace(): where forward_batch copies the residual stream, and the row of its first token.
     float* trace_ = nullptr;
     int trace_n_ = 0, trace_row_ = 0;
     void record(int point, int n);
 
-    void store_kv(int slot, int pos0, int r0, int r1);
+    void store_kv(int slot, int r0, int r1);
+    size_t kv_at(int seq, int slot, int pos) const {  // byte offset of a cache row
+        return ((static_cast<size_t>(seq) * depth() + slot) * cfg_.n_ctx + pos) * kv_row_bytes_;
+    }
 
-    // KV cache: per executed block (a repeated block has a cache per repeat), n_ctx rows of kv_dim values,
-    // each row stored as kv_type.
+    // KV cache: per sequence, per executed block (a repeated block has a cache per repeat), n_ctx rows of kv_dim
+    // values, each row stored as kv_type.
     DType kv_type_;
     size_t kv_row_bytes_;
     ZeroedBuffer k_cache_, v_cache_;
@@ -89,6 +102,8 @@ private:
     std::vector<float> scores_;   // [n_threads][group][n_ctx] attention scores
     std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
     std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
+    std::vector<int> seq_, pos_;   // [n_batch] each row's sequence and position
+    std::vector<int> out_rows_;    // rows whose logits are asked for, in order
     std::vector<float> batch_logits_; // [n_batch][vocab], for score()
     std::vector<float> last_logits_;  // [vocab], for forward_last()
 };

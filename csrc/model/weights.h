@@ -24,7 +24,8 @@ struct Config {
     bool rope_interleaved = true;   // GGUF pairs dims (2i, 2i+1); Hugging Face pairs (i, i + head_dim/2)
     std::vector<float> inv_freq;    // head_dim/2 RoPE frequencies, any scaling already applied
     std::vector<int> layer_plan;    // stored block run at each depth; empty means 0..n_layers-1
-    int n_ctx = 2048;               // KV cache capacity in tokens
+    int n_ctx = 2048;               // KV cache capacity in tokens, per sequence
+    int n_seq = 1;                  // independent sequences (a server's slots), each with its own KV cache
     int n_batch = 64;               // prompt tokens processed per matrix-matrix step
     int n_threads = 0;              // 0: physical cores
     // Quantized weights multiply 8-bit activations (integer kernels) unless this asks for float activations,
