@@ -1,6 +1,7 @@
 """The kernel check program (tests/cpp/kernel_check.cpp), natively and cross-compiled for AArch64 (NEON, with and
 without the dot-product extension) and RISC-V (RVV at three vector lengths, and a CPU without V), run under
-qemu-user. Every table the emulated CPU can run must agree with the scalar table."""
+qemu-user. Every table the emulated CPU can run must agree with the scalar table. The model check program
+(tests/cpp/model_check.cpp) runs the forward pass on the emulated tables too."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pytest
 pytestmark = pytest.mark.slow  # compiles the kernels for three architectures, runs them under qemu
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ["csrc/kernels/dispatch.cpp", "csrc/kernels/formats.cpp", "csrc/kernels/generic/scalar.cpp",
-        "tests/cpp/kernel_check.cpp"]
+KERNELS = ["csrc/kernels/dispatch.cpp", "csrc/kernels/formats.cpp", "csrc/kernels/generic/scalar.cpp"]
+CORE = [*KERNELS, "tests/cpp/kernel_check.cpp"]
+# model_check: the forward pass end to end (tiny random models, every table), batched sequences included.
+MODEL = [*KERNELS, "csrc/runtime/mapped_file.cpp", "csrc/runtime/thread_pool.cpp", "csrc/model/weights.cpp",
+         "csrc/model/model.cpp", "csrc/model/sampler.cpp", "tests/cpp/model_check.cpp"]
 ARCH_SOURCES = {
     "x86_64": [("csrc/kernels/x86/avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
                ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",
@@ -28,17 +32,19 @@ ARCH_SOURCES = {
 RISCV_CXX = ["clang++-16", "--target=riscv64-linux-gnu", "-march=rv64gc"]
 
 
-def build(cxx: list[str], arch: str, out_dir: Path, extra: Sequence[tuple[str, list[str]]] = ()) -> Path:
-    """kernel_check for `arch`; `extra`: more (source, flags), e.g. a table only the check builds."""
+def build(cxx: list[str], arch: str, out_dir: Path, extra: Sequence[tuple[str, list[str]]] = (),
+          sources: Sequence[str] = CORE) -> Path:
+    """kernel_check (or the program of `sources`) for `arch`; `extra`: more (source, flags), e.g. a table only the
+    check builds."""
     if shutil.which(cxx[0]) is None:
         pytest.fail(f"{cxx[0]} is not installed (tools/setup.sh --test installs it)")
     objs = []
-    for src, flags in [(s, []) for s in CORE] + ARCH_SOURCES[arch] + list(extra):
+    for src, flags in [(s, []) for s in sources] + ARCH_SOURCES[arch] + list(extra):
         obj = out_dir / (Path(src).stem + ".o")
         subprocess.run([*cxx, "-std=c++17", "-O2", "-I", str(ROOT / "csrc"), *flags, "-c", str(ROOT / src), "-o",
                         str(obj)], check=True, capture_output=True)
         objs.append(str(obj))
-    exe = out_dir / f"kernel_check_{arch}"
+    exe = out_dir / f"{Path(sources[-1]).stem}_{arch}"
     subprocess.run([*cxx, "-static", "-pthread", *objs, "-o", str(exe)], check=True, capture_output=True)
     return exe
 
@@ -91,6 +97,18 @@ def test_riscv64_vector_under_qemu(tmp_path: Path) -> None:
         assert "rvv: checked" in out and "scalar: checked" in out, vlen
     without = run(["qemu-riscv64", "-cpu", "rv64", str(exe)])  # no V: the table is never built, let alone run
     assert "scalar: checked" in without and "rvv" not in without
+
+
+@pytest.mark.parametrize(("arch", "cxx", "qemu"), [
+    ("aarch64", ["aarch64-linux-gnu-g++"], ["qemu-aarch64", "-cpu", "max"]),
+    ("riscv64", RISCV_CXX, ["qemu-riscv64", "-cpu", "rv64,v=true,vlen=256,vext_spec=v1.0"]),
+])
+def test_model_under_qemu(tmp_path: Path, arch: str, cxx: list[str], qemu: list[str]) -> None:
+    """The forward pass on the emulated CPU's tables: full-context generations, cache consistency, and sequences
+    batched giving each sequence's logits bit for bit as alone."""
+    out = run([*qemu, str(build(cxx, arch, tmp_path, sources=MODEL)), str(tmp_path)])
+    table = "neon_dotprod" if arch == "aarch64" else "rvv"
+    assert f"Q4_0/{table}: sequences batched == each alone, bit for bit" in out
 
 
 @pytest.mark.parametrize(("arch", "nm"), [("x86_64", "nm"), ("aarch64", "aarch64-linux-gnu-nm"),

@@ -18,7 +18,7 @@ from franken_rt.cache import cache_dir
 from franken_rt.eval.perplexity import Perplexity, summarize
 
 DEFAULT_VERSION = "0.3.36"
-TARGETS = ["llama-bench", "llama-quantize", "llama-perplexity", "llama-imatrix"]
+TARGETS = ["llama-bench", "llama-quantize", "llama-perplexity", "llama-imatrix", "llama-server"]
 
 
 def bin_dir(version: str = DEFAULT_VERSION) -> Path:
@@ -50,7 +50,7 @@ def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
     src = source_dir(version)
     build_dir = src.parent / "build"
     subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=ON",
                     "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True,
                    stdout=subprocess.DEVNULL)

@@ -3,20 +3,25 @@ always stopped."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import re
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import openai
 
 START_TIMEOUT = 90.0  # seconds for the process to listen and load the model (a busy CI machine)
 
@@ -52,24 +57,34 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(model: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    cmd = [sys.executable, "-m", "franken_rt.cli.serve", str(model), "--port", "0", "--threads", "2", *args]
+    """franken-serve on a port it picks itself (--port 0; its first line says which), 2 threads unless told."""
+    cmd = [sys.executable, "-m", "franken_rt.cli.serve", str(model), "--port", "0",
+           *(() if "--threads" in args else ("--threads", "2")), *args]
+    with _process(cmd, env) as (proc, first_line):
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)", first_line)
+        assert m, f"franken-serve did not start: {first_line}"
+        yield _healthy(Server(proc, m.group(1), [first_line]))
+
+
+@contextlib.contextmanager
+def llama_server(binary: Path, model: Path, parallel: int, ctx: int, threads: int = 2) -> Iterator[Server]:
+    """llama.cpp's llama-server with `parallel` slots of `ctx` tokens each (its -c is the total)."""
+    with socket.socket() as s:  # a free port (llama-server cannot report one it picked)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
+           "-c", str(ctx * parallel), "-t", str(threads), "-tb", str(threads), "--log-disable"]
+    with _process(cmd, None) as (proc, first_line):
+        yield _healthy(Server(proc, f"http://127.0.0.1:{port}", [first_line]))
+
+
+@contextlib.contextmanager
+def _process(cmd: Sequence[str], env: dict[str, str] | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, **(env or {})})
     assert proc.stderr is not None
-    server = Server(proc, "")
     try:
-        line = proc.stderr.readline()
-        server.log.append(line)
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        assert m, f"franken-serve did not start: {line}{proc.stderr.read() if proc.poll() is not None else ''}"
-        server.url = m.group(1)
-        threading.Thread(target=lambda: server.log.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
-        deadline = time.monotonic() + START_TIMEOUT
-        while not server.healthy():
-            assert proc.poll() is None, f"franken-serve exited: {''.join(server.log)}"
-            assert time.monotonic() < deadline, "franken-serve did not become healthy"
-            time.sleep(0.1)
-        yield server
+        yield proc, proc.stderr.readline()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -78,3 +93,75 @@ def running_server(model: Path, *args: str, env: dict[str, str] | None = None) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _healthy(server: Server) -> Server:
+    """Waits until /health answers 200 (the model is loaded); the process's further output goes to server.log."""
+    stderr = server.proc.stderr
+    threading.Thread(target=lambda: server.log.extend(stderr), daemon=True).start()  # type: ignore[arg-type]
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.healthy():
+        assert server.proc.poll() is None, f"the server exited: {''.join(server.log)}"
+        assert time.monotonic() < deadline, "the server did not become healthy"
+        time.sleep(0.1)
+    return server
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process now (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+# ---- client load: the same for every server --------------------------------------------------------------------
+
+TOPICS = ["the sea", "a robot", "the moon", "a small town", "winter", "a river", "an old map", "the desert",
+          "a library", "a storm", "a garden", "a train", "a lighthouse", "a mountain", "a market", "a forest"]
+
+
+@dataclass
+class Load:
+    streams: int
+    tokens: int        # completion tokens, all requests
+    seconds: float     # wall time from the first request to the last answer
+    ttft: list[float]  # per request: seconds to its first generated text
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def ttft_median(self) -> float:
+        return statistics.median(self.ttft)
+
+
+def drive(url: str, streams: int, requests: int = 2, max_tokens: int = 64, api_key: str = "none") -> Load:
+    """`streams` clients at once, each sending `requests` streamed completions one after another (distinct prompts,
+    end-of-sequence ignored so each makes exactly max_tokens), through the `openai` client."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key=api_key, timeout=300, max_retries=0)
+
+    def one(i: int) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        first, tokens, text = 0.0, 0, 0
+        stream = client.completions.create(model="m", prompt=f"Write a short story about {TOPICS[i % len(TOPICS)]}.",
+                                           max_tokens=max_tokens, temperature=0.8, seed=i, stream=True,
+                                           stream_options={"include_usage": True},
+                                           extra_body={"ignore_eos": True})
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                text += 1
+                first = first or time.perf_counter() - t0
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return tokens or text, first
+
+    def client_loop(c: int) -> list[tuple[int, float]]:
+        return [one(c * requests + r) for r in range(requests)]
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        results = [r for rs in pool.map(client_loop, range(streams)) for r in rs]
+    seconds = time.perf_counter() - t0
+    return Load(streams, sum(t for t, _ in results), seconds, [f for _, f in results])

@@ -194,6 +194,73 @@ void cache_consistency(const TinyModel& tm, Config cfg, const std::string& kern,
     check(all_finite(nll.data(), n - 1) && all_finite(trace.data(), trace.size()), name + ": score and trace finite");
 }
 
+// Rows of several sequences in one pass (the server's slots): each sequence's logits are the same bits as when it
+// runs alone, its prompt in one piece and then one token per pass, whatever shares its batches.
+void sequences_batched(const TinyModel& tm, Config cfg, const std::string& kern, const std::string& name) {
+    cfg.n_seq = 3;
+    Model m(cfg, {tm.path}, tm.specs, kern);
+    const int V = cfg.vocab_size, steps = 5;
+    const std::vector<std::vector<int32_t>> prompts = {{3, 9, 27, 1, 5, 8, 13, 21, 34, 55, 9, 14, 23, 37, 60, 17, 2},
+                                                       {7},
+                                                       {11, 22, 33, 44, 55, 66, 77, 10}};
+    const int n = static_cast<int>(prompts.size());
+    std::vector<std::vector<float>> alone(n);  // (steps + 1) rows of logits per sequence
+    for (int s = 0; s < n; ++s) {
+        std::vector<int32_t> toks = prompts[s], seqs(toks.size(), 0);
+        std::vector<uint8_t> want(toks.size(), 0);
+        want.back() = 1;
+        m.truncate(0, 0);
+        for (int k = 0; k <= steps; ++k) {
+            const float* l = m.forward_rows(toks.data(), seqs.data(), static_cast<int>(toks.size()), want.data());
+            alone[s].insert(alone[s].end(), l, l + V);
+            toks = {static_cast<int32_t>(std::max_element(l, l + V) - l)};
+            seqs = {0};
+            want = {1};
+        }
+    }
+    // Together: prompts in chunks of 5 rows beside the sequences already decoding; batches of changing size.
+    std::vector<std::vector<float>> got(n);
+    std::vector<size_t> fed(n, 0);
+    std::vector<int32_t> last(n, -1);
+    for (int s = 0; s < n; ++s) m.truncate(0, s);
+    while (true) {
+        std::vector<int32_t> toks, seqs;
+        std::vector<uint8_t> want;
+        std::vector<int> who;
+        for (int s = 0; s < n; ++s) {
+            if (static_cast<int>(got[s].size()) / V > steps) continue;
+            if (fed[s] < prompts[s].size()) {
+                const size_t take = std::min<size_t>(5, prompts[s].size() - fed[s]);
+                for (size_t i = 0; i < take; ++i) {
+                    toks.push_back(prompts[s][fed[s] + i]);
+                    seqs.push_back(s);
+                    want.push_back(0);
+                }
+                fed[s] += take;
+                if (fed[s] == prompts[s].size()) want.back() = 1, who.push_back(s);
+            } else {
+                toks.push_back(last[s]);
+                seqs.push_back(s);
+                want.push_back(1);
+                who.push_back(s);
+            }
+        }
+        if (toks.empty()) break;
+        const float* l = m.forward_rows(toks.data(), seqs.data(), static_cast<int>(toks.size()), want.data());
+        for (size_t i = 0; i < who.size(); ++i) {
+            const float* row = l + i * V;
+            got[who[i]].insert(got[who[i]].end(), row, row + V);
+            last[who[i]] = static_cast<int32_t>(std::max_element(row, row + V) - row);
+        }
+    }
+    bool same = true;
+    for (int s = 0; s < n; ++s) same &= got[s] == alone[s];
+    check(same, name + ": sequences batched == each alone, bit for bit");
+    const int32_t tok = 1, bad_seq = 3;
+    const uint8_t yes = 1;
+    expect_error([&] { m.forward_rows(&tok, &bad_seq, 1, &yes); }, name + ": sequence id out of range");
+}
+
 void caller_errors(const TinyModel& tm, const std::string& kern) {
     Config cfg = tm.cfg;
     Model m(cfg, {tm.path}, tm.specs, kern);
@@ -236,6 +303,8 @@ int main(int argc, char** argv) {
             exact.float_activations = true;
             exact.kv_type = 0;
             cache_consistency(tm, exact, kern, base);
+            sequences_batched(tm, tm.cfg, kern, base);
+            sequences_batched(tm, exact, kern, base + "/float activations");
             caller_errors(tm, kern);
         }
         std::remove(tm.path.c_str());
