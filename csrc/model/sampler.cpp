@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "../kernels/kernels.h"
 #include "../runtime/error.h"
 
 namespace franken {
@@ -44,21 +45,61 @@ int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, in
     if (p_.temperature <= 0.f)
         return static_cast<int>(std::max_element(work_.begin(), work_.end()) - work_.begin());
 
-    // Candidates sorted by logit, best first; top-k bounds how many need sorting.
-    ids_.resize(n_vocab);
-    std::iota(ids_.begin(), ids_.end(), 0);
-    const int k = (p_.top_k > 0 && p_.top_k < n_vocab) ? p_.top_k : n_vocab;
+    // Candidates sorted by logit, best first. Top-k bounds how many need sorting; without it only the tokens that
+    // can survive min-p and top-p are sorted (a threshold on the logit, lowered until the tokens above it hold the
+    // top-p mass), never the whole vocabulary: sorting 49k logits per token would cost more than a decode step.
+    const float best = *std::max_element(work_.begin(), work_.end());
     auto by_logit = [&](int a, int b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
-    std::partial_sort(ids_.begin(), ids_.begin() + k, ids_.end(), by_logit);
-    ids_.resize(k);
-
-    // Softmax at temperature over the candidates.
+    const float inv_t = 1.f / p_.temperature;
+    auto weight = [&](int i) { return static_cast<double>(std::exp((work_[i] - best) * inv_t)); };
     std::vector<double>& prob = prob_;  // kept across calls: no allocation per token
-    prob.resize(k);
-    const double top = work_[ids_[0]];
-    double sum = 0;
-    for (int i = 0; i < k; ++i) sum += prob[i] = std::exp((work_[ids_[i]] - top) / p_.temperature);
-    for (double& pr : prob) pr /= sum;
+    ids_.clear();
+    int k = n_vocab;
+    if (p_.top_k > 0 && p_.top_k < n_vocab) {  // softmax at temperature over the k best
+        k = p_.top_k;
+        ids_.resize(n_vocab);
+        std::iota(ids_.begin(), ids_.end(), 0);
+        std::partial_sort(ids_.begin(), ids_.begin() + k, ids_.end(), by_logit);
+        ids_.resize(k);
+        prob.resize(k);
+        double sum = 0;
+        for (int i = 0; i < k; ++i) sum += prob[i] = weight(ids_[i]);
+        for (double& pr : prob) pr /= sum;
+    } else {
+        // Each token's exp((logit - best) / T), computed once with the vectorized exp of the kernel table (the
+        // attention softmax's): over 49k tokens per draw, libm's exp would cost a tenth of a decode step.
+        std::vector<float>& w = weights_;
+        w.resize(n_vocab);
+        for (int i = 0; i < n_vocab; ++i) w[i] = (work_[i] - best) * inv_t;
+        const double total = kernels().exp_sum(w.data(), n_vocab, 0.f);  // the softmax denominator
+        // min-p keeps p >= min_p * p(best), i.e. logit >= best + T ln(min_p).
+        const float floor = p_.min_p > 0.f ? best + p_.temperature * std::log(p_.min_p) : -std::numeric_limits<float>::infinity();
+        if (p_.top_p >= 1.f && !(p_.min_p > 0.f)) {
+            // No filter at all: draw in vocabulary order, no sort needed.
+            double u = next_uniform() * total;
+            for (int i = 0; i < n_vocab; ++i) {
+                u -= w[i];
+                if (u < 0) return i;
+            }
+            return static_cast<int>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+        }
+        for (float step = 9.2f;; step += 9.2f) {  // thresholds e^-9.2 ~ 1e-4 apart in probability
+            const float cut = std::max(floor, best - p_.temperature * step);
+            ids_.clear();
+            double mass = 0;
+            for (int i = 0; i < n_vocab; ++i)
+                if (work_[i] >= cut) {
+                    ids_.push_back(i);
+                    mass += w[i];
+                }
+            if (cut == floor || mass >= p_.top_p * total || step > 200.f) break;
+        }
+        std::sort(ids_.begin(), ids_.end(), by_logit);
+        k = static_cast<int>(ids_.size());
+        // Softmax at temperature over the whole vocabulary (top-p measures against all of it), for the candidates.
+        prob.resize(k);
+        for (int i = 0; i < k; ++i) prob[i] = w[ids_[i]] / total;
+    }
 
     // top-p: the smallest prefix whose mass reaches top_p; min-p: drop tokens far below the best.
     int keep = k;

@@ -31,6 +31,7 @@ private:
     std::vector<float> work_;
     std::vector<int> ids_;
     std::vector<double> prob_;
+    std::vector<float> weights_;
 };
 
 }  // namespace franken
