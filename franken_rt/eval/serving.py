@@ -60,7 +60,7 @@ def running_server(model: Path, *args: str, env: dict[str, str] | None = None) -
     """franken-serve on a port it picks itself (--port 0; its first line says which), 2 threads unless told."""
     cmd = [sys.executable, "-m", "franken_rt.cli.serve", str(model), "--port", "0",
            *(() if "--threads" in args else ("--threads", "2")), *args]
-    with _process(cmd, env) as (proc, first_line):
+    with _process(cmd, env, first_line=True) as (proc, first_line):
         m = re.search(r"on (http://127\.0\.0\.1:\d+)", first_line)
         assert m, f"franken-serve did not start: {first_line}"
         yield _healthy(Server(proc, m.group(1), [first_line]))
@@ -74,17 +74,20 @@ def llama_server(binary: Path, model: Path, parallel: int, ctx: int, threads: in
         port = s.getsockname()[1]
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
            "-c", str(ctx * parallel), "-t", str(threads), "-tb", str(threads), "--log-disable"]
-    with _process(cmd, None) as (proc, first_line):
-        yield _healthy(Server(proc, f"http://127.0.0.1:{port}", [first_line]))
+    with _process(cmd, None, first_line=False) as (proc, _):
+        yield _healthy(Server(proc, f"http://127.0.0.1:{port}"))
 
 
 @contextlib.contextmanager
-def _process(cmd: Sequence[str], env: dict[str, str] | None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def _process(cmd: Sequence[str], env: dict[str, str] | None,
+             first_line: bool) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The process, and its first line of stderr when asked for (a server that may print nothing is not waited
+    for)."""
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, **(env or {})})
     assert proc.stderr is not None
     try:
-        yield proc, proc.stderr.readline()
+        yield proc, proc.stderr.readline() if first_line else ""
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

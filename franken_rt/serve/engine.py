@@ -90,8 +90,12 @@ class EngineStats:
 class Engine:
     """Runs jobs on `model` (built with `sequences` >= the number of slots) on one background thread."""
 
-    def __init__(self, model: Model, queue_limit: int = 64, batch: int = 64) -> None:
+    def __init__(self, model: Model, queue_limit: int = 64, batch: int = 64,
+                 after_step: Callable[[], None] | None = None) -> None:
+        """`after_step`: called on the engine thread after each round of emits (a front end hands the pieces over
+        to its event loop once per step, not once per piece)."""
         self.model = model
+        self._after_step = after_step or (lambda: None)
         self.slots = [_Slot(s) for s in range(model.sequences)]
         self.queue_limit = queue_limit
         self.batch = max(batch, len(self.slots))
@@ -142,17 +146,24 @@ class Engine:
             with self._wake:
                 self._drop_cancelled()
                 self._admit()
-                if not any(s.job for s in self.slots):
+                idle = not any(s.job for s in self.slots)
+            self._after_step()
+            if idle:
+                with self._wake:
                     if self._stopping:
                         return
-                    self._wake.wait()
-                    continue
+                    if not self._waiting:
+                        self._wake.wait()
+                continue
             try:
                 self._step()
             except Exception as exc:  # a core error fails the jobs of this step, never the server
                 for slot in self.slots:
                     if slot.job:
+                        slot.cached = []  # what the failed pass left in the cache is unknown
+                        self.model._core.truncate(0, slot.seq)
                         self._finish(slot, "error", error=str(exc))
+            self._after_step()
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._waiting if j.cancelled.is_set()]:
