@@ -192,11 +192,17 @@ def llama_tools(ws: Workspace) -> Path:
 
 
 def run(cmd: Sequence[Any]) -> str:
-    """Run a tool; its stderr (the converter's notes) is returned, a failure ends the run with its output."""
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    """Run a tool; its stderr (the converter's notes) is returned with its peak resident memory appended, a failure
+    ends the run with its output."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        log = err.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stderr
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{log[-3000:]}")
+    return log + f"\npeak memory {usage.ru_maxrss / 1024:.0f} MiB"
 
 
 def write_atomic(out: Path, write: Callable[[Path], object], suffix: str = ".tmp") -> None:
@@ -299,7 +305,12 @@ def chosen(notes: str) -> str:
 
 
 def four_bit(row: dict[str, Any]) -> bool:
-    """Rows whose matrices are mostly 4-bit: the float original sits on a Q4_1 grid, which flatters them."""
+    """Rows whose matrices are mostly 4-bit: the float original sits on a Q4_1 grid, which flatters them. A
+    per-tensor allocation is judged by the census of its file (the converter's `N x TYPE` note)."""
+    census = {t.upper(): int(n) for n, t in re.findall(r"(\d+) x (\w+)", row.get("notes", "").split("types:")[-1])}
+    matrices = {t: n for t, n in census.items() if t not in ("F32", "F16", "BF16")}
+    if "allocation" in row.get("chosen", "") and matrices:
+        return 2 * sum(n for t, n in matrices.items() if re.match(r"I?Q4", t)) > sum(matrices.values())
     return bool(re.search(r"(?i)\b(i?q4)", f"{row['label']} {row.get('chosen', '')}"))
 
 
@@ -399,6 +410,13 @@ def document(rows: list[dict[str, Any]], skipped: list[str], svg_name: str) -> s
             said = "; ".join(ln.strip() for ln in r["notes"].splitlines() if ln.strip())
             lines.append(f"- {r['label']}: {said[:600]}")
         lines.append("")
+    made = [(r["label"], re.search(r"made in (\d+) s", r.get("notes", "")),
+             re.search(r"peak memory (\d+) MiB", r.get("notes", ""))) for r in rows if r["engine"] == "franken-convert"]
+    made = [(label, t.group(1), m.group(1)) for label, t, m in made if t and m]
+    if made:
+        lines += ["Conversion time (wall, on whatever else the machine was running) and peak resident memory of "
+                  "franken-convert, for the rows made since the tool records them:", "",
+                  *[f"- {label}: {t} s, {m} MiB" for label, t, m in made], ""]
     if skipped:
         lines += ["Rows not in the table:", "", *[f"- {s}" for s in skipped], ""]
     return "\n".join(lines)
