@@ -57,12 +57,18 @@ def main() -> int:
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "serving.md")
+    ap.add_argument("--report", action="store_true", help="measure nothing: rewrite the page from the JSON")
     args = ap.parse_args()
+    if args.report:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        args.rounds = results.get("rounds", args.rounds)
+        args.out.write_text(report(results, args))
+        return 0
 
     server_bin = build() / "llama-server"
     files = [("Q4_1 (original)", fetch()),
              ("q4_0", convert_cached(float_original(), "bench-q4_0.gguf", "--quant", "q4_0"))]
-    results: dict = {"machine": cpu_name(), "slots": SLOTS, "ctx": CTX, "threads": THREADS,
+    results: dict = {"machine": cpu_name(), "rounds": args.rounds, "slots": SLOTS, "ctx": CTX, "threads": THREADS,
                      "max_tokens": args.max_tokens, "files": {}}
     for label, path in files:
         cells: dict[str, dict[int, dict]] = {"franken-serve": {}, "llama-server": {}}
@@ -119,12 +125,13 @@ def report(res: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {n} | {o['tps']:.1f} | {o['tps'] / single:.2f}x | {t['tps']:.1f} | "
                          f"{o['tps'] / t['tps']:.2f}x | {o['ttft'] * 1000:.0f} | {t['ttft'] * 1000:.0f} |")
         rss = f["idle_rss_mib"]
+        extra = rss["franken-serve"] - f["franken_run_peak_mib"]
         lines += ["", f"Idle resident memory after loading: franken-serve {rss['franken-serve']:.0f} MiB, "
-                  f"llama-server {rss['llama-server']:.0f} MiB; franken-run's peak with the same context "
-                  f"{f['franken_run_peak_mib']:.0f} MiB; each extra slot's KV cache {f['kv_per_slot_mib']:.1f} MiB, "
-                  f"so the HTTP stack and engine cost "
-                  f"{rss['franken-serve'] - f['franken_run_peak_mib'] - (res['slots'] - 1) * f['kv_per_slot_mib']:.0f}"
-                  " MiB beyond franken-run plus the extra caches.", ""]
+                  f"llama-server {rss['llama-server']:.0f} MiB; franken-run's peak with one context of the same size "
+                  f"{f['franken_run_peak_mib']:.0f} MiB. The server costs {extra:+.0f} MiB beyond franken-run "
+                  "(Python's HTTP stack and the engine): the other slots' KV caches "
+                  f"({res['slots'] - 1} x {f['kv_per_slot_mib']:.1f} MiB at most) are zero pages, resident only as "
+                  "their tokens fill them.", ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,106 @@
+"""The server's parts without HTTP: the engine's continuous batching on the demo model, and the request checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import franken_rt
+from franken_rt.sampling import SamplingParams, recommended_sampling
+from franken_rt.serve import api
+from franken_rt.serve.engine import Engine, Job, QueueFull
+
+
+class Collector:
+    """A job's emits, in order, with the number of engine steps seen when each piece came."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.pieces, self.steps = engine, [], []
+        self.done = threading.Event()
+
+    def __call__(self, text: str, done: bool) -> None:
+        if text:
+            self.pieces.append(text)
+            self.steps.append(self.engine.stats.steps)
+        if done:
+            self.done.set()
+
+
+def job(prompt: list[int], collector: Collector, max_tokens: int, **kw) -> Job:  # noqa: ANN003
+    return Job(prompt=prompt, params=SamplingParams(temperature=0, seed=1), max_tokens=max_tokens, emit=collector,
+               **kw)
+
+
+@pytest.fixture(scope="module")
+def model(smollm_gguf: Path):  # noqa: ANN201
+    return franken_rt.load(smollm_gguf, threads=2, n_ctx=1024, sequences=2)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(model) -> None:  # noqa: ANN001
+    reference = franken_rt.load(model.checkpoint.source, threads=2, n_ctx=1024)
+    short = model.tokenize("The capital of France is")
+    long = model.tokenize("Once upon a time, " * 120)  # ~600 tokens: ten 64-row passes
+    want_short = "".join(reference.generate(short, max_tokens=40, temperature=0, ignore_eos=True))
+    want_long = "".join(reference.generate(long, max_tokens=8, temperature=0, ignore_eos=True))
+    engine = Engine(model)
+    try:
+        a, b = Collector(engine), Collector(engine)
+        engine.submit(job(short, a, 40, ignore_eos=True))
+        deadline = time.monotonic() + 60
+        while not a.pieces:  # the short one is decoding when the long one arrives
+            assert time.monotonic() < deadline and not a.done.is_set()
+            time.sleep(0.001)
+        engine.submit(job(long, b, 8, ignore_eos=True))
+        assert a.done.wait(60) and b.done.wait(60)
+        # The same text as alone (batch-invariant kernels, whatever the chunking), and the short stream kept flowing
+        # while the long prompt was being read: it got tokens in the steps before the long one's first token.
+        assert "".join(a.pieces) == want_short and "".join(b.pieces) == want_long
+        assert sum(s < b.steps[0] for s in a.steps) >= len(long) // 64
+        # A follow-up sharing the long prompt reuses its slot's cache: only the new tokens run.
+        c = Collector(engine)
+        follow = job(long + model.tokenize(" The end.", add_special=False), c, 2)
+        engine.submit(follow)
+        assert c.done.wait(60) and follow.cached_tokens >= len(long) - 1
+    finally:
+        engine.stop()
+
+
+def test_queue_limit_and_cancellation(model) -> None:  # noqa: ANN001
+    engine = Engine(model, queue_limit=1)
+    try:
+        running = [Collector(engine) for _ in range(3)]
+        jobs = [job(model.tokenize(f"Count to {i}00:"), c, 500, ignore_eos=True) for i, c in enumerate(running)]
+        for j in jobs:  # two slots and one place in the queue
+            engine.submit(j)
+        with pytest.raises(QueueFull):
+            engine.submit(job([1, 2, 3], Collector(engine), 1))
+        for j, c in zip(jobs, running):
+            j.cancel()
+            assert c.done.wait(30)
+            assert j.finish_reason == "cancelled"
+        assert engine.active() == 0
+    finally:
+        engine.stop()
+
+
+def test_request_checks_and_defaults() -> None:
+    # Left-out fields: the file's recommendation over OpenAI's defaults; the request over both.
+    recommended = recommended_sampling({"general.sampling.temp": 0.2, "general.sampling.top_p": 0.9,
+                                        "general.sampling.top_k": 50, "general.sampling.min_p": "x"})
+    assert recommended == {"temperature": 0.2, "top_p": 0.9, "top_k": 50}
+    assert recommended_sampling({"general.sampling.temp": -1.0}) == {}  # nonsense recommends nothing
+    p = api.sampling({"seed": 3}, recommended)
+    assert (p.temperature, p.top_p, p.top_k, p.min_p, p.seed) == (0.2, 0.9, 50, 0.0, 3)
+    p = api.sampling({"temperature": 0.7, "unknown_field": [1]}, {})
+    assert (p.temperature, p.top_p, p.top_k, p.min_p) == (0.7, 1.0, 0, 0.0)
+    assert api.max_tokens({}, 16, 100) == 16 and api.max_tokens({"max_tokens": 500}, 16, 100) == 100
+    assert api.max_tokens({"max_completion_tokens": 5, "max_tokens": 9}, 16, 100) == 5
+    assert api.messages({"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},
+                                                                        {"type": "text", "text": "b"}]}]}) == [
+        {"role": "system", "content": "ab"}]
+    with pytest.raises(api.ApiError, match="'n'"):
+        api.check_unsupported({"n": 3})
+    api.check_unsupported({"n": 1, "logprobs": False, "response_format": {"type": "text"}})
