@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 import franken_rt
 from franken_rt.sampling import SamplingParams, recommended_sampling
 from franken_rt.serve import api
+from franken_rt.serve.app import ServerOptions, make_app
 from franken_rt.serve.engine import Engine, Job, QueueFull
 
 
@@ -104,3 +109,50 @@ def test_request_checks_and_defaults() -> None:
     with pytest.raises(api.ApiError, match="'n'"):
         api.check_unsupported({"n": 3})
     api.check_unsupported({"n": 1, "logprobs": False, "response_format": {"type": "text"}})
+
+
+def test_health_is_503_while_loading_and_cors_is_off_unless_asked(smollm_gguf: Path) -> None:
+    """The application in-process on a free loopback port, with a model load held back until the test lets it go."""
+    def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str]]:
+        req = urllib.request.Request(url, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers)
+
+    for cors in (None, "http://example.test"):
+        release = threading.Event()
+
+        def load(release: threading.Event = release):  # noqa: ANN202
+            assert release.wait(30)
+            return franken_rt.load(smollm_gguf, threads=1, n_ctx=64)
+
+        app, state = make_app(load, ServerOptions(alias="m", parallel=1, cors_origin=cors))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert get(url + "/health")[0] == 503  # listening, model still loading
+            assert get(url + "/v1/models")[0] == 503
+            preflight = get(url + "/v1/chat/completions", method="OPTIONS",
+                            headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"})
+            allowed = {k.lower(): v for k, v in preflight[1].items()}.get("access-control-allow-origin")
+            assert allowed == cors  # no CORS header at all unless --cors-origin
+            release.set()
+            while get(url + "/health")[0] != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert get(url + "/v1/models")[0] == 200
+        finally:
+            release.set()
+            server.should_exit = True
+            thread.join(30)
+            sock.close()
