@@ -4,6 +4,7 @@ bandwidth the decode step reaches."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -37,5 +38,10 @@ def test_decode_fraction_of_bandwidth(dtype: DType) -> None:
     reached = bytes_per_token / best
     print(f"{dtype.name}: {bytes_per_token / 2**20:.0f} MiB/token, {1 / best:.2f} tok/s, {reached / 1e9:.2f} GB/s of "
           f"{bandwidth / 1e9:.2f} GB/s measured = {reached / bandwidth:.0%}")
-    # Measured here against the memchr probe: Q4_0 80%, Q8_0 76-82% (two runs, quiet machine, 2026-11-29).
-    assert reached / bandwidth >= 0.5
+    # Measured here against the memchr probe: Q4_0 70-80%, Q8_0 76-82% on a quiet machine; with another process
+    # keeping one of the 2 cores busy (`yes > /dev/null`), 53% and 63% since the thread pool hands out chunks
+    # (41-43% before: a descheduled thread held up every step).
+    load = os.getloadavg()[0]
+    assert reached / bandwidth >= 0.5, (f"{reached / bandwidth:.0%} of the bandwidth measured beside it; load average "
+                                        f"{load:.1f} on {os.cpu_count()} CPUs" +
+                                        (": the machine is busier than the gate allows for" if load > 1.5 else ""))

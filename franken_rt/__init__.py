@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,3 +37,21 @@ def load(
 
     return Model(read_checkpoint(path), threads=threads, n_ctx=n_ctx, kernels=kernels, activations=activations,
                  kv_cache=kv_cache, layer_plan=layer_plan, sequences=sequences)
+
+
+def __getattr__(name: str) -> object:
+    """`from franken_rt import _core` asks here before it imports the submodule: import it, and when there is no
+    compiled core to import, say why."""
+    if name == "_core":
+        try:
+            return importlib.import_module("franken_rt._core")
+        except ModuleNotFoundError:
+            pass
+        here = Path(__file__).resolve().parent
+        raise ImportError(
+            f"franken_rt's compiled core (_core) is not in {here}: this is probably the source folder, which shadows "
+            "the installed package when Python runs from the repository's root. Run from another folder, or install "
+            "in place with `.venv/bin/pip install -e .` (the extension is then found from here too)."
+        )
+    raise AttributeError(f"module 'franken_rt' has no attribute {name!r}")
+

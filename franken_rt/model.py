@@ -105,6 +105,9 @@ class Model:
             _core.TensorSpec(t.name, index[t.file], t.offset, int(t.dtype), list(t.shape))
             for t in ckpt.tensors.values()
         ]
+        if kernels and kernels not in _core.available_kernels():  # the CPU's choice, not the model file's fault
+            raise FrankenError(f"kernel path {kernels!r} is not available on this CPU or build; choose one of "
+                               f"{', '.join(_core.available_kernels())}")
         if activations not in ACTIVATIONS:
             raise FrankenError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
         if layer_plan is None:
@@ -153,10 +156,17 @@ class Model:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation rendered with the model's chat template, ready for the reply."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special=False)
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """A conversation rendered with the model's chat template, ready for the reply: the prompt text to give
+        generate() (prompt_tokens() gives its ids)."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The ids generate() runs for a text prompt: tokenized with the model's special tokens, without doubling a
+        BOS that the text itself begins with (a chat template that writes its own)."""
+        ids = self.tokenize(prompt)
+        bos = self.tokenizer.bos_id
+        return ids[1:] if len(ids) > 1 and ids[0] == ids[1] == bos else ids
 
     # ---- evaluation --------------------------------------------------------------------------------
 
@@ -239,7 +249,7 @@ class Model:
         )
         if max_tokens < 0:
             raise FrankenError(f"max_tokens must be >= 0, got {max_tokens}")
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        ids = self.prompt_tokens(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids or (isinstance(prompt, str) and not prompt):  # "" too, though the tokenizer may add a BOS
             raise FrankenError("the prompt is empty")
         if len(ids) >= self.n_ctx:

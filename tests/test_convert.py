@@ -180,3 +180,12 @@ def test_q3_0m_mix_keeps_sensitive_tensors_at_q4_0(tiny: Path, tmp_path: Path) -
     ref = reference_logits(reference_model(tiny), list(range(1, 40)))
     ours = franken_rt.load(out, threads=2).logits(list(range(1, 40)))
     assert np.abs(ours - ref).max() <= 1.0 * np.abs(ref).max()
+
+
+def test_a_text_prompt_that_writes_its_own_bos_gets_one(tiny: Path) -> None:
+    """generate() on a chat template's text: the template's BOS, not a second one the tokenizer adds."""
+    model = franken_rt.load(tiny, threads=1, n_ctx=64)
+    bos = model.tokenizer.bos_id
+    assert model.tokenize("<s>hello")[:2] == [bos, bos]  # what the plain tokenizer gives
+    assert model.prompt_tokens("<s>hello") == model.tokenize("<s>hello")[1:]
+    assert model.prompt_tokens("hello") == model.tokenize("hello")

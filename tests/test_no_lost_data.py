@@ -37,7 +37,10 @@ def test_ctrl_c_mid_conversion(smollm_gguf: Path, tmp_path: Path, existing: bool
         out.write_bytes(b"an earlier conversion")
     before = digest(smollm_gguf)
     args = [CONVERT, str(smollm_gguf), "-o", str(out), "--quant", "q4_0", "--rounding", "search", "-q"]
-    proc = subprocess.Popen([*args, *(["--force"] if existing else [])], stderr=subprocess.PIPE, text=True)
+    # A shell runs background jobs (`pytest &`, nohup) with SIGINT ignored, and children inherit that: Python would
+    # then leave Ctrl-C ignored. Ctrl-C comes from a terminal, so the child gets the disposition a terminal gives.
+    proc = subprocess.Popen([*args, *(["--force"] if existing else [])], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.gguf.*.tmp")):  # writing has started
         assert proc.poll() is None and time.monotonic() < deadline, "conversion ended before it could be stopped"
@@ -52,6 +55,10 @@ def test_ctrl_c_mid_conversion(smollm_gguf: Path, tmp_path: Path, existing: bool
     if existing:
         assert out.read_bytes() == b"an earlier conversion"
     assert digest(smollm_gguf) == before
+
+
+def _sigint_default() -> None:  # runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _limit_small() -> None:  # runs in the child before exec

@@ -282,8 +282,7 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
     api.check_unsupported(body)
     messages = api.messages(body)
     assert state.model is not None
-    tok = state.model.tokenizer
-    ids = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=True), add_special=False)
+    ids = state.model.prompt_tokens(state.model.chat_prompt(messages))
     return await _respond(request, state, _generation(body, state, ids, None), chat=True)
 
 
@@ -292,7 +291,7 @@ async def completions(request: Request, state: ServerState) -> Response:
     api.check_unsupported(body)
     assert state.model is not None
     prompt = api.completion_prompt(body, state.model.config.vocab_size)
-    ids = state.model.tokenize(prompt) if isinstance(prompt, str) else prompt
+    ids = state.model.prompt_tokens(prompt) if isinstance(prompt, str) else prompt
     return await _respond(request, state, _generation(body, state, ids, api.COMPLETIONS_MAX_TOKENS), chat=False)
 
 
