@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+
+import franken_rt
 
 RUN = [str(Path(sys.executable).parent / "franken-run")]  # the installed entry point
 
@@ -41,6 +45,62 @@ def test_chat_and_interactive(smollm_gguf: Path) -> None:
     proc = run(str(smollm_gguf), "-i", "-n", "16", "--temp", "0", stdin="Say hello.\nAnd goodbye.\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("[prompt:") == 2  # one report per turn
+    assert proc.stdout.endswith("> \n")  # after Ctrl-D (end of input) the shell's prompt gets a line of its own
+
+
+def test_interactive_ctrl_c_stops_the_reply_not_the_chat(smollm_gguf: Path) -> None:
+    proc = subprocess.Popen([*RUN, str(smollm_gguf), "-i", "-n", "4000", "--ignore-eos", "--threads", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write("Tell me a very long story.\n")
+        proc.stdin.flush()
+        proc.stdout.read(20)  # the reply is streaming (4000 tokens would take minutes)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate("/exit\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "[stopped]" in err and "Ctrl-D" in err  # the reply stopped, the chat went on to read /exit
+
+
+def test_interactive_turns_carry_the_conversation_and_reuse_its_cache(smollm_gguf: Path, monkeypatch) -> None:  # noqa: ANN001
+    from franken_rt.cli import run as cli
+
+    model = franken_rt.load(smollm_gguf, threads=2, n_ctx=2048)
+    prompts: list[str] = []
+    render = model.chat_prompt
+    monkeypatch.setattr(model, "chat_prompt", lambda messages: prompts.append(render(messages)) or prompts[-1])
+    ran: list[tuple[int, int]] = []  # per turn: prompt tokens run, tokens in the prompt
+    generate = model.generate
+
+    def recording(prompt: str, **kw):  # noqa: ANN003, ANN202
+        yield from generate(prompt, **kw)
+        ran.append((model.last_stats.prompt_tokens, len(model.prompt_tokens(prompt))))
+
+    monkeypatch.setattr(model, "generate", recording)
+    monkeypatch.setattr("sys.stdin", io.StringIO("My name is Ann.\nWhat is two plus two?\nWhat is my name?\n"))
+    args = cli.parse_args([str(smollm_gguf), "-i", "-n", "12", "--temp", "0"])
+    assert cli.interactive(model, args) == 0
+    third = prompts[-1]
+    assert "My name is Ann." in third and "What is two plus two?" in third and third.count("<|im_start|>assistant") == 3
+    assert len(ran) == 3 and ran[2][0] < ran[2][1] // 2  # turns 1 and 2 came from the cache
+
+
+def test_interactive_drops_the_oldest_turns_when_the_context_is_full(smollm_gguf: Path) -> None:
+    from franken_rt.cli.run import fit_context
+
+    model = franken_rt.load(smollm_gguf, threads=1, n_ctx=160)
+    messages = [{"role": "system", "content": "Be brief."}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"Question number {i} about a topic?"},
+                     {"role": "assistant", "content": f"Answer number {i}, quite short."}]
+    messages.append({"role": "user", "content": "Last question?"})
+    dropped = fit_context(model, messages, 32)
+    assert dropped > 0 and messages[0]["role"] == "system" and messages[-1]["content"] == "Last question?"
+    assert len(model.prompt_tokens(model.chat_prompt(messages))) + 32 <= model.n_ctx
 
 
 def test_entry_point_installed() -> None:

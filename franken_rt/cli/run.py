@@ -37,8 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def stream(model, prompt, args: argparse.Namespace) -> str:  # noqa: ANN001
-    pieces = []
+def stream(model, prompt, args: argparse.Namespace, pieces: list[str] | None = None) -> str:  # noqa: ANN001
+    """Generate, writing each piece to stdout as it comes; `pieces` collects them (what was said before a Ctrl-C)."""
+    pieces = [] if pieces is None else pieces
     for piece in model.generate(
         prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
@@ -60,7 +61,22 @@ def report(model) -> None:  # noqa: ANN001
     )
 
 
+def fit_context(model, messages: list[dict[str, str]], reserve: int) -> int:  # noqa: ANN001
+    """Drop the oldest turns (never a system message, never the newest message) until the rendered conversation
+    leaves `reserve` tokens of the context for the reply; returns how many messages went."""
+    dropped = 0
+    while len(model.prompt_tokens(model.chat_prompt(messages))) + reserve > model.n_ctx:
+        oldest = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
+        if oldest is None:
+            break  # only the newest message is left: generate() says it does not fit
+        del messages[oldest]
+        dropped += 1
+    return dropped
+
+
 def interactive(model, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """A chat: the conversation so far is the prompt of each turn (its cache reused: only the new turn runs)."""
+    print("[chat: Enter sends; Ctrl-C stops a reply; Ctrl-D or /exit leaves]", file=sys.stderr)
     messages: list[dict[str, str]] = []
     first = args.prompt
     while True:
@@ -71,14 +87,32 @@ def interactive(model, args: argparse.Namespace) -> int:  # noqa: ANN001
             try:
                 user = input("> ")
             except EOFError:
+                print()  # so the shell's prompt starts on a line of its own
                 return 0
+            except KeyboardInterrupt:  # at the prompt, as Python's REPL: a fresh line
+                print()
+                continue
         if not user.strip():
             continue
+        if user.strip() in ("/exit", "/quit"):
+            return 0
         messages.append({"role": "user", "content": user})
-        reply = stream(model, model.chat_prompt(messages), args)
+        dropped = fit_context(model, messages, min(args.n_predict, model.n_ctx // 2))
+        if dropped:
+            print(f"[the conversation outgrew the context of {model.n_ctx} tokens: dropped its {dropped} oldest "
+                  "messages]", file=sys.stderr)
+        pieces: list[str] = []
+        try:
+            stream(model, model.chat_prompt(messages), args, pieces)
+        except KeyboardInterrupt:  # stop this reply, keep what it said, back to the prompt
+            print("\n[stopped]", file=sys.stderr)
+        except FrankenError as e:  # e.g. one message longer than the whole context
+            print(f"franken-run: error: {e}", file=sys.stderr)
+            messages.pop()
+            continue
         print()
         report(model)
-        messages.append({"role": "assistant", "content": reply})
+        messages.append({"role": "assistant", "content": "".join(pieces)})
 
 
 @user_errors
@@ -89,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
                             activations=args.activations, kv_cache=args.kv_cache)
     if args.interactive:
+        if not model.tokenizer.chat_template:
+            raise FrankenError("-i needs a model with a chat template; this one has none (use -p for plain text)")
         return interactive(model, args)
     if args.prompt is None:
         raise FrankenError("no prompt: give -p PROMPT (or -i for a chat)")
