@@ -17,7 +17,7 @@ from franken_rt.checkpoint.layer_plan import check_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
-from franken_rt.sampling import SamplingParams
+from franken_rt.sampling import FALLBACK_SAMPLING, SamplingParams, recommended_sampling
 from franken_rt.text_stream import StopText
 
 if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
@@ -131,6 +131,7 @@ class Model:
             self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
         except _core.CoreError as e:
             raise FrankenError(f"{ckpt.source}: {e}") from None
+        self.recommended_sampling = recommended_sampling(ckpt.metadata)  # what the model file asks for
         self._cached: list[int] = []  # tokens whose keys and values are in the cache
         self.last_stats = GenerationStats()
 
@@ -232,21 +233,23 @@ class Model:
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repetition_penalty: float = 1.0,
-        repeat_last_n: int = 64,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        repeat_last_n: int | None = None,
         seed: int | None = None,
         ignore_eos: bool = False,
     ) -> Iterator[int]:
-        """Like generate(), but yields token ids. Arguments are checked before anything runs."""
-        params = SamplingParams(
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-            repetition_penalty=repetition_penalty, repeat_last_n=repeat_last_n,
-            seed=seed if seed is not None else int.from_bytes(os.urandom(8), "little"),
-        )
+        """Like generate(), but yields token ids. Arguments are checked before anything runs. A sampling setting
+        left as None takes the model file's recommendation (`recommended_sampling`), else FALLBACK_SAMPLING."""
+        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                 "repetition_penalty": repetition_penalty, "repeat_last_n": repeat_last_n}
+        params = SamplingParams(**{  # type: ignore[arg-type]
+            **FALLBACK_SAMPLING, **self.recommended_sampling, **{k: v for k, v in given.items() if v is not None},
+            "seed": seed if seed is not None else int.from_bytes(os.urandom(8), "little"),
+        })
         if max_tokens < 0:
             raise FrankenError(f"max_tokens must be >= 0, got {max_tokens}")
         ids = self.prompt_tokens(prompt) if isinstance(prompt, str) else list(prompt)

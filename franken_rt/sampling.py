@@ -11,9 +11,9 @@ from franken_rt.errors import FrankenError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.8  # 0: greedy
+    temperature: float = 0.2  # 0: greedy (defaults: FALLBACK_SAMPLING below)
     top_k: int = 40           # 0: off
-    top_p: float = 0.95       # 1: off
+    top_p: float = 0.9        # 1: off
     min_p: float = 0.05       # 0: off
     repetition_penalty: float = 1.0
     repeat_last_n: int = 64
@@ -43,6 +43,12 @@ class SamplingParams:
         if not 0 <= self.seed < 1 << 64:
             raise FrankenError(f"seed must be in [0, 2^64), got {self.seed}")
 
+
+# What generation uses when neither the caller nor the model file says: measured on the demo model (SmolLM2-135M,
+# 10 questions it answers right at reference precision, 5 seeds, default path): these 94%, the former defaults
+# (0.8, 40, 0.95, 0.05) 80%, these with a repetition penalty of 1.1 86%. Small models want a low temperature; the
+# temperature and top-p are SmolLM2's own generation_config.json's.
+FALLBACK_SAMPLING: dict[str, float | int] = {"temperature": 0.2, "top_k": 40, "top_p": 0.9, "min_p": 0.05}
 
 # GGUF keys of a model's recommended sampling (llama.cpp's `general.sampling.*`), by SamplingParams field.
 RECOMMENDED_KEYS = {

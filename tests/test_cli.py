@@ -156,11 +156,12 @@ def test_bad_runtime_arguments(smollm_gguf: Path) -> None:
 
 def test_requantizing_warns(smollm_gguf: Path, tmp_path: Path) -> None:
     convert = str(Path(sys.executable).parent / "franken-convert")
-    out = subprocess.run([convert, str(smollm_gguf), "-o", str(tmp_path / "q8.gguf"), "--quant", "q8_0", "-q",
-                          "--tensor-type", "token_embd|ffn_up=q4_0"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([convert, str(smollm_gguf), "-o", str(tmp_path / "q8.gguf"), "--quant", "f16", "-q",
+                          "--tensor-type", "blk\\.0\\.ffn_up=q4_0", "--rounding", "rtn"], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     warning = [ln for ln in out.stderr.splitlines() if "warning" in ln]
-    assert len(warning) == 1 and "requantizes" in warning[0] and "Q4_1 -> Q4_0" in warning[0], out.stderr
+    assert len(warning) == 1 and "requantizes" in warning[0] and "(1 x Q4_1 -> Q4_0)" in warning[0], out.stderr
     again = subprocess.run([convert, str(tmp_path / "q8.gguf"), "-o", str(tmp_path / "f16.gguf"), "--quant", "f16",
                             "-q"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "warning" not in again.stderr  # dequantizing loses nothing: no warning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,18 @@ def test_a_text_prompt_that_writes_its_own_bos_gets_one(tiny: Path) -> None:
     assert model.tokenize("<s>hello")[:2] == [bos, bos]  # what the plain tokenizer gives
     assert model.prompt_tokens("<s>hello") == model.tokenize("<s>hello")[1:]
     assert model.prompt_tokens("hello") == model.tokenize("hello")
+
+
+def test_recommended_sampling_is_kept_through_conversion(tiny: Path, tmp_path: Path) -> None:
+    """generation_config.json's sampling becomes llama.cpp's general.sampling.* keys, and generation defaults to it."""
+    folder = tmp_path / "hf"
+    shutil.copytree(tiny, folder)
+    (folder / "generation_config.json").write_text('{"do_sample": true, "temperature": 0.3, "top_p": 0.85}')
+    out = tmp_path / "out.gguf"
+    assert subprocess.run([sys.executable, "-m", "franken_rt.cli.convert", str(folder), "-o", str(out), "-q"],
+                          capture_output=True, text=True).returncode == 0
+    meta = read_checkpoint(out).metadata
+    assert meta["general.sampling.temp"] == pytest.approx(0.3) and meta["general.sampling.top_p"] == pytest.approx(0.85)
+    for source in (folder, out):
+        model = franken_rt.load(source, threads=1, n_ctx=64)
+        assert model.recommended_sampling == pytest.approx({"temperature": 0.3, "top_p": 0.85})

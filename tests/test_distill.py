@@ -106,19 +106,24 @@ def test_distillation_lowers_heldout_kl(tiny_gguf: Path, tmp_path: Path) -> None
     assert after < 0.8 * before, (before, after)
 
 
+@pytest.mark.parametrize(("quant", "rounding"), [("q8_0", "search"), ("q4_0", "gptq")])
 def test_convert_heal_distill_writes_a_plain_llama_that_generates(tiny_gguf: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                                  capsys: pytest.CaptureFixture[str], quant: str,
+                                                                  rounding: str) -> None:
+    """Distilled in float, then quantized as usual; with gptq the tuned float weights are requantized with error
+    feedback, calibrated on the pruned and healed model."""
     calib = tmp_path / "calib.txt"
     calib.write_text(corpus_text(12_000))  # ~12 windows of 256 tokens
     out = tmp_path / "distilled.gguf"
-    rc = convert_main([str(tiny_gguf), "-o", str(out), "--quant", "q8_0", "--calib", str(calib), "--drop", "1",
-                       "--heal", "distill", "-q"])
+    rc = convert_main([str(tiny_gguf), "-o", str(out), "--quant", quant, "--calib", str(calib), "--drop", "1",
+                       "--heal", "distill", "--rounding", rounding, "-q"])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "healing (distill): from healing (ridge)" in err and "held-out KL to the teacher" in err
     ckpt = read_checkpoint(out)
     assert ckpt.config.n_layers == 2 and ckpt.layer_plan is None
-    assert all(t.dtype == DType.Q8_0 for t in ckpt.tensors.values() if len(t.shape) == 2)
+    assert all(t.dtype == DType[quant.upper()] for t in ckpt.tensors.values()
+               if len(t.shape) == 2 and t.name != "token_embd.weight")
     assert not list(tmp_path.glob("franken-convert-*"))
     model = franken_rt.load(out, threads=2, n_ctx=CTX)
     text = list(model.generate("The function", max_tokens=8, seed=1, ignore_eos=True))

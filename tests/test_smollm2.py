@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,18 @@ def test_generation_imports_no_optional_library(smollm_gguf: Path, tmp_path: Pat
     out = subprocess.run([sys.executable, "-c", code, str(smollm_gguf)], capture_output=True, text=True, check=True,
                          cwd=tmp_path)  # not the source tree: the package as installed (or on PYTHONPATH)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow  # 50 short chat replies, ~20 s
+def test_default_settings_answer_simple_questions(smollm_gguf: Path) -> None:
+    """10 questions the model answers right at reference precision (tests/data/simple_questions.jsonl), 5 seeds,
+    the default path and the default sampling: right = an expected word appears in the reply."""
+    questions = [json.loads(line) for line in (Path(__file__).parent / "data" / "simple_questions.jsonl").open()]
+    ours = franken_rt.load(smollm_gguf, threads=2)  # what `franken-run MODEL --chat` runs
+    right = 0
+    for q in questions:
+        for seed in range(5):
+            reply = "".join(ours.generate(ours.chat_prompt([{"role": "user", "content": q["question"]}]),
+                                          max_tokens=64, seed=seed))
+            right += any(a.lower() in reply.lower() for a in q["answers"])
+    assert right >= 0.8 * 5 * len(questions), f"{right} of {5 * len(questions)} right"

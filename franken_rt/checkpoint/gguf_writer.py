@@ -26,6 +26,7 @@ from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type
 from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.formats import format_of
+from franken_rt.sampling import RECOMMENDED_KEYS
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -117,7 +118,9 @@ def write_gguf(
         w = gguf.GGUFWriter(tmp, arch="llama")
         vocab = ckpt.tokenizer.gguf_metadata(vocab_size=ckpt.config.vocab_size)
         order = {PLAN_KEY: [int(b) for b in ckpt.layer_plan]} if ckpt.layer_plan is not None else {}
-        for key, val in {**hyperparameters(ckpt.config), **vocab, **order, **(extra_metadata or {})}.items():
+        sampling = {k: v for k, v in ckpt.metadata.items() if k in RECOMMENDED_KEYS.values()}  # kept through
+        for key, val in {**hyperparameters(ckpt.config), **vocab, **order, **sampling,
+                         **(extra_metadata or {})}.items():
             _add_value(w, key, val)
         w.add_file_type(file_type(d for _, _, d in plan))
         freqs = _rope_freqs(ckpt)

@@ -12,6 +12,7 @@ from franken_rt.checkpoint.types import Checkpoint, TensorInfo
 from franken_rt.checkpoint.validate import check_tensors
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
+from franken_rt.sampling import RECOMMENDED_KEYS, recommended_sampling
 from franken_rt.tokenizer import Tokenizer
 
 # Hugging Face parameter names -> GGUF names (the one naming the core knows).
@@ -42,6 +43,23 @@ def gguf_name(hf_name: str) -> str | None:
     if m and m.group(2) in _BLOCK:
         return f"blk.{m.group(1)}.{_BLOCK[m.group(2)]}"
     return None
+
+
+def generation_sampling(folder: Path) -> dict[str, Any]:
+    """The sampling a folder's generation_config.json recommends, under llama.cpp's GGUF keys (general.sampling.*),
+    so that a converted file keeps it. Nothing when it does not sample (do_sample false) or the file is absent."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return {}
+    gen = _load_json(path)
+    if not isinstance(gen, dict) or gen.get("do_sample") is False:
+        return {}
+    keys = {GGUF: gen[hf] for hf, GGUF in (("temperature", RECOMMENDED_KEYS["temperature"]),
+                                            ("top_p", RECOMMENDED_KEYS["top_p"]), ("top_k", RECOMMENDED_KEYS["top_k"]),
+                                            ("min_p", RECOMMENDED_KEYS["min_p"]),
+                                            ("repetition_penalty", RECOMMENDED_KEYS["repetition_penalty"]))
+            if hf in gen}
+    return keys if recommended_sampling(keys) else {}  # values that make no sense are not carried
 
 
 def _load_json(path: Path) -> Any:
@@ -100,7 +118,7 @@ def read_hf(folder: Path) -> Checkpoint:
         tokenizer=Tokenizer.from_hf_folder(folder),
         rope_interleaved=False,
         source=folder,
-        metadata={"hf_config": cfg},
+        metadata={"hf_config": cfg, **generation_sampling(folder)},
     )
     check_tensors(ckpt)
     return ckpt
