@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("openai")
-
-from franken_rt.eval.demo_model import existing_model_path  # noqa: E402
-from franken_rt.eval.llamacpp import bin_dir  # noqa: E402
-from franken_rt.eval.serving import drive, llama_server, running_server  # noqa: E402
+from franken_rt.eval.demo_model import existing_model_path
+from franken_rt.eval.llamacpp import bin_dir
+from franken_rt.eval.serving import drive, llama_server, running_server
 
 pytestmark = pytest.mark.gate
 ROUNDS = 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -20,8 +21,6 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import openai
 
 START_TIMEOUT = 90.0  # seconds for the process to listen and load the model (a busy CI machine)
 
@@ -142,23 +141,36 @@ class Load:
 
 def drive(url: str, streams: int, requests: int = 2, max_tokens: int = 64, api_key: str = "none") -> Load:
     """`streams` clients at once, each sending `requests` streamed completions one after another (distinct prompts,
-    end-of-sequence ignored so each makes exactly max_tokens), through the `openai` client."""
-    client = openai.OpenAI(base_url=url + "/v1", api_key=api_key, timeout=300, max_retries=0)
+    end-of-sequence ignored so each makes exactly max_tokens). The client is deliberately thin (http.client and
+    json, no SDK): it shares the 2 cores with the server it measures, and parsing each chunk into an SDK's objects
+    would take time from whichever server is being measured. The tests use the `openai` client itself."""
+    host, port = url.removeprefix("http://").split(":")
 
     def one(i: int) -> tuple[int, float]:
+        body = {"model": "m", "prompt": f"Write a short story about {TOPICS[i % len(TOPICS)]}.", "stream": True,
+                "max_tokens": max_tokens, "temperature": 0.8, "seed": i, "ignore_eos": True,
+                "stream_options": {"include_usage": True}}
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
         t0 = time.perf_counter()
-        first, tokens, text = 0.0, 0, 0
-        stream = client.completions.create(model="m", prompt=f"Write a short story about {TOPICS[i % len(TOPICS)]}.",
-                                           max_tokens=max_tokens, temperature=0.8, seed=i, stream=True,
-                                           stream_options={"include_usage": True},
-                                           extra_body={"ignore_eos": True})
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].text:
-                text += 1
-                first = first or time.perf_counter() - t0
-            if chunk.usage:
-                tokens = chunk.usage.completion_tokens
-        return tokens or text, first
+        first, tokens, pieces = 0.0, 0, 0
+        try:
+            conn.request("POST", "/v1/completions", body=json.dumps(body),
+                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"{url}: {response.status} {response.read()[:300]!r}")
+            for line in response:
+                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                    continue
+                event = json.loads(line[6:])
+                if event.get("choices") and event["choices"][0].get("text"):
+                    pieces += 1
+                    first = first or time.perf_counter() - t0
+                if event.get("usage"):
+                    tokens = event["usage"]["completion_tokens"]
+        finally:
+            conn.close()
+        return tokens or pieces, first
 
     def client_loop(c: int) -> list[tuple[int, float]]:
         return [one(c * requests + r) for r in range(requests)]
