@@ -45,6 +45,7 @@ class GenerationStats:
 
 
 ACTIVATIONS = ("q8", "f32")
+FLOAT_ROLES = ("qkv", "attn_output", "gate_up", "down", "output")  # Config::float_act_roles bit order
 KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q8": 8}  # GGUF type ids of F32, F16, Q8_0
 
 
@@ -74,12 +75,15 @@ class Model:
         kv_cache: str = "f16",
         check_values: bool = True,
         sequences: int = 1,
+        float_roles: Sequence[str] = (),
     ) -> None:
         """`activations`: "q8" (default) multiplies quantized weights by activations quantized to 8-bit blocks,
         with integer kernels; "f32" keeps activations in float, the reference-precision path.
         `kv_cache`: "f16" (default), "q8" (8-bit blocks: half the memory) or "f32" (reference precision).
         `layer_plan`: stored block indices in execution order; default the checkpoint's own plan (or each block
         once).
+        `float_roles`: with q8 activations, the roles of FLOAT_ROLES whose matrices still take float inputs (a
+        knob for measuring sensitivity to 8-bit rounding; docs/quality.md).
         `sequences`: independent KV caches of n_ctx each (a server's slots, run together by `step_rows`); the
         generation methods use sequence 0.
         `check_values`: scan the weights for NaN or infinite values and block scales first (a vectorized pass over
@@ -123,6 +127,10 @@ class Model:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
         cfg.kv_type = KV_CACHE_TYPES[kv_cache]
         cfg.n_seq = sequences
+        unknown = set(float_roles) - set(FLOAT_ROLES)
+        if unknown:
+            raise FrankenError(f"float_roles: unknown {sorted(unknown)}; choose from {', '.join(FLOAT_ROLES)}")
+        cfg.float_act_roles = sum(1 << FLOAT_ROLES.index(r) for r in set(float_roles))
         check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads, sequences)
         if check_values:
             check_finite(ckpt)

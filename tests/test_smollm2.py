@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 import franken_rt
+from franken_rt.checkpoint import read_checkpoint
+from franken_rt.errors import FrankenError
 from franken_rt.eval.tiny_models import load_reference_precision
+from franken_rt.model import FLOAT_ROLES, Model
 
 PROMPT = "The capital of France is"
 PARAGRAPH = (
@@ -179,3 +182,16 @@ def test_default_settings_answer_simple_questions(smollm_gguf: Path) -> None:
                                           max_tokens=64, seed=seed))
             right += any(a.lower() in reply.lower() for a in q["answers"])
     assert right >= 0.8 * 5 * len(questions), f"{right} of {5 * len(questions)} right"
+
+
+def test_float_inputs_per_role(smollm_gguf: Path) -> None:
+    """The per-role knob for measuring sensitivity to 8-bit activations: every role in float is the float path
+    exactly, one role in float changes the logits, a wrong name is refused."""
+    ckpt = read_checkpoint(smollm_gguf)
+    ids = [1, 504, 3575, 282, 4649, 314]
+    exact = Model(ckpt, threads=2, activations="f32").logits(ids)
+    assert np.array_equal(Model(ckpt, threads=2, float_roles=FLOAT_ROLES).logits(ids), exact)
+    q8 = Model(ckpt, threads=2).logits(ids)
+    assert not np.array_equal(Model(ckpt, threads=2, float_roles=["output"]).logits(ids), q8)
+    with pytest.raises(FrankenError, match="float_roles"):
+        Model(ckpt, float_roles=["lm_head"])

@@ -225,25 +225,25 @@ void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits
         record(2 * slot, n);
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
-        project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}});
+        project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}}, kRoleQKV);
         each_row(n, [&](int r0, int r1, int) {
             rope(q_.data(), r0, r1, c.n_heads);
             rope(k_.data(), r0, r1, c.n_kv_heads);
             store_kv(slot, r0, r1);
         });
         attention(slot, n);
-        project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}});
+        project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}}, kRoleAttnOut);
         add_rows(x_.data(), xb_.data(), n);
         record(2 * slot + 1, n);
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
         rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
-        project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}});
+        project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}}, kRoleGateUp);
         each_row(n, [&](int r0, int r1, int) {
             for (size_t at = static_cast<size_t>(r0) * c.ffn_dim; at < static_cast<size_t>(r1) * c.ffn_dim; at += c.ffn_dim)
                 kern_->swiglu(&hb_[at], &hb2_[at], c.ffn_dim);
         });
-        project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}});
+        project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}}, kRoleDown);
         add_rows(x_.data(), xb_.data(), n);
     }
     record(2 * depth(), n);
@@ -256,7 +256,7 @@ void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits
     for (int i = 0; i < n_out; ++i)
         if (out_rows_[i] != i) std::memcpy(&x_[i * d], &x_[out_rows_[i] * d], d * sizeof(float));
     rmsnorm(x_.data(), w_.output_norm, xb_.data(), n_out);
-    project(xb_.data(), n_out, c.dim, {{&w_.output, logits}});
+    project(xb_.data(), n_out, c.dim, {{&w_.output, logits}}, kRoleOutput);
 }
 
 // Row-wise work (norms, rotations, residuals, activation quantization) of a prompt's rows, split over the threads:
@@ -307,7 +307,7 @@ Model::Act Model::activations(const float* x, int n_rows, int cols) {
 // Products of several matrices with the same input (Q/K/V; gate/up) in one parallel loop over all their rows:
 // one dispatch instead of several, and the threads balance over the group. Threads split the rows in units of
 // eight when every matrix allows it, so interleaved groups are never cut.
-void Model::project(const float* x, int n_rows, int cols, std::initializer_list<Product> products) {
+void Model::project(const float* x, int n_rows, int cols, std::initializer_list<Product> products, int role) {
     int total = 0, unit = kX8;
     bool quantized = false;
     for (const Product& p : products) {
@@ -315,6 +315,7 @@ void Model::project(const float* x, int n_rows, int cols, std::initializer_list<
         quantized |= format_of(p.w->dtype).quantized();
         if (p.w->rows % kX8) unit = 1;
     }
+    if (cfg_.float_act_roles >> role & 1) quantized = false;  // this role's inputs stay in float (see Config)
     const Act act = quantized ? activations(x, n_rows, cols) : Act{x, nullptr, n_rows, cols};
     pool_.parallel_for(total / unit, [&](int begin, int end, int t) {
         begin *= unit;
@@ -332,7 +333,7 @@ void Model::project(const float* x, int n_rows, int cols, std::initializer_list<
 void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread) {
     const int cols = w.cols, rows = w.rows, n_rows = x.n_rows;
     const DotQFn dotq = x.q ? kern_->dotq(w.dtype) : nullptr;
-    if (w.x8) {  // interleaved (only with quantized activations): whole groups of eight rows
+    if (w.x8 && x.q) {  // interleaved, quantized activations: whole groups of eight rows
         const GemmX8Fn gemm = kern_->gemmq_x8(w.dtype);
         gemm(w.group(begin / kX8), (end - begin) / kX8, cols / kQK, x.q, n_rows, out + begin, rows);
     } else if (dotq && n_rows == 1) {  // decode: integer dot products, one per weight row
@@ -347,7 +348,10 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
         const ToF32Fn to_f32 = (*kern_)[w.dtype].to_f32;
         const DotFn dot_f32 = kern_->dot(DType::F32);
         for (int i = begin; i < end; ++i) {
-            to_f32(w.row(i), row, cols);
+            if (w.x8)  // an interleaved matrix whose role keeps float inputs: its row decoded from its group
+                format_of(w.dtype).x8_row_to_f32(w.group(i / kX8), cols / kQK, i % kX8, row);
+            else
+                to_f32(w.row(i), row, cols);
             for (int r = 0; r < n_rows; ++r)
                 out[static_cast<size_t>(r) * rows + i] = dot_f32(row, x.f + static_cast<size_t>(r) * cols, cols);
         }

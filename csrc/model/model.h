@@ -59,7 +59,9 @@ private:
         float* out;
     };
     Act activations(const float* x, int n_rows, int cols);
-    void project(const float* x, int n_rows, int cols, std::initializer_list<Product> products);
+    // Which matrices a product group is (bit positions of Config::float_act_roles).
+    enum Role { kRoleQKV, kRoleAttnOut, kRoleGateUp, kRoleDown, kRoleOutput };
+    void project(const float* x, int n_rows, int cols, std::initializer_list<Product> products, int role);
     void rows_times(const Matrix& w, const Act& x, float* out, int begin, int end, int thread);
     void check_tokens(const int32_t* tokens, int n) const;
     // One batch of n <= n_batch rows; row r is token tokens[r] of sequence seq_[r] at position pos_[r]. Logits of

@@ -31,6 +31,9 @@ struct Config {
     // Quantized weights multiply 8-bit activations (integer kernels) unless this asks for float activations,
     // the reference-precision path that matches a float implementation to ~1e-5.
     bool float_activations = false;
+    // Per role, float inputs to the integer path's matrices (bit 0 Q/K/V, 1 attention output, 2 gate/up, 3 down,
+    // 4 the output matrix): for measuring which matrices' inputs are sensitive to 8-bit rounding. Default none.
+    int float_act_roles = 0;
     // Storage of the KV cache: F32 (reference precision), F16 (default) or Q8_0 (half of F16's memory).
     int kv_type = static_cast<int>(DType::F16);
 };
