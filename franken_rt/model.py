@@ -17,7 +17,7 @@ from franken_rt.checkpoint.layer_plan import check_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
-from franken_rt.sampling import FALLBACK_SAMPLING, SamplingParams, recommended_sampling
+from franken_rt.sampling import SamplingParams, recommended_sampling
 from franken_rt.text_stream import StopText
 
 if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
@@ -251,11 +251,11 @@ class Model:
         ignore_eos: bool = False,
     ) -> Iterator[int]:
         """Like generate(), but yields token ids. Arguments are checked before anything runs. A sampling setting
-        left as None takes the model file's recommendation (`recommended_sampling`), else FALLBACK_SAMPLING."""
+        left as None takes the model file's recommendation (`recommended_sampling`), else SamplingParams' default."""
         given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
                  "repetition_penalty": repetition_penalty, "repeat_last_n": repeat_last_n}
         params = SamplingParams(**{  # type: ignore[arg-type]
-            **FALLBACK_SAMPLING, **self.recommended_sampling, **{k: v for k, v in given.items() if v is not None},
+            **self.recommended_sampling, **{k: v for k, v in given.items() if v is not None},
             "seed": seed if seed is not None else int.from_bytes(os.urandom(8), "little"),
         })
         if max_tokens < 0:

@@ -104,19 +104,18 @@ void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits
         const int b = std::min(cfg_.n_batch, n - done);
         const bool last = done + b == n;
         float* out = all_logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : logits;
-        rows_of_sequence0(b, all_logits);
-        if (!all_logits && !last) out_rows_.clear();
+        rows_of_sequence0(b, all_logits ? 0 : last ? b - 1 : b);
         forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), out);
         done += b;
     }
 }
 
-void Model::rows_of_sequence0(int n, bool all_logits) {
+void Model::rows_of_sequence0(int n, int first_out) {
     out_rows_.clear();
     for (int r = 0; r < n; ++r) {
         seq_[r] = 0;
         pos_[r] = n_past_[0] + r;
-        if (all_logits || r == n - 1) out_rows_.push_back(r);
+        if (r >= first_out) out_rows_.push_back(r);
     }
 }
 
@@ -158,7 +157,7 @@ void Model::trace(const int32_t* tokens, int n, float* out) {
         for (int done = 0; done < n;) {
             const int b = std::min(cfg_.n_batch, n - done);
             trace_row_ = done;
-            rows_of_sequence0(b, false);
+            rows_of_sequence0(b, b);
             forward_batch(tokens + done, b, 0, nullptr);
             done += b;
         }
@@ -182,7 +181,7 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
     batch_logits_.resize(static_cast<size_t>(cfg_.n_batch) * V);
     for (int done = 0; done < n;) {
         const int b = std::min(cfg_.n_batch, n - done);
-        rows_of_sequence0(b, true);
+        rows_of_sequence0(b, 0);
         forward_batch(tokens + done, b, b, batch_logits_.data());
         pool_.parallel_for(b, [&](int begin, int end, int) {
             for (int r = begin; r < end; ++r) {

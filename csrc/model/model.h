@@ -67,7 +67,8 @@ private:
     // One batch of n <= n_batch rows; row r is token tokens[r] of sequence seq_[r] at position pos_[r]. Logits of
     // the rows listed in out_rows_ (n_out of them) go to `logits`, one row each.
     void forward_batch(const int32_t* tokens, int n, int n_out, float* logits);
-    void rows_of_sequence0(int n, bool all_logits);  // seq_, pos_, out_rows_ for n rows appended to sequence 0
+    // seq_ and pos_ for n rows appended to sequence 0; out_rows_: rows first_out.. (n: none) give logits
+    void rows_of_sequence0(int n, int first_out);
     template <class F>
     void each_row(int n_rows, F&& fn);
     void rmsnorm(const float* x, const std::vector<float>& gain, float* out, int n_rows);

@@ -54,11 +54,8 @@ def generation_sampling(folder: Path) -> dict[str, Any]:
     gen = _load_json(path)
     if not isinstance(gen, dict) or gen.get("do_sample") is False:
         return {}
-    keys = {GGUF: gen[hf] for hf, GGUF in (("temperature", RECOMMENDED_KEYS["temperature"]),
-                                            ("top_p", RECOMMENDED_KEYS["top_p"]), ("top_k", RECOMMENDED_KEYS["top_k"]),
-                                            ("min_p", RECOMMENDED_KEYS["min_p"]),
-                                            ("repetition_penalty", RECOMMENDED_KEYS["repetition_penalty"]))
-            if hf in gen}
+    # transformers names these settings as SamplingParams does (repeat_last_n has no counterpart there)
+    keys = {key: gen[name] for name, key in RECOMMENDED_KEYS.items() if name in gen}
     return keys if recommended_sampling(keys) else {}  # values that make no sense are not carried
 
 

@@ -94,7 +94,7 @@ def _integer(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     return value
 
 
-def _boolean(body: dict[str, Any], name: str) -> bool:
+def boolean(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if value is None:
         return False
@@ -151,7 +151,7 @@ def max_tokens(body: dict[str, Any], default: int, room: int) -> int:
 
 
 def stream_settings(body: dict[str, Any]) -> tuple[bool, bool]:
-    stream = _boolean(body, "stream")
+    stream = boolean(body, "stream")
     options = body.get("stream_options")
     if options is None:
         return stream, False
@@ -159,7 +159,7 @@ def stream_settings(body: dict[str, Any]) -> tuple[bool, bool]:
         raise bad("'stream_options' must be an object", "stream_options")
     if not stream:
         raise bad("'stream_options' is only allowed with 'stream': true", "stream_options")
-    return stream, _boolean(options, "include_usage")
+    return stream, boolean(options, "include_usage")
 
 
 def messages(body: dict[str, Any]) -> list[dict[str, str]]:

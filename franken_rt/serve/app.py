@@ -154,7 +154,7 @@ def _generation(body: dict[str, Any], state: ServerState, ids: list[int], defaul
                        param="messages", code="context_length_exceeded")
     room = model.n_ctx - len(ids)
     stream, include_usage = api.stream_settings(body)
-    ignore_eos = api._boolean(body, "ignore_eos")
+    ignore_eos = api.boolean(body, "ignore_eos")
     return Generation(
         prompt=ids, params=api.sampling(body, state.defaults),
         max_tokens=api.max_tokens(body, room if default_max is None else default_max, room),
@@ -308,7 +308,7 @@ async def tokenize(request: Request, state: ServerState) -> Response:
     content = body.get("content")
     if not isinstance(content, str):
         raise api.bad("'content' must be a string", "content")
-    add_special = api._boolean(body, "add_special")
+    add_special = api.boolean(body, "add_special")
     assert state.model is not None
     return JSONResponse({"tokens": state.model.tokenize(content, add_special=add_special)})
 

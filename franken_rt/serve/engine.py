@@ -259,8 +259,7 @@ class Engine:
             if tail:
                 job.emit(tail, False)
         job.finish_reason, job.error = reason, error
-        if slot.todo:  # tokens not run: the cache holds only what ran
-            slot.todo = []
+        slot.todo = []  # tokens not run: the cache holds only what ran
         slot.job = None
         slot.sampler = None
         slot.text = None
