@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 openai = pytest.importorskip("openai")  # the serve and test extras install it; a developer without them skips
 
 import franken_rt  # noqa: E402
-from franken_rt.eval.serving import running_server  # noqa: E402
+from franken_rt.eval.serving import SERVE, running_server  # noqa: E402
 
 PROMPTS = [
     "What is the capital of France?",
@@ -222,12 +223,8 @@ def test_sigterm_lets_running_requests_finish(smollm_gguf: Path) -> None:
 
 
 def test_options_refused_with_one_line(smollm_gguf: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "franken_rt.cli.serve", *args], capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run([str(SERVE), *args], capture_output=True, text=True, timeout=60)
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -22,6 +22,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The installed console script, not `python -m`: that puts the working directory first on sys.path, and from a
+# source checkout it would import the sources (which have no built core) instead of the installed package.
+SERVE = Path(sys.executable).parent / "franken-serve"
 START_TIMEOUT = 90.0  # seconds for the process to listen and load the model (a busy CI machine)
 
 
@@ -57,7 +60,7 @@ class Server:
 @contextlib.contextmanager
 def running_server(model: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
     """franken-serve on a port it picks itself (--port 0; its first line says which), 2 threads unless told."""
-    cmd = [sys.executable, "-m", "franken_rt.cli.serve", str(model), "--port", "0",
+    cmd = [str(SERVE), str(model), "--port", "0",
            *(() if "--threads" in args else ("--threads", "2")), *args]
     with _process(cmd, env, first_line=True) as (proc, first_line):
         m = re.search(r"on (http://127\.0\.0\.1:\d+)", first_line)
