@@ -156,6 +156,54 @@ std::vector<int> step_rows(Model& m, const py::buffer& tokens, const py::buffer&
     return next;
 }
 
+// Speculative decoding's check, on sequence 0: `tokens` are the tokens its cache lacks, the last n_draft of them
+// drafted. They run in one pass; then row by row the sampler keeps the draft (Sampler::sample's draft) or draws a
+// replacement, which ends the walk, and the cache is cut back past the first rejected draft. Returns the emitted
+// tokens: the accepted drafts, then one more (the replacement, or the token after the last draft).
+std::vector<int> verify(Model& m, const py::buffer& tokens, int n_draft, Sampler& s, const py::buffer& history) {
+    const Tokens t(tokens), h(history);
+    const int n = t.size();
+    if (n_draft < 0 || n_draft >= n) throw Error("verify: need at least one token before the drafted ones");
+    const std::vector<int32_t> seqs(n, 0);
+    std::vector<uint8_t> want(n, 0);
+    std::fill(want.end() - (n_draft + 1), want.end(), 1);
+    std::vector<int32_t> hist(h.data(), h.data() + h.size());
+    std::vector<int> out;
+    py::gil_scoped_release release;
+    const int kept = m.n_past(0) + n - n_draft;  // the cache's length with every undrafted token run
+    const float* logits = m.forward_rows(t.data(), seqs.data(), n, want.data());
+    const int V = m.config().vocab_size;
+    for (int i = 0; i <= n_draft; ++i) {
+        const int draft = i < n_draft ? t.data()[n - n_draft + i] : -1;
+        const int token = s.sample(logits + static_cast<size_t>(i) * V, V, hist.data(), static_cast<int>(hist.size()), draft);
+        out.push_back(token);
+        if (token != draft) break;
+        hist.push_back(token);
+    }
+    m.truncate(kept + static_cast<int>(out.size()) - 1, 0);
+    return out;
+}
+
+// Greedy drafting with another plan of the same weights (a shallower one: cheaper per token), on sequence `seq`:
+// run `tokens` (what that sequence's cache lacks), take the likeliest next token, run it, and so on: k tokens,
+// the last not run.
+std::vector<int> draft_greedy(Model& m, const py::buffer& tokens, int seq, const std::vector<int>& plan, int k) {
+    const Tokens t(tokens);
+    std::vector<int32_t> run(t.data(), t.data() + t.size());
+    std::vector<int> out;
+    py::gil_scoped_release release;
+    const int V = m.config().vocab_size;
+    while (static_cast<int>(out.size()) < k) {
+        const std::vector<int32_t> seqs(run.size(), seq);
+        std::vector<uint8_t> want(run.size(), 0);
+        want.back() = 1;
+        const float* logits = m.forward_rows(run.data(), seqs.data(), static_cast<int>(run.size()), want.data(), &plan);
+        out.push_back(static_cast<int>(std::max_element(logits, logits + V) - logits));
+        run.assign(1, out.back());
+    }
+    return out;
+}
+
 // The format table for Python (franken_rt/formats.py is held equal to it by a test).
 py::list format_rows() {
     py::list out;
@@ -261,6 +309,11 @@ PYBIND11_MODULE(_core, mod) {
         .def("step_rows", &step_rows, py::arg("tokens"), py::arg("seqs"), py::arg("want"), py::arg("samplers"),
              py::arg("histories"),
              "eval_rows, then the next token of each wanted row drawn with its own sampler and history.")
+        .def("verify", &verify, py::arg("tokens"), py::arg("n_draft"), py::arg("sampler"), py::arg("history"),
+             "Speculative decoding's check on sequence 0: run tokens (the last n_draft drafted), keep the drafts the "
+             "sampler accepts, cut the cache back past the first rejected; the emitted tokens (accepted drafts + 1).")
+        .def("draft_greedy", &draft_greedy, py::arg("tokens"), py::arg("seq"), py::arg("plan"), py::arg("k"),
+             "Run tokens on sequence seq with another layer plan, then draft k tokens greedily (the last not run).")
         .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0)
         .def("n_past_of", &Model::n_past, py::arg("seq"))
         .def_property_readonly("n_past", [](const Model& m) { return m.n_past(0); })
@@ -284,11 +337,13 @@ PYBIND11_MODULE(_core, mod) {
     py::class_<Sampler>(mod, "Sampler")
         .def(py::init<const SamplerParams&>(), py::arg("params"))
         .def("sample",
-             [](Sampler& s, const FloatArray& logits, const Int32Array& history) {
+             [](Sampler& s, const FloatArray& logits, const Int32Array& history, int draft) {
                  return s.sample(logits.data(), static_cast<int>(logits.size()), history.data(),
-                                 static_cast<int>(history.size()));
+                                 static_cast<int>(history.size()), draft);
              },
-             py::arg("logits"), py::arg("history"));
+             py::arg("logits"), py::arg("history"), py::arg("draft") = -1,
+             "The next token; with draft >= 0, speculative decoding's check of that drafted token (returned if "
+             "accepted): one draw from the same distribution either way.");
 
     py::class_<ByteLevelBpe>(mod, "ByteLevelBpe")
         .def(py::init<const std::vector<int32_t>&, const std::vector<int32_t>&, bool>(), py::arg("byte_ids"),

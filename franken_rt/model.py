@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from franken_rt import _core
-from franken_rt.checkpoint import Checkpoint
-from franken_rt.checkpoint.layer_plan import check_plan
+from franken_rt.checkpoint import Checkpoint, read_checkpoint
+from franken_rt.checkpoint.layer_plan import DRAFT_PLAN_KEY, check_plan, draft_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.resources import check_memory, release_free_memory
 from franken_rt.sampling import SamplingParams, recommended_sampling
+from franken_rt.speculative import Drafter, DraftLength, LookupDrafter, model_drafter, self_drafter
 from franken_rt.text_stream import StopText
 
 if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
@@ -31,8 +32,11 @@ class GenerationStats:
     prompt_tokens: int = 0
     prompt_seconds: float = 0.0
     generated_tokens: int = 0
-    decode_steps: int = 0  # single-token forward passes (the first generated token comes from the prompt's)
+    decode_steps: int = 0  # forward passes after the prompt's (each gives one token, or more with drafts)
+    decode_tokens: int = 0  # tokens those passes gave (the first generated token comes from the prompt's pass)
     decode_seconds: float = 0.0
+    drafted_tokens: int = 0   # speculative decoding: tokens proposed by the drafter and checked
+    accepted_tokens: int = 0  # ... and the ones the model kept
     finish_reason: str = ""  # "eos", "stop", "length" or "context"
 
     @property
@@ -41,7 +45,7 @@ class GenerationStats:
 
     @property
     def generate_tps(self) -> float:
-        return self.decode_steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
+        return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
 ACTIVATIONS = ("q8", "f32")
@@ -141,6 +145,7 @@ class Model:
             raise FrankenError(f"{ckpt.source}: {e}") from None
         self.recommended_sampling = recommended_sampling(ckpt.metadata)  # what the model file asks for
         self._cached: list[int] = []  # tokens whose keys and values are in the cache
+        self._drafters: dict[tuple, Drafter] = {}  # kept across generations: a draft model's cache is reused
         self.last_stats = GenerationStats()
 
     # ---- properties --------------------------------------------------------------------------------
@@ -249,9 +254,19 @@ class Model:
         repeat_last_n: int | None = None,
         seed: int | None = None,
         ignore_eos: bool = False,
+        draft: str | None = None,
+        draft_max: int = 8,
+        draft_plan: Sequence[int] | None = None,
     ) -> Iterator[int]:
         """Like generate(), but yields token ids. Arguments are checked before anything runs. A sampling setting
-        left as None takes the model file's recommendation (`recommended_sampling`), else SamplingParams' default."""
+        left as None takes the model file's recommendation (`recommended_sampling`), else SamplingParams' default.
+
+        `draft`: speculative decoding (franken_rt.speculative), which changes the speed, never the output's
+        distribution (greedy output is identical): "lookup" (tokens that followed the text's last tokens earlier
+        in it), "self" (this model with the shallower `draft_plan` of stored blocks, else the file's
+        `franken.draft_plan`; needs a Model built with sequences=2), or the path of a smaller model file with the
+        same vocabulary. At most `draft_max` tokens are drafted per step; `last_stats` counts drafted and accepted
+        tokens."""
         given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
                  "repetition_penalty": repetition_penalty, "repeat_last_n": repeat_last_n}
         params = SamplingParams(**{  # type: ignore[arg-type]
@@ -266,9 +281,37 @@ class Model:
         if len(ids) >= self.n_ctx:
             raise FrankenError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
         ids = self._check_ids(ids).tolist()  # plain ints, whatever the caller's sequence held
-        return self._tokens(ids, params, max_tokens, set() if ignore_eos else set(self.tokenizer.eos_ids))
+        drafter = self.drafter(draft, draft_plan) if draft is not None else None
+        length = DraftLength(draft_max, drafter.cost) if drafter else None
+        return self._tokens(ids, params, max_tokens, set() if ignore_eos else set(self.tokenizer.eos_ids),
+                            drafter, length)
 
-    def _tokens(self, ids: list[int], params: SamplingParams, max_tokens: int, eos: set[int]) -> Iterator[int]:
+    def drafter(self, draft: str, plan: Sequence[int] | None = None) -> Drafter:
+        """The drafter `draft` names (see generate_tokens), made once per Model and kept."""
+        key = (draft, tuple(plan) if plan is not None else None)
+        if key in self._drafters:
+            return self._drafters[key]
+        if draft == "lookup":
+            made: Drafter = LookupDrafter()
+        elif draft == "self":
+            plan = check_plan(list(plan), self.config.n_layers, "draft plan") if plan is not None else \
+                draft_plan(self.checkpoint)
+            if plan is None:
+                raise FrankenError(f"self drafts need a plan: give one (e.g. --draft-plan 0-21), or convert the "
+                                   f"model with a recommended one ({DRAFT_PLAN_KEY})")
+            made = self_drafter(self._core, plan, len(self.layer_plan))
+        else:
+            other = read_checkpoint(draft)
+            if other.config.vocab_size != self.config.vocab_size or \
+                    set(other.tokenizer.eos_ids) != set(self.tokenizer.eos_ids):
+                raise FrankenError(f"{draft}: the draft model's vocabulary differs from this model's")
+            small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels)
+            made = model_drafter(small._core, _weight_bytes(other) / _weight_bytes(self.checkpoint), small)
+        self._drafters[key] = made
+        return made
+
+    def _tokens(self, ids: list[int], params: SamplingParams, max_tokens: int, eos: set[int],
+                drafter: Drafter | None = None, length: DraftLength | None = None) -> Iterator[int]:
         sp = _core.SamplerParams()
         for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repeat_last_n", "seed"):
             setattr(sp, name, getattr(params, name))
@@ -284,21 +327,35 @@ class Model:
                 stats.finish_reason = "context"
                 return
             t0 = time.perf_counter()
-            token = self._core.eval_sample(todo, sampler, history)
+            # Drafts fit the context and what is left of max_tokens (a check emits the accepted drafts + 1).
+            k = 0 if first or not length else min(length.next(), self.n_ctx - len(history),
+                                                  max_tokens - stats.generated_tokens - 1)
+            drafts = drafter.propose(history, k) if k > 0 and drafter else []
+            if drafts:
+                emitted = self._core.verify(todo + array("i", drafts), len(drafts), sampler, history)
+                assert length is not None
+                length.update(len(drafts), len(emitted) - 1)
+                stats.drafted_tokens += len(drafts)
+                stats.accepted_tokens += len(emitted) - 1
+            else:
+                emitted = [self._core.eval_sample(todo, sampler, history)]
             elapsed = time.perf_counter() - t0
             if first:
                 stats.prompt_seconds, first = elapsed, False
             else:
                 stats.decode_steps += 1
+                stats.decode_tokens += len(emitted)
                 stats.decode_seconds += elapsed
             self._cached.extend(todo)
-            if token in eos:
-                stats.finish_reason = "eos"
-                return
-            stats.generated_tokens += 1
-            history.append(token)
-            todo = array("i", (token,))
-            yield token
+            self._cached.extend(emitted[:-1])  # the accepted drafts ran too
+            for token in emitted:
+                if token in eos:
+                    stats.finish_reason = "eos"
+                    return
+                stats.generated_tokens += 1
+                history.append(token)
+                yield token
+            todo = array("i", (emitted[-1],))
 
     def _text(self, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:
         """Token ids to text pieces; text that may be the start of a stop string is held back until it is not."""
@@ -314,3 +371,8 @@ class Model:
         tail = text.flush()
         if tail:
             yield tail
+
+
+def _weight_bytes(ckpt: Checkpoint) -> int:
+    """The bytes of a checkpoint's tensors (what one pass reads, roughly)."""
+    return sum(t.nbytes for t in ckpt.tensors.values())

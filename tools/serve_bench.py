@@ -105,7 +105,8 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"Measured on {res['machine']} with `python tools/serve_bench.py --rounds {args.rounds}`: both servers with "
         f"{res['slots']} slots of {res['ctx']} tokens and {res['threads']} threads, one at a time, their order "
         "alternating per round; the same client load (`franken_rt.eval.serving.drive`: a thin http.client load "
-        "generator on the same machine, so that parsing costs both servers little; each stream sends 2 streamed "
+        "generator on the same machine whose threads run at nice 10, so that its parsing takes from either server only "
+        "what the server leaves idle, as clients on other machines would; each stream sends 2 streamed "
         f"completions one after another, {res['max_tokens']} tokens each, end-of-sequence ignored); the best round "
         "of each cell. Aggregate = all streams' generated tokens / wall time; TTFT = median time to the first "
         "generated text. llama-server is built from the llama-cpp-python 0.3.36 sources.",

@@ -105,7 +105,7 @@ void Model::forward(const int32_t* tokens, int n, bool all_logits, float* logits
         const bool last = done + b == n;
         float* out = all_logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : logits;
         rows_of_sequence0(b, all_logits ? 0 : last ? b - 1 : b);
-        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), out);
+        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), out, cfg_.layer_plan);
         done += b;
     }
 }
@@ -119,8 +119,14 @@ void Model::rows_of_sequence0(int n, int first_out) {
     }
 }
 
-const float* Model::forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want) {
+const float* Model::forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want,
+                                 const std::vector<int>* plan) {
     if (n <= 0) throw Error("no tokens to evaluate");
+    if (!plan) plan = &cfg_.layer_plan;
+    if (plan->empty() || plan->size() > cfg_.layer_plan.size())
+        throw Error("a plan runs 1 to " + std::to_string(depth()) + " blocks (the model's depth)");
+    for (int b : *plan)
+        if (b < 0 || b >= cfg_.n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
     const int V = cfg_.vocab_size;
     std::vector<int> next(n_past_);  // each sequence's next position (checked before anything runs)
     size_t n_want = 0;
@@ -142,7 +148,7 @@ const float* Model::forward_rows(const int32_t* tokens, const int32_t* seqs, int
             pos_[r] = next[seq_[r]]++;
             if (want[done + r]) out_rows_.push_back(r);
         }
-        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), &batch_logits_[written * V]);
+        forward_batch(tokens + done, b, static_cast<int>(out_rows_.size()), &batch_logits_[written * V], *plan);
         written += out_rows_.size();
         done += b;
     }
@@ -158,7 +164,7 @@ void Model::trace(const int32_t* tokens, int n, float* out) {
             const int b = std::min(cfg_.n_batch, n - done);
             trace_row_ = done;
             rows_of_sequence0(b, b);
-            forward_batch(tokens + done, b, 0, nullptr);
+            forward_batch(tokens + done, b, 0, nullptr, cfg_.layer_plan);
             done += b;
         }
     } catch (...) {
@@ -182,7 +188,7 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
     for (int done = 0; done < n;) {
         const int b = std::min(cfg_.n_batch, n - done);
         rows_of_sequence0(b, 0);
-        forward_batch(tokens + done, b, b, batch_logits_.data());
+        forward_batch(tokens + done, b, b, batch_logits_.data(), cfg_.layer_plan);
         pool_.parallel_for(b, [&](int begin, int end, int) {
             for (int r = begin; r < end; ++r) {
                 const int pos = done + r;
@@ -200,7 +206,7 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
 
 // One batch of n tokens. Row r of each activation buffer belongs to token tokens[r] of sequence seq_[r] at
 // position pos_[r].
-void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits) {
+void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits, const std::vector<int>& plan) {
     const Config& c = cfg_;
     const Matrix& emb = w_.token_embd;
     for (int r = 0; r < n; ++r) {
@@ -219,8 +225,8 @@ void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits
             sin_[r * half + i] = std::sin(angle);
         }
 
-    for (int slot = 0; slot < depth(); ++slot) {
-        const Block& b = w_.blocks[c.layer_plan[slot]];
+    for (int slot = 0; slot < static_cast<int>(plan.size()); ++slot) {
+        const Block& b = w_.blocks[plan[slot]];
         record(2 * slot, n);
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
         rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);

@@ -25,7 +25,10 @@ public:
     // sequence in order). For each row with want[i] != 0, in order, one row of logits goes to the model's buffer,
     // returned. A row's logits do not depend on the other rows of its batch: every kernel on this path computes
     // each activation row with the same operations in the same order whatever the batch (tests hold this).
-    const float* forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want);
+    // `plan`: the blocks to run instead of the configured plan, no deeper than it (a shallower plan of the same
+    // weights drafts tokens for speculative decoding; its sequence's cache fills the first plan->size() slots).
+    const float* forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want,
+                              const std::vector<int>* plan = nullptr);
     // forward() for the last token's logits only, into a buffer the model owns (the decode loop allocates nothing).
     const float* forward_last(const int32_t* tokens, int n);
 
@@ -66,7 +69,7 @@ private:
     void check_tokens(const int32_t* tokens, int n) const;
     // One batch of n <= n_batch rows; row r is token tokens[r] of sequence seq_[r] at position pos_[r]. Logits of
     // the rows listed in out_rows_ (n_out of them) go to `logits`, one row each.
-    void forward_batch(const int32_t* tokens, int n, int n_out, float* logits);
+    void forward_batch(const int32_t* tokens, int n, int n_out, float* logits, const std::vector<int>& plan);
     // seq_ and pos_ for n rows appended to sequence 0; out_rows_: rows first_out.. (n: none) give logits
     void rows_of_sequence0(int n, int first_out);
     template <class F>

@@ -28,7 +28,7 @@ double Sampler::next_uniform() {
     return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, int n_history) {
+int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, int n_history, int draft) {
     work_.assign(logits, logits + n_vocab);
     // A NaN (an overflow upstream) would break the ordering the sorts below rely on: it ranks last instead.
     for (float& l : work_)
@@ -76,12 +76,23 @@ int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, in
         const float floor = p_.min_p > 0.f ? best + p_.temperature * std::log(p_.min_p) : -std::numeric_limits<float>::infinity();
         if (p_.top_p >= 1.f && !(p_.min_p > 0.f)) {
             // No filter at all: draw in vocabulary order, no sort needed.
-            double u = next_uniform() * total;
+            double mass = total;
+            if (draft >= 0 && draft < n_vocab) {
+                if (next_uniform() * total < w[draft]) return draft;
+                mass -= w[draft];
+            } else {
+                draft = -1;
+            }
+            double u = next_uniform() * mass;
             for (int i = 0; i < n_vocab; ++i) {
+                if (i == draft) continue;
                 u -= w[i];
                 if (u < 0) return i;
             }
-            return static_cast<int>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+            int top = -1;  // rounding left u >= 0: the likeliest token but the draft
+            for (int i = 0; i < n_vocab; ++i)
+                if (i != draft && (top < 0 || work_[i] > work_[top])) top = i;
+            return top;
         }
         for (float step = 9.2f;; step += 9.2f) {  // thresholds e^-9.2 ~ 1e-4 apart in probability
             const float cut = std::max(floor, best - p_.temperature * step);
@@ -118,12 +129,23 @@ int Sampler::sample(const float* logits, int n_vocab, const int32_t* history, in
     }
     double mass = 0;
     for (int i = 0; i < keep; ++i) mass += prob[i];
+    int skip = -1;  // the draft's place among the candidates (none: p(draft) = 0)
+    if (draft >= 0) {
+        for (int i = 0; i < keep; ++i)
+            if (ids_[i] == draft) skip = i;
+        if (next_uniform() * mass < (skip >= 0 ? prob[skip] : 0.0)) return draft;
+        if (skip >= 0) mass -= prob[skip];
+        if (skip >= 0 && keep == 1) return ids_[0];  // only by rounding: p(draft) = 1 is always accepted
+    }
     double u = next_uniform() * mass;
+    int last = -1;
     for (int i = 0; i < keep; ++i) {
+        if (i == skip) continue;
+        last = i;
         u -= prob[i];
         if (u < 0) return ids_[i];
     }
-    return ids_[keep - 1];
+    return ids_[last];
 }
 
 }  // namespace franken

@@ -20,7 +20,11 @@ class Sampler {
 public:
     explicit Sampler(const SamplerParams& p);
     // history: tokens so far (prompt and generated), for the repetition penalty.
-    int sample(const float* logits, int n_vocab, const int32_t* history, int n_history);
+    // draft >= 0: speculative decoding's check of a drafted token (a draft that proposes one token, as prompt lookup
+    // and greedy drafting do): `draft` is returned with probability p(draft), else a draw from p without it,
+    // renormalized. Together that is one draw from p, so the output's distribution is that of plain sampling
+    // (greedy: the argmax, whatever the draft).
+    int sample(const float* logits, int n_vocab, const int32_t* history, int n_history, int draft = -1);
     const SamplerParams& params() const { return p_; }
 
 private:

@@ -19,6 +19,8 @@ from franken_rt.checkpoint.types import Checkpoint
 from franken_rt.errors import FrankenError
 
 PLAN_KEY = "franken.layer_plan"
+# A shallower plan of the stored blocks for drafting tokens in speculative decoding (franken-run --draft self).
+DRAFT_PLAN_KEY = "franken.draft_plan"
 _ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -78,6 +80,14 @@ def check_plan(plan: Sequence[int], n_layers: int, where: str = "layer plan") ->
     if bad:
         raise FrankenError(f"{where} names block {bad[0]}, but the file stores {n_layers} blocks (0-{n_layers - 1})")
     return list(plan)
+
+
+def draft_plan(ckpt: Checkpoint) -> list[int] | None:
+    """The file's recommended draft plan (DRAFT_PLAN_KEY, stored block indices), checked; None if it has none."""
+    plan = ckpt.metadata.get(DRAFT_PLAN_KEY)
+    if plan is None:
+        return None
+    return check_plan(list(plan) if isinstance(plan, list | tuple) else plan, ckpt.config.n_layers, DRAFT_PLAN_KEY)
 
 
 def executed(ckpt: Checkpoint) -> list[int]:

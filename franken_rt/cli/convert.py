@@ -12,6 +12,7 @@ from pathlib import Path
 from franken_rt import _core
 from franken_rt.checkpoint import read_checkpoint
 from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.layer_plan import DRAFT_PLAN_KEY, executed, parse_plan
 from franken_rt.checkpoint.types import Checkpoint, DType
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.cli import ArgumentParser, user_errors
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plan", metavar="PLAN", default=None,
                     help="layer plan: the blocks to run, in order, e.g. 0-11,14,14,15-29 (indices of the source's "
                          "executed blocks); removals give a plain llama file, repeats are stored once")
+    ap.add_argument("--draft-plan", metavar="PLAN", default=None,
+                    help="record a shallower plan of the output's stored blocks for self-speculative decoding "
+                         "(franken.draft_plan, which `franken-run --draft self` follows), e.g. 0-21,28,29")
     ap.add_argument("--materialize-repeats", action="store_true",
                     help="store a copy of each repeated block, for runtimes that do not know layer plans")
     ap.add_argument("--calib", metavar="FILE", default=None,
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                                    target_size=args.target_size, plan=args.plan, rounding=args.rounding,
                                    portable=args.portable, thorough=args.thorough)
     pipeline.check(opts)
+    if args.draft_plan is not None:
+        parse_plan(args.draft_plan, 1 << 30)  # its syntax now, before minutes of work; its blocks below
     if opts.active and out.exists() and not args.force:
         raise FrankenError(f"{out} exists (use --force to replace it)")  # before minutes of measurements
     ckpt = read_checkpoint(args.source)
@@ -123,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(note, file=sys.stderr)
     ckpt, surgery = plan_checkpoint(ckpt, None if opts.heal else args.plan, args.materialize_repeats)
+    extra: dict[str, object] = {}
+    if args.draft_plan is not None:
+        draft = parse_plan(args.draft_plan, ckpt.config.n_layers)
+        if len(draft) >= len(executed(ckpt)):
+            raise FrankenError(f"--draft-plan runs {len(draft)} blocks; a draft must run fewer than the model's "
+                               f"{len(executed(ckpt))}")
+        extra[DRAFT_PLAN_KEY] = draft
     moments = None  # with calibration at hand, 3/4-bit rounding weighs each column by the inputs it meets
     if args.rounding == "search" and (args.calib or opts.active) and any(
             policy(t) in LOW_BIT for t in ckpt.tensors.values()):
@@ -132,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         hessians = pipeline.hessians(ckpt, opts)
     t0 = time.perf_counter()
     try:  # the output is written to a temporary file, removed on failure: nothing partial is left
-        write_gguf(ckpt, out, dtype=policy, force=args.force, progress=not args.quiet,
+        write_gguf(ckpt, out, dtype=policy, force=args.force, progress=not args.quiet, extra_metadata=extra,
                    tensor_bytes=transcoder(args.rounding, moments, hessians))
     except OSError as e:  # e.g. a full disk
         raise FrankenError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None

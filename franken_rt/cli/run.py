@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import franken_rt
+from franken_rt.checkpoint.layer_plan import parse_plan
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
 from franken_rt.eval.memory import peak_rss_mib
@@ -36,6 +37,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="q8: integer kernels (default); f32: float activations, reference precision")
     ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"],
                     help="KV cache storage: f16 (default), q8 (half the memory), f32")
+    ap.add_argument("--draft", default=None, metavar="{lookup,self,PATH}",
+                    help="speculative decoding (same output, faster when drafts are right): lookup (text that "
+                         "followed the last tokens earlier: quoting, editing), self (this model with the shallower "
+                         "--draft-plan), or a smaller model file with the same vocabulary")
+    ap.add_argument("--draft-max", type=int, default=8, help="most tokens drafted per step (default 8)")
+    ap.add_argument("--draft-plan", default=None,
+                    help="stored blocks the self draft runs, e.g. 0-21,28,29 (default: the file's franken.draft_plan)")
     return ap.parse_args(argv)
 
 
@@ -45,7 +53,8 @@ def stream(model, prompt, args: argparse.Namespace, pieces: list[str] | None = N
     for piece in model.generate(
         prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
-        seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
+        seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos, draft=args.draft, draft_max=args.draft_max,
+        draft_plan=args.draft_plan,
     ):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -58,7 +67,8 @@ def report(model) -> None:  # noqa: ANN001
     print(
         f"\n[prompt: {s.prompt_tokens} tokens, {s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens, "
         f"{s.generate_tps:.1f} tok/s | threads {model.threads}, kernels {model.kernels} | "
-        f"peak RSS {peak_rss_mib():.0f} MiB | stop: {s.finish_reason}]",
+        f"peak RSS {peak_rss_mib():.0f} MiB | stop: {s.finish_reason}"
+        + (f" | drafts accepted {s.accepted_tokens}/{s.drafted_tokens}" if s.drafted_tokens else "") + "]",
         file=sys.stderr,
     )
 
@@ -122,8 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n_predict < 0:
         raise FrankenError(f"-n must be >= 0, got {args.n_predict}")
+    if args.draft_max < 1:
+        raise FrankenError(f"--draft-max must be >= 1, got {args.draft_max}")
+    if args.draft_plan is not None and args.draft != "self":
+        raise FrankenError("--draft-plan is for --draft self")
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
-                            activations=args.activations, kv_cache=args.kv_cache)
+                            activations=args.activations, kv_cache=args.kv_cache,
+                            sequences=2 if args.draft == "self" else 1)  # the draft's own KV cache
+    if args.draft_plan is not None:
+        args.draft_plan = parse_plan(args.draft_plan, model.config.n_layers)
+    if args.draft is not None:
+        model.drafter(args.draft, args.draft_plan)  # a bad draft option fails here, before any output
     if args.interactive:
         if not model.tokenizer.chat_template:
             raise FrankenError("-i needs a model with a chat template; this one has none (use -p for plain text)")
