@@ -345,10 +345,16 @@ void Model::rows_times(const Matrix& w, const Act& x, float* out, int begin, int
         for (int i = begin; i < end; ++i) out[i] = dotq(w.row(i), x.q, cols);
     } else if (dotq) {  // prompt: each weight row is decoded once and multiplied with every token
         kern_->gemmq(w.dtype)(w.row(begin), end - begin, w.row_stride, x.q, n_rows, cols, out + begin, rows);
+    } else if (n_rows == 1 && !format_of(w.dtype).quantized()) {
+        // Float weights, one token: the format's own dot product reads the stored row once. Every table writes the
+        // float formats' dot products as dot_f32 over the decoded row, bit for bit (kernel_check holds it), so this
+        // gives what the prompt path below gives: a row's result does not depend on its batch.
+        const DotFn dot = kern_->dot(w.dtype);
+        for (int i = begin; i < end; ++i) out[i] = dot(w.row(i), x.f, cols);
     } else {
-        // Float activations: decode each weight row once, reuse it from L1 for every token. A single token takes
-        // the same path (not the format's own dot product, whose sums run in another order) so that a row's result
-        // does not depend on its batch.
+        // Float activations: decode each weight row once, reuse it from L1 for every token. A single token of a
+        // quantized format takes the same path (not the format's own dot product, whose sums run in another order)
+        // so that a row's result does not depend on its batch.
         float* row = &rows_f32_[thread * (rows_f32_.size() / pool_.size())];
         const ToF32Fn to_f32 = (*kern_)[w.dtype].to_f32;
         const DotFn dot_f32 = kern_->dot(DType::F32);

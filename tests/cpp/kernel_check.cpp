@@ -94,7 +94,13 @@ int main() {
                 check(a == b, name + " to_f32 " + format_of(t).name + " n=" + std::to_string(len));
                 check(close(k.dot(t)(row.data(), x.data(), len), ref.dot(t)(row.data(), x.data(), len), mag),
                       name + " dot " + format_of(t).name + " n=" + std::to_string(len));
-                if (!f.quantized()) continue;
+                if (!f.quantized()) {  // the model's decode and prompt paths must agree bit for bit (batch invariance)
+                    const float direct = k.dot(t)(row.data(), x.data(), len);
+                    const float decoded = k.dot(DType::F32)(a.data(), x.data(), len);
+                    check(std::memcmp(&direct, &decoded, 4) == 0,
+                          name + " dot " + format_of(t).name + " == dot_f32 of to_f32, n=" + std::to_string(len));
+                    continue;
+                }
                 check(close(k.dotq(t)(row.data(), qr.data(), n), ref.dotq(t)(row.data(), qr.data(), n), mag),
                       name + " dotq " + format_of(t).name + " n=" + std::to_string(n));
                 // matrix-matrix: 3 rows (this one three times) x 5 activation rows

@@ -10,18 +10,30 @@
 namespace franken {
 namespace {
 
-float dot_f32(const void* row, const float* x, int n) {
-    const float* w = static_cast<const float*>(row);
+// The float formats' dot products: one body, so that f16 and bf16 give the bits of dot_f32 over the decoded row
+// (decoding them is exact): the model multiplies a token alone by the stored row and a prompt's tokens by the row
+// decoded once, and a row's result must not depend on its batch.
+template <class Elem, float32x4_t (*load4)(const Elem*), float (*to_float)(Elem)>
+float dot_float(const void* row, const float* x, int n) {
+    const Elem* w = static_cast<const Elem*>(row);
     float32x4_t a0 = vdupq_n_f32(0.f), a1 = vdupq_n_f32(0.f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        a0 = vfmaq_f32(a0, vld1q_f32(w + i), vld1q_f32(x + i));
-        a1 = vfmaq_f32(a1, vld1q_f32(w + i + 4), vld1q_f32(x + i + 4));
+        a0 = vfmaq_f32(a0, load4(w + i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, load4(w + i + 4), vld1q_f32(x + i + 4));
     }
     float s = vaddvq_f32(vaddq_f32(a0, a1));
-    for (; i < n; ++i) s += w[i] * x[i];
+    for (; i < n; ++i) s += to_float(w[i]) * x[i];
     return s;
 }
+
+inline float32x4_t load_f32x4(const float* p) { return vld1q_f32(p); }
+inline float f32_of(float v) { return v; }
+inline float32x4_t load_f16x4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+inline float32x4_t load_bf16x4(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+constexpr DotFn dot_f32 = dot_float<float, load_f32x4, f32_of>;
+constexpr DotFn dot_f16 = dot_float<uint16_t, load_f16x4, fp16_to_f32>;
+constexpr DotFn dot_bf16 = dot_float<uint16_t, load_bf16x4, bf16_to_f32>;
 
 // ---- attention over the KV cache, as the AVX2 file's ----
 
@@ -446,6 +458,8 @@ KernelTable make_table() {
     KernelTable t = scalar_based("neon");
 #endif
     t[DType::F32].dot = dot_f32;
+    t[DType::F16].dot = dot_f16;
+    t[DType::BF16].dot = dot_bf16;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.kv_scores = kv_scores;

@@ -7,26 +7,19 @@
 namespace franken {
 namespace {
 
-float dot_f32(const void* row, const float* x, int n) {
-    const float* w = static_cast<const float*>(row);
+// The float formats' dot products: one body, so that f16 and bf16 give the bits of dot_f32 over the decoded row
+// (decoding them is exact), as the model's batch invariance needs (every table's float dots keep this).
+template <class Elem, float (*to_float)(Elem)>
+float dot_float(const void* row, const float* x, int n) {
+    const Elem* w = static_cast<const Elem*>(row);
     float s = 0.f;
-    for (int i = 0; i < n; ++i) s += w[i] * x[i];
+    for (int i = 0; i < n; ++i) s += to_float(w[i]) * x[i];
     return s;
 }
-
-float dot_f16(const void* row, const float* x, int n) {
-    const uint16_t* w = static_cast<const uint16_t*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n; ++i) s += fp16_to_f32(w[i]) * x[i];
-    return s;
-}
-
-float dot_bf16(const void* row, const float* x, int n) {
-    const uint16_t* w = static_cast<const uint16_t*>(row);
-    float s = 0.f;
-    for (int i = 0; i < n; ++i) s += bf16_to_f32(w[i]) * x[i];
-    return s;
-}
+inline float f32_of(float v) { return v; }
+constexpr DotFn dot_f32 = dot_float<float, f32_of>;
+constexpr DotFn dot_f16 = dot_float<uint16_t, fp16_to_f32>;
+constexpr DotFn dot_bf16 = dot_float<uint16_t, bf16_to_f32>;
 
 // The quantized formats, block by block through their element accessors (formats.h): value = d * q + m, so a
 // block contributes d * sum(q x) + m * sum(x).

@@ -11,23 +11,44 @@
 #if defined(__riscv_vector)
 #include <riscv_vector.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace franken {
 namespace {
 
-float dot_f32(const void* row, const float* x, int n) {
-    const float* w = static_cast<const float*>(row);
+// The float formats' dot products: one body, so that f16 and bf16 give the bits of dot_f32 over the decoded row
+// (decoding them is exact): the model multiplies a token alone by the stored row and a prompt's tokens by the row
+// decoded once, and a row's result must not depend on its batch. Strips are at most kStrip elements, so f16 and
+// bf16 (no conversion instructions without Zvfhmin) decode a strip into a small buffer first.
+constexpr size_t kStrip = 64;
+inline const float* strip_f32(const float* w, float*, size_t) { return w; }
+inline const float* strip_f16(const uint16_t* w, float* buf, size_t vl) {
+    for (size_t j = 0; j < vl; ++j) buf[j] = fp16_to_f32(w[j]);
+    return buf;
+}
+inline const float* strip_bf16(const uint16_t* w, float* buf, size_t vl) {
+    for (size_t j = 0; j < vl; ++j) buf[j] = bf16_to_f32(w[j]);
+    return buf;
+}
+template <class Elem, const float* (*strip)(const Elem*, float*, size_t)>
+float dot_float(const void* row, const float* x, int n) {
+    const Elem* w = static_cast<const Elem*>(row);
     const size_t vlmax = __riscv_vsetvlmax_e32m4();
     vfloat32m4_t acc = __riscv_vfmv_v_f_f32m4(0.f, vlmax);
+    float buf[kStrip];
     for (int i = 0; i < n;) {
-        const size_t vl = __riscv_vsetvl_e32m4(static_cast<size_t>(n - i));
+        const size_t vl = __riscv_vsetvl_e32m4(std::min(static_cast<size_t>(n - i), kStrip));
+        const float* wf = strip(w + i, buf, vl);
         // tail-undisturbed: a short last strip leaves the other lanes' sums in place
-        acc = __riscv_vfmacc_vv_f32m4_tu(acc, __riscv_vle32_v_f32m4(w + i, vl), __riscv_vle32_v_f32m4(x + i, vl), vl);
+        acc = __riscv_vfmacc_vv_f32m4_tu(acc, __riscv_vle32_v_f32m4(wf, vl), __riscv_vle32_v_f32m4(x + i, vl), vl);
         i += static_cast<int>(vl);
     }
     return __riscv_vfmv_f_s_f32m1_f32(__riscv_vfredusum_vs_f32m4_f32m1(acc, __riscv_vfmv_v_f_f32m1(0.f, 1), vlmax));
 }
+constexpr DotFn dot_f32 = dot_float<float, strip_f32>;
+constexpr DotFn dot_f16 = dot_float<uint16_t, strip_f16>;
+constexpr DotFn dot_bf16 = dot_float<uint16_t, strip_bf16>;
 
 // Per block: scale by 127 / max|x|, round to nearest even (the default rounding mode, as the scalar twin's
 // nearbyint), narrow to bytes; the byte sum for the Q4_1 minimum and the offset formats.
@@ -164,6 +185,8 @@ KernelTable make_table() {
     // No per-lane four-byte dot product: rows stay as stored (scalar_based drops the interleaved twins).
     KernelTable t = scalar_based("rvv");
     t[DType::F32].dot = dot_f32;
+    t[DType::F16].dot = dot_f16;
+    t[DType::BF16].dot = dot_bf16;
     t.quantize_act = quantize_act;
     use_row_dot<DType::Q8_0, dotq_q8_0>(t);
     use_row_dot<DType::Q4_0, dotq_q4_0>(t);

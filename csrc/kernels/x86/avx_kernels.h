@@ -30,47 +30,36 @@ inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_e
 
 inline __m256 bcast_f16(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
 
-float dot_f32(const void* row, const float* x, int n) {
-    const float* w = static_cast<const float*>(row);
+// The float formats' dot products: one body, so that f16 and bf16 give the bits of dot_f32 over the decoded row
+// (decoding them is exact). The model relies on it: a token alone multiplies the stored row, a prompt's tokens
+// the row decoded once, and a row's result must not depend on its batch.
+template <class Elem, __m256 (*load8)(const Elem*), float (*to_float)(Elem)>
+float dot_float(const void* row, const float* x, int n) {
+    const Elem* w = static_cast<const Elem*>(row);
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
     }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
     float s = hsum(_mm256_add_ps(a0, a1));
-    for (; i < n; ++i) s += w[i] * x[i];
+    for (; i < n; ++i) s += to_float(w[i]) * x[i];
     return s;
 }
 
-float dot_f16(const void* row, const float* x, int n) {
-    const uint16_t* w = static_cast<const uint16_t*>(row);
-    __m256 a0 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), a0);
-    }
-    float s = hsum(a0);
-    for (; i < n; ++i) s += fp16_to_f32(w[i]) * x[i];
-    return s;
+inline __m256 load_f32x8(const float* p) { return _mm256_loadu_ps(p); }
+inline float f32_of(float v) { return v; }
+inline __m256 load_f16x8(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-
 inline __m256 load_bf16x8(const uint16_t* p) {
     const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-
-float dot_bf16(const void* row, const float* x, int n) {
-    const uint16_t* w = static_cast<const uint16_t*>(row);
-    __m256 a0 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum(a0);
-    for (; i < n; ++i) s += bf16_to_f32(w[i]) * x[i];
-    return s;
-}
+constexpr DotFn dot_f32 = dot_float<float, load_f32x8, f32_of>;
+constexpr DotFn dot_f16 = dot_float<uint16_t, load_f16x8, fp16_to_f32>;
+constexpr DotFn dot_bf16 = dot_float<uint16_t, load_bf16x8, bf16_to_f32>;
 
 float dot_q8_0(const void* row, const float* x, int n) {
     const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
