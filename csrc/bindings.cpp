@@ -151,8 +151,12 @@ std::vector<int> step_rows(Model& m, const py::buffer& tokens, const py::buffer&
     py::gil_scoped_release release;
     const float* logits = m.forward_rows(rows.tokens.data(), rows.seqs.data(), rows.tokens.size(), rows.want.data());
     const int V = m.config().vocab_size;
-    for (int i = 0; i < rows.n_want; ++i)
-        next[i] = s[i]->sample(logits + static_cast<size_t>(i) * V, V, h[i].data(), h[i].size());
+    // Each row's draw reads its logits and writes only its own sampler: the rows are drawn in parallel (a pass over
+    // the vocabulary each, ~0.2 ms: an eighth of a 4-row step if left to one thread).
+    m.parallel_for(rows.n_want, [&](int begin, int end, int) {
+        for (int i = begin; i < end; ++i)
+            next[i] = s[i]->sample(logits + static_cast<size_t>(i) * V, V, h[i].data(), h[i].size());
+    });
     return next;
 }
 

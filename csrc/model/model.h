@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -40,6 +41,11 @@ public:
     // trace[2s] = its input and trace[2s+1] = the residual after its attention; trace[2*depth] = the final
     // residual before the output norm. `trace` holds (2*depth+1) x n x dim floats. For layer analysis and healing.
     void trace(const int32_t* tokens, int n, float* trace);
+
+    // fn(begin, end, thread) over [0, n) on the model's threads (work between passes, such as drawing the tokens of
+    // a batch's rows with their own samplers).
+    template <class F>
+    void parallel_for(int n, F&& fn) { pool_.parallel_for(n, std::forward<F>(fn)); }
 
     int n_past(int seq = 0) const { return n_past_.at(seq); }
     void truncate(int n, int seq = 0);  // forget sequence seq's cached positions >= n
