@@ -281,6 +281,7 @@ PYBIND11_MODULE(_core, mod) {
         .def_readwrite("layer_plan", &Config::layer_plan)
         .def_readwrite("n_ctx", &Config::n_ctx)
         .def_readwrite("n_seq", &Config::n_seq)
+        .def_readwrite("profile", &Config::profile)
         .def_readwrite("n_batch", &Config::n_batch)
         .def_readwrite("n_threads", &Config::n_threads)
         .def_readwrite("float_activations", &Config::float_activations)
@@ -318,6 +319,8 @@ PYBIND11_MODULE(_core, mod) {
              "sampler accepts, cut the cache back past the first rejected; the emitted tokens (accepted drafts + 1).")
         .def("draft_greedy", &draft_greedy, py::arg("tokens"), py::arg("seq"), py::arg("plan"), py::arg("k"),
              "Run tokens on sequence seq with another layer plan, then draft k tokens greedily (the last not run).")
+        .def("profile_report", &Model::profile_report,
+             "With Config.profile: time per stage of the forward passes so far, and the thread-pool hand-offs.")
         .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0)
         .def("n_past_of", &Model::n_past, py::arg("seq"))
         .def_property_readonly("n_past", [](const Model& m) { return m.n_past(0); })

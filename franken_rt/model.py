@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import numbers
 import operator
 import os
+import sys
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -131,6 +133,7 @@ class Model:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
         cfg.kv_type = KV_CACHE_TYPES[kv_cache]
         cfg.n_seq = sequences
+        cfg.profile = os.environ.get("FRANKEN_PROFILE", "") not in ("", "0")
         unknown = set(float_roles) - set(FLOAT_ROLES)
         if unknown:
             raise FrankenError(f"float_roles: unknown {sorted(unknown)}; choose from {', '.join(FLOAT_ROLES)}")
@@ -143,6 +146,8 @@ class Model:
             self._core = _core.Model(cfg, [str(f) for f in files], specs, kernels)
         except _core.CoreError as e:
             raise FrankenError(f"{ckpt.source}: {e}") from None
+        if cfg.profile:  # time per stage of every forward pass, printed when the process exits
+            atexit.register(lambda core=self._core: print(core.profile_report(), file=sys.stderr, end=""))
         self.recommended_sampling = recommended_sampling(ckpt.metadata)  # what the model file asks for
         self._cached: list[int] = []  # tokens whose keys and values are in the cache
         self._drafters: dict[tuple, Drafter] = {}  # kept across generations: a draft model's cache is reused

@@ -20,7 +20,7 @@ KERNELS = ["csrc/kernels/dispatch.cpp", "csrc/kernels/formats.cpp", "csrc/kernel
 CORE = [*KERNELS, "tests/cpp/kernel_check.cpp"]
 # model_check: the forward pass end to end (tiny random models, every table), batched sequences included.
 MODEL = [*KERNELS, "csrc/runtime/mapped_file.cpp", "csrc/runtime/thread_pool.cpp", "csrc/model/weights.cpp",
-         "csrc/model/model.cpp", "csrc/model/sampler.cpp", "tests/cpp/model_check.cpp"]
+         "csrc/model/model.cpp", "csrc/model/profile.cpp", "csrc/model/sampler.cpp", "tests/cpp/model_check.cpp"]
 ARCH_SOURCES = {
     "x86_64": [("csrc/kernels/x86/avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
                ("csrc/kernels/x86/avx512_vnni.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",

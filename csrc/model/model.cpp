@@ -47,6 +47,7 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       kern_(pick(kernel_name)),
       pool_(cfg_.n_threads) {
     const Config& c = cfg_;
+    if (c.profile) profile_.enable();
     // Integer kernels read quantized weights fastest interleaved (the float-activation reference path reads rows
     // as stored).
     if (!c.float_activations) store_.interleave(*kern_);
@@ -208,48 +209,68 @@ void Model::score(const int32_t* tokens, int n, float* nll) {
 // position pos_[r].
 void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits, const std::vector<int>& plan) {
     const Config& c = cfg_;
-    const Matrix& emb = w_.token_embd;
-    for (int r = 0; r < n; ++r) {
-        if (emb.x8)  // tied to the repacked output matrix
-            format_of(emb.dtype).x8_row_to_f32(emb.group(tokens[r] / kX8), c.dim / kQK, tokens[r] % kX8, &x_[r * c.dim]);
-        else
-            kern_->to_f32(emb.dtype, emb.row(tokens[r]), &x_[r * c.dim], c.dim);
-    }
-
-    // The rotation angles of this batch's positions, shared by every block. Float32 throughout, as the reference.
-    const int half = c.head_dim / 2;
-    for (int r = 0; r < n; ++r)
-        for (int i = 0; i < half; ++i) {
-            const float angle = static_cast<float>(pos_[r]) * c.inv_freq[i];
-            cos_[r * half + i] = std::cos(angle);
-            sin_[r * half + i] = std::sin(angle);
+    using P = Profile;
+    profile_.count_pass(n);
+    {
+        const P::Scope timed(profile_, P::kEmbed);
+        const Matrix& emb = w_.token_embd;
+        for (int r = 0; r < n; ++r) {
+            if (emb.x8)  // tied to the repacked output matrix
+                format_of(emb.dtype).x8_row_to_f32(emb.group(tokens[r] / kX8), c.dim / kQK, tokens[r] % kX8, &x_[r * c.dim]);
+            else
+                kern_->to_f32(emb.dtype, emb.row(tokens[r]), &x_[r * c.dim], c.dim);
         }
+
+        // The rotation angles of this batch's positions, shared by every block. Float32 throughout, as the reference.
+        const int half = c.head_dim / 2;
+        for (int r = 0; r < n; ++r)
+            for (int i = 0; i < half; ++i) {
+                const float angle = static_cast<float>(pos_[r]) * c.inv_freq[i];
+                cos_[r * half + i] = std::cos(angle);
+                sin_[r * half + i] = std::sin(angle);
+            }
+    }
 
     for (int slot = 0; slot < static_cast<int>(plan.size()); ++slot) {
         const Block& b = w_.blocks[plan[slot]];
         record(2 * slot, n);
         // Attention: x += Wo * attend(rope(Wq xn), rope(Wk xn), Wv xn)
-        rmsnorm(x_.data(), b.attn_norm, xb_.data(), n);
-        project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}}, kRoleQKV);
-        each_row(n, [&](int r0, int r1, int) {
-            rope(q_.data(), r0, r1, c.n_heads);
-            rope(k_.data(), r0, r1, c.n_kv_heads);
-            store_kv(slot, r0, r1);
-        });
-        attention(slot, n);
-        project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}}, kRoleAttnOut);
-        add_rows(x_.data(), xb_.data(), n);
+        { const P::Scope timed(profile_, P::kNorm); rmsnorm(x_.data(), b.attn_norm, xb_.data(), n); }
+        {
+            const P::Scope timed(profile_, P::kQKV);
+            project(xb_.data(), n, c.dim, {{&b.wq, q_.data()}, {&b.wk, k_.data()}, {&b.wv, v_.data()}}, kRoleQKV);
+        }
+        {
+            const P::Scope timed(profile_, P::kRopeStore);
+            each_row(n, [&](int r0, int r1, int) {
+                rope(q_.data(), r0, r1, c.n_heads);
+                rope(k_.data(), r0, r1, c.n_kv_heads);
+                store_kv(slot, r0, r1);
+            });
+        }
+        { const P::Scope timed(profile_, P::kAttention); attention(slot, n); }
+        {
+            const P::Scope timed(profile_, P::kAttnOut);
+            project(att_.data(), n, c.n_heads * c.head_dim, {{&b.wo, xb_.data()}}, kRoleAttnOut);
+        }
+        { const P::Scope timed(profile_, P::kResidual); add_rows(x_.data(), xb_.data(), n); }
         record(2 * slot + 1, n);
 
         // Feed-forward (SwiGLU): x += W_down (silu(W_gate xn) * W_up xn)
-        rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n);
-        project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}}, kRoleGateUp);
-        each_row(n, [&](int r0, int r1, int) {
-            for (size_t at = static_cast<size_t>(r0) * c.ffn_dim; at < static_cast<size_t>(r1) * c.ffn_dim; at += c.ffn_dim)
-                kern_->swiglu(&hb_[at], &hb2_[at], c.ffn_dim);
-        });
-        project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}}, kRoleDown);
-        add_rows(x_.data(), xb_.data(), n);
+        { const P::Scope timed(profile_, P::kNorm); rmsnorm(x_.data(), b.ffn_norm, xb_.data(), n); }
+        {
+            const P::Scope timed(profile_, P::kGateUp);
+            project(xb_.data(), n, c.dim, {{&b.w_gate, hb_.data()}, {&b.w_up, hb2_.data()}}, kRoleGateUp);
+        }
+        {
+            const P::Scope timed(profile_, P::kSwiglu);
+            each_row(n, [&](int r0, int r1, int) {
+                for (size_t at = static_cast<size_t>(r0) * c.ffn_dim; at < static_cast<size_t>(r1) * c.ffn_dim; at += c.ffn_dim)
+                    kern_->swiglu(&hb_[at], &hb2_[at], c.ffn_dim);
+            });
+        }
+        { const P::Scope timed(profile_, P::kDown); project(hb_.data(), n, c.ffn_dim, {{&b.w_down, xb_.data()}}, kRoleDown); }
+        { const P::Scope timed(profile_, P::kResidual); add_rows(x_.data(), xb_.data(), n); }
     }
     record(2 * depth(), n);
     for (int r = 0; r < n; ++r) n_past_[seq_[r]] = std::max(n_past_[seq_[r]], pos_[r] + 1);
@@ -257,6 +278,7 @@ void Model::forward_batch(const int32_t* tokens, int n, int n_out, float* logits
     if (n_out == 0) return;
     // Only the rows asked for go through the (vocab x dim) output matrix, the largest in a small model. They move
     // to the front of x_ (in order, so no row is overwritten before it moves), then are normed and projected.
+    const P::Scope timed(profile_, P::kOutput);
     const size_t d = c.dim;
     for (int i = 0; i < n_out; ++i)
         if (out_rows_[i] != i) std::memcpy(&x_[i * d], &x_[out_rows_[i] * d], d * sizeof(float));

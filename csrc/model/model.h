@@ -8,6 +8,7 @@
 #include "../kernels/kernels.h"
 #include "../runtime/thread_pool.h"
 #include "../runtime/zeroed_buffer.h"
+#include "profile.h"
 #include "weights.h"
 
 namespace franken {
@@ -54,6 +55,8 @@ public:
     const char* kernel_name() const { return kern_->name; }
     int depth() const { return static_cast<int>(cfg_.layer_plan.size()); }
     size_t kv_cache_bytes() const { return k_cache_.size() + v_cache_.size(); }
+    // With Config::profile: time per stage of the forward passes so far, and the thread-pool hand-offs.
+    std::string profile_report() const { return profile_.report(pool_.handoffs()); }
 
 private:
     // The input of a group of matrix products: float rows and, when a quantized weight will read them,
@@ -90,6 +93,7 @@ private:
     const Weights& w_;
     const KernelTable* kern_;
     ThreadPool pool_;
+    Profile profile_;
     std::vector<int> n_past_;  // per sequence: cached positions
     // Set only during trace(): where forward_batch copies the residual stream, and the row of its first token.
     float* trace_ = nullptr;

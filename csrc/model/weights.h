@@ -36,6 +36,8 @@ struct Config {
     int float_act_roles = 0;
     // Storage of the KV cache: F32 (reference precision), F16 (default) or Q8_0 (half of F16's memory).
     int kv_type = static_cast<int>(DType::F16);
+    // Time each stage of the forward pass (Model::profile_report; FRANKEN_PROFILE=1 in the Python API).
+    bool profile = false;
 };
 
 // Where one tensor's bytes are: file index, byte offset, type and shape (outermost first).

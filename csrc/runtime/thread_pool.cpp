@@ -44,6 +44,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run(void* ctx, void (*call)(void*, int)) {
+    ++handoffs_;
     job_ctx_ = ctx;
     job_call_ = call;
     pending_.store(n_threads_ - 1);

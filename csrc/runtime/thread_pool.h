@@ -19,6 +19,7 @@ public:
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     int size() const { return n_threads_; }
+    int64_t handoffs() const { return handoffs_; }  // parallel regions run so far (single-thread ones not)
 
     // Calls fn(begin, end, thread) on contiguous, disjoint chunks covering [0, n). The chunks (kGrain per thread)
     // are taken, not dealt: a thread that another process or thread has descheduled (a server's event loop, a busy
@@ -50,6 +51,7 @@ private:
     void worker(int t);
 
     int n_threads_;
+    int64_t handoffs_ = 0;  // touched only by the calling thread
     std::vector<std::thread> threads_;
     // The current job, published by bumping generation_.
     void* job_ctx_ = nullptr;
