@@ -44,6 +44,9 @@ def release_free_memory() -> None:
     trim(0)
 
 
+KEY_CHUNK, SPLIT_ROWS = 256, 8  # Model::kKeyChunk and kSplitRows (csrc/model/model.h)
+
+
 def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int, sequences: int = 1) -> int:
     """Bytes the core allocates for `sequences` contexts: K and V caches of every executed block, plus activations,
     attention scores and queries per thread, and logits buffers (the weights are not counted: memory-mapped, or
@@ -51,9 +54,15 @@ def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads
     q_dim, kv_dim = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
     kv = int(2 * sequences * depth * n_ctx * kv_dim * _KV_BYTES[kv_cache])
     activations = BATCH * (3 * max(c.dim, q_dim) + 2 * kv_dim + q_dim + 2 * c.ffn_dim) * 4
-    group = c.n_heads // c.n_kv_heads  # attention scores: one row per query head of a KV head's group
-    per_thread = group * n_ctx + group * (c.head_dim + 1) + max(c.dim, c.ffn_dim, q_dim)
-    scratch = threads * per_thread * 4 + (BATCH + 1) * c.vocab_size * 4
+    # Attention takes keys in chunks (Model::kKeyChunk): per thread a chunk's scores for each query head of a KV head's
+    # group, the queries and the chunk's softmax with its running fold; and, for decoding rows (at most
+    # Model::kSplitRows) whose chunks run in parallel, every chunk's partial result.
+    group = c.n_heads // c.n_kv_heads
+    per_thread = group * min(n_ctx, KEY_CHUNK) + group * c.head_dim + group * (2 * c.head_dim + 4)
+    per_thread += max(c.dim, c.ffn_dim, q_dim)
+    chunks = -(-n_ctx // KEY_CHUNK)
+    partials = min(BATCH, SPLIT_ROWS) * c.n_heads * chunks * (c.head_dim + 2)
+    scratch = (threads * per_thread + partials) * 4 + (BATCH + 1) * c.vocab_size * 4
     return kv + activations + scratch
 
 

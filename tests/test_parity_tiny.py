@@ -39,6 +39,23 @@ def test_logits_match_transformers(tiny) -> None:  # noqa: ANN001
     assert np.abs(ours - theirs).max() <= 1e-4
 
 
+@pytest.mark.parametrize("variant", ["gqa_tied", "mha_untied", "mqa_llama3"])
+def test_long_context_attention_matches_transformers(tmp_path: Path, spm_model: Path, variant: str) -> None:
+    """Past kKeyChunk (256) keys attention runs in chunks folded as an online softmax: in a prompt's batches (each
+    task folds its row's chunks) and in single decode steps (the chunks run in parallel, folded after). Both match
+    transformers, and the decode step gives the prompt path's bits."""
+    folder = make_tiny_llama(tmp_path, spm_model, variant, context=1024)
+    ref = reference_model(folder)
+    ids = np.random.default_rng(1).integers(3, 300, 700).tolist()
+    model = load_reference_precision(folder, n_ctx=1024)
+    ours = model.logits(ids)
+    theirs = reference_logits(ref, ids)
+    assert np.abs(ours - theirs).max() <= 2e-4
+    model.logits(ids[:-1])
+    step = model._core.eval(np.array(ids[-1:], dtype=np.int32))[0]  # one row: split over the threads
+    assert np.array_equal(step, ours[-1])
+
+
 def test_greedy_continuation_matches_transformers(tiny) -> None:  # noqa: ANN001
     folder, ref = tiny
     model = load_reference_precision(folder)

@@ -60,7 +60,9 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     v_cache_ = ZeroedBuffer(cache);
     const size_t group = static_cast<size_t>(c.n_heads / c.n_kv_heads);
     q_scaled_.resize(pool_.size() * group * c.head_dim);
-    inv_sums_.resize(pool_.size() * group);
+    fold_.resize(pool_.size() * group * (2 * static_cast<size_t>(c.head_dim) + 4));
+    const size_t chunks = (static_cast<size_t>(c.n_ctx) + kKeyChunk - 1) / kKeyChunk;
+    partials_.resize(std::min(c.n_batch, kSplitRows) * static_cast<size_t>(c.n_heads) * chunks * (c.head_dim + 2));
     const size_t B = c.n_batch, q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
     x_.resize(B * c.dim);
     xb_.resize(B * std::max<size_t>(c.dim, q_dim));
@@ -71,7 +73,7 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
     hb_.resize(B * c.ffn_dim);
     hb2_.resize(B * c.ffn_dim);
     xq_.resize(B * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}) / kQK + 1);
-    scores_.resize(pool_.size() * group * c.n_ctx);
+    scores_.resize(pool_.size() * group * std::min(c.n_ctx, kKeyChunk));
     rows_f32_.resize(static_cast<size_t>(pool_.size()) * std::max({c.dim, c.ffn_dim, static_cast<int>(q_dim)}));
     cos_.resize(B * c.head_dim / 2);
     sin_.resize(B * c.head_dim / 2);
@@ -438,6 +440,50 @@ void Model::store_kv(int slot, int r0, int r1) {
 // KV head h / group. A task is one row's group of query heads with their KV head, so each cached key and value is
 // read and converted once for the whole group (kv_scores, kv_mix); when that gives the threads too few tasks (a
 // decode step of a model with few KV heads), the group is split into the largest equal parts that give enough.
+// One chunk of a row's keys, [k0, k1), for nq queries q (scaled) of one KV head: each query's scores' maximum m[i],
+// the sum l[i] of exp(score - m[i]), and o[i] = that exp-weighted sum of the values, not yet divided.
+void Model::attend_chunk(const uint8_t* kc, const uint8_t* vc, int k0, int k1, const float* q, int nq, float* scores,
+                         float* m, float* l, float* o) const {
+    const int n = k1 - k0, hd = cfg_.head_dim;
+    const size_t at = static_cast<size_t>(k0) * kv_row_bytes_;
+    kern_->kv_scores(kv_type_, kc + at, kv_row_bytes_, n, q, nq, hd, scores, n);
+    for (int i = 0; i < nq; ++i) {
+        float* si = scores + static_cast<size_t>(i) * n;
+        m[i] = *std::max_element(si, si + n);
+        l[i] = kern_->exp_sum(si, n, m[i]);
+    }
+    kern_->kv_mix(kv_type_, vc + at, kv_row_bytes_, n, scores, n, nq, hd, o);
+}
+
+namespace {
+
+// Online softmax: folds a chunk's (m, l, o) into one query's running (M, L, O), the chunks in key order. One
+// out-of-line function, so that both ways attention() folds give the same bits.
+[[gnu::noinline]] void fold_chunk(float& M, float& L, float* O, float m, float l, const float* o, int hd, bool first) {
+    if (first) {
+        M = m, L = l;
+        std::copy(o, o + hd, O);
+        return;
+    }
+    const float top = std::max(M, m), a = std::exp(M - top), b = std::exp(m - top);
+    for (int d = 0; d < hd; ++d) O[d] = O[d] * a + o[d] * b;
+    L = L * a + l * b;
+    M = top;
+}
+
+[[gnu::noinline]] void finish_softmax(const float* O, float L, float* out, int hd) {
+    const float inv = 1.f / L;  // the softmax's denominator, applied once to the sum
+    for (int d = 0; d < hd; ++d) out[d] = O[d] * inv;
+}
+
+}  // namespace
+
+// Attention of n_rows rows over their sequences' caches at block `slot`. A row's keys are taken in chunks of
+// kKeyChunk, each chunk's softmax kept apart (its maximum, sum and weighted values) and the chunks folded in key
+// order. Rows enough to keep every thread busy (a prompt) run one task per row and KV head, folding as they go; a
+// few rows (decoding) also split their keys, the chunks running in parallel and folded after (flash-decoding):
+// a long context then spreads over the threads even though a small model has only a few KV heads. Both ways do the
+// same arithmetic, so a row's result never depends on its batch; below kKeyChunk keys it is the plain softmax.
 void Model::attention(int slot, int n_rows) {
     const Config& c = cfg_;
     const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
@@ -445,31 +491,84 @@ void Model::attention(int slot, int n_rows) {
     while (per_task > 1 && (group % per_task || n_rows * (c.n_heads / per_task) < pool_.size())) --per_task;
     const int tasks_per_row = c.n_heads / per_task;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-    pool_.parallel_for(n_rows * tasks_per_row, [&](int begin, int end, int t) {
-        float* scores = &scores_[static_cast<size_t>(t) * group * c.n_ctx];
+    auto chunks_of = [&](int r) { return (pos_[r] + kKeyChunk) / kKeyChunk; };  // pos_[r] + 1 keys
+    int most = 0;
+    for (int r = 0; r < n_rows; ++r) most = std::max(most, chunks_of(r));
+    const bool split = n_rows <= kSplitRows && most > 1;
+    const size_t fold_per_thread = static_cast<size_t>(group) * (2 * hd + 4);
+
+    // A task's queries (heads h0.. of row r, adjacent in q_), scaled by 1/sqrt(hd) once instead of every score.
+    auto scaled_queries = [&](int r, int h0, int t) {
         float* q = &q_scaled_[static_cast<size_t>(t) * group * hd];
-        for (int task = begin; task < end; ++task) {
-            const int r = task / tasks_per_row, h0 = task % tasks_per_row * per_task;
-            const int n_keys = pos_[r] + 1;  // causal: its own sequence's keys up to its own position
-            const uint8_t* kc = &k_cache_[kv_at(seq_[r], slot, 0)];
-            const uint8_t* vc = &v_cache_[kv_at(seq_[r], slot, 0)];
-            const size_t kv_off = row_bytes(kv_type_, static_cast<int64_t>(h0 / group) * hd);  // bytes into a row
-            // The queries of heads h0.. (adjacent in q_), scaled by 1/sqrt(hd) once instead of every score.
-            const float* q_in = &q_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
-            for (int i = 0; i < per_task * hd; ++i) q[i] = q_in[i] * scale;
-            kern_->kv_scores(kv_type_, kc + kv_off, kv_row_bytes_, n_keys, q, per_task, hd, scores, n_keys);
-            float* inv = &inv_sums_[static_cast<size_t>(t) * group];
-            for (int i = 0; i < per_task; ++i) {
-                float* s = scores + static_cast<size_t>(i) * n_keys;
-                const float max_s = *std::max_element(s, s + n_keys);
-                inv[i] = 1.f / kern_->exp_sum(s, n_keys, max_s);
+        const float* q_in = &q_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
+        for (int i = 0; i < per_task * hd; ++i) q[i] = q_in[i] * scale;
+        return q;
+    };
+    auto cache_of = [&](int r, int h0, const ZeroedBuffer& cache) {
+        return &cache[kv_at(seq_[r], slot, 0)] + row_bytes(kv_type_, static_cast<int64_t>(h0 / group) * hd);
+    };
+
+    if (!split) {
+        pool_.parallel_for(n_rows * tasks_per_row, [&](int begin, int end, int t) {
+            float* scores = &scores_[static_cast<size_t>(t) * group * std::min(c.n_ctx, kKeyChunk)];
+            float* f = &fold_[t * fold_per_thread];
+            float *o = f, *O = f + group * hd, *m = O + group * hd, *l = m + group, *M = l + group, *L = M + group;
+            for (int task = begin; task < end; ++task) {
+                const int r = task / tasks_per_row, h0 = task % tasks_per_row * per_task;
+                const float* q = scaled_queries(r, h0, t);
+                const uint8_t *kc = cache_of(r, h0, k_cache_), *vc = cache_of(r, h0, v_cache_);
+                const int n_keys = pos_[r] + 1;  // causal: its own sequence's keys up to its own position
+                for (int ch = 0; ch * kKeyChunk < n_keys; ++ch) {
+                    attend_chunk(kc, vc, ch * kKeyChunk, std::min(n_keys, (ch + 1) * kKeyChunk), q, per_task, scores,
+                                 m, l, o);
+                    for (int i = 0; i < per_task; ++i)
+                        fold_chunk(M[i], L[i], O + i * hd, m[i], l[i], o + i * hd, hd, ch == 0);
+                }
+                float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
+                for (int i = 0; i < per_task; ++i) finish_softmax(O + i * hd, L[i], out + i * hd, hd);
             }
-            float* out = &att_[(static_cast<size_t>(r) * c.n_heads + h0) * hd];
-            kern_->kv_mix(kv_type_, vc + kv_off, kv_row_bytes_, n_keys, scores, n_keys, per_task, hd, out);
-            for (int i = 0; i < per_task; ++i)  // the softmax's denominator, applied once to the sum
-                for (int d = 0; d < hd; ++d) out[i * hd + d] *= inv[i];
+        });
+        return;
+    }
+
+    // Split: tasks (row, KV-head task, chunk), each chunk's (m, l, o) kept in partials_ at
+    // [((row * n_heads + head) * most + chunk) * (hd + 2)]: o, then m, then l.
+    const size_t stride = hd + 2;
+    auto partial = [&](int r, int h, int ch) {
+        return &partials_[((static_cast<size_t>(r) * c.n_heads + h) * most + ch) * stride];
+    };
+    const int per_row = tasks_per_row * most;  // some tasks of a shorter row have no keys and do nothing
+    pool_.parallel_for(n_rows * per_row, [&](int begin, int end, int t) {
+        float* scores = &scores_[static_cast<size_t>(t) * group * std::min(c.n_ctx, kKeyChunk)];
+        float* f = &fold_[t * fold_per_thread];
+        float *o = f, *m = f + 2 * group * hd, *l = m + group;
+        for (int task = begin; task < end; ++task) {
+            const int r = task / per_row, h0 = task % per_row / most * per_task, ch = task % most;
+            const int n_keys = pos_[r] + 1;
+            if (ch * kKeyChunk >= n_keys) continue;
+            const float* q = scaled_queries(r, h0, t);
+            attend_chunk(cache_of(r, h0, k_cache_), cache_of(r, h0, v_cache_), ch * kKeyChunk,
+                         std::min(n_keys, (ch + 1) * kKeyChunk), q, per_task, scores, m, l, o);
+            for (int i = 0; i < per_task; ++i) {
+                float* dst = partial(r, h0 + i, ch);
+                std::copy(o + i * hd, o + (i + 1) * hd, dst);
+                dst[hd] = m[i];
+                dst[hd + 1] = l[i];
+            }
         }
     });
+    // The fold, on this thread: a few rows' heads times their chunks, a few microseconds (a hand-off would cost as
+    // much).
+    std::vector<float>& O = fold_;  // thread 0's scratch is free now
+    for (int r = 0; r < n_rows; ++r)
+        for (int h = 0; h < c.n_heads; ++h) {
+            float M = 0.f, L = 0.f;
+            for (int ch = 0; ch < chunks_of(r); ++ch) {
+                const float* p = partial(r, h, ch);
+                fold_chunk(M, L, O.data(), p[hd], p[hd + 1], p, hd, ch == 0);
+            }
+            finish_softmax(O.data(), L, &att_[(static_cast<size_t>(r) * c.n_heads + h) * hd], hd);
+        }
 }
 
 }  // namespace franken

@@ -87,6 +87,12 @@ private:
     void add_rows(float* x, const float* delta, int n_rows);
     void rope(float* vec, int r0, int r1, int n_heads);  // rows [r0, r1); angles of the batch: cos_, sin_
     void attention(int slot, int n_rows);
+    void attend_chunk(const uint8_t* kc, const uint8_t* vc, int k0, int k1, const float* q, int nq, float* scores,
+                      float* m, float* l, float* o) const;
+    // Attention takes a row's keys in chunks of this many (see attention()); batches of at most kSplitRows rows
+    // (decoding) run a row's chunks in parallel.
+    static constexpr int kKeyChunk = 256;
+    static constexpr int kSplitRows = 8;
 
     Config cfg_;
     WeightStore store_;
@@ -111,11 +117,12 @@ private:
     size_t kv_row_bytes_;
     ZeroedBuffer k_cache_, v_cache_;
     std::vector<float> q_scaled_;  // [n_threads][group][head_dim] a task's queries, scaled
-    std::vector<float> inv_sums_;  // [n_threads][group] their softmax denominators, inverted
+    std::vector<float> fold_;      // [n_threads][group][2 head_dim + 4] a chunk's softmax and the running fold
+    std::vector<float> partials_;  // [kSplitRows][n_heads][chunks][head_dim + 2] split chunks' (o, m, l)
     // Activations for one batch of n_batch tokens.
     std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
     std::vector<BlockQ8A> xq_;    // quantized activations of one Act
-    std::vector<float> scores_;   // [n_threads][group][n_ctx] attention scores
+    std::vector<float> scores_;   // [n_threads][group][kKeyChunk] a chunk's attention scores
     std::vector<float> rows_f32_; // [n_threads][max cols] a dequantized weight row, for matrix-matrix steps
     std::vector<float> cos_, sin_; // [n_batch][head_dim/2] rotation of the batch's positions
     std::vector<int> seq_, pos_;   // [n_batch] each row's sequence and position

@@ -50,8 +50,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_tiny_llama(folder: Path, spm_model: Path, variant: str, seed: int = 0, dtype: str = "float32") -> Path:
-    """Build a random LlamaForCausalLM of the variant, save it with the tokenizer, return the folder."""
+def make_tiny_llama(folder: Path, spm_model: Path, variant: str, seed: int = 0, dtype: str = "float32",
+                    context: int = 256) -> Path:
+    """Build a random LlamaForCausalLM of the variant (`context`: its max_position_embeddings), save it with the
+    tokenizer, return the folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -61,7 +63,7 @@ def make_tiny_llama(folder: Path, spm_model: Path, variant: str, seed: int = 0, 
     vocab = spm.SentencePieceProcessor(model_file=str(spm_model)).vocab_size()
     cfg = LlamaConfig(
         vocab_size=vocab, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
-        max_position_embeddings=256, rms_norm_eps=1e-5, initializer_range=0.08,
+        max_position_embeddings=context, rms_norm_eps=1e-5, initializer_range=0.08,
         bos_token_id=1, eos_token_id=2, **VARIANTS[variant],
     )
     model = LlamaForCausalLM(cfg).eval()
