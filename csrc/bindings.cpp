@@ -134,30 +134,67 @@ py::array_t<float> eval_rows(Model& m, const py::buffer& tokens, const py::buffe
     return out;
 }
 
-// One step of a server's streams: the rows in one pass, then one token drawn for each wanted row, the i-th with
-// samplers[i] and the repetition window of histories[i]. No logits cross into Python.
-std::vector<int> step_rows(Model& m, const py::buffer& tokens, const py::buffer& seqs, const py::buffer& want,
-                           const py::list& samplers, const py::list& histories) {
+// One step of a server's streams: the rows in one pass, then each stream's tokens drawn with its own sampler
+// (samplers[i]) and the repetition window of histories[i]. Stream i owns sizes[i] consecutive wanted rows (default
+// 1 each) of one sequence, the last rows of that sequence in the batch: its last token, then tokens drafted for it
+// (speculative decoding), each row's draw checking the next row's token (Sampler::sample's draft) until one is
+// refused; the stream's cache is then cut back past it. Returns each stream's emitted tokens: its accepted drafts,
+// then one more. No logits cross into Python.
+std::vector<std::vector<int>> step_rows(Model& m, const py::buffer& tokens, const py::buffer& seqs,
+                                        const py::buffer& want, const py::list& samplers, const py::list& histories,
+                                        std::vector<int> sizes) {
     const Rows rows(tokens, seqs, want);
-    if (static_cast<int>(samplers.size()) != rows.n_want || static_cast<int>(histories.size()) != rows.n_want)
-        throw Error("need one sampler and one history per wanted row");
-    std::vector<Sampler*> s;
-    std::vector<Tokens> h;
-    for (int i = 0; i < rows.n_want; ++i) {
-        s.push_back(&samplers[i].cast<Sampler&>());
-        h.emplace_back(histories[i].cast<py::buffer>());
+    const int n_streams = static_cast<int>(samplers.size());
+    if (sizes.empty()) sizes.assign(n_streams, 1);
+    if (static_cast<int>(histories.size()) != n_streams || static_cast<int>(sizes.size()) != n_streams)
+        throw Error("need one sampler, one history and one size per stream");
+    std::vector<int> wanted;  // indices of the wanted rows
+    for (int r = 0; r < rows.tokens.size(); ++r)
+        if (rows.want[r]) wanted.push_back(r);
+    std::vector<int> first(n_streams + 1, 0);  // stream i's wanted rows: wanted[first[i] .. first[i + 1])
+    for (int i = 0; i < n_streams; ++i) {
+        if (sizes[i] < 1) throw Error("a stream has at least one row");
+        first[i + 1] = first[i] + sizes[i];
     }
-    std::vector<int> next(rows.n_want);
+    if (first[n_streams] != static_cast<int>(wanted.size())) throw Error("the sizes must add up to the wanted rows");
+    const int32_t* seq = rows.seqs.data();
+    for (int i = 0; i < n_streams; ++i) {  // consecutive rows of one sequence, its last in the batch
+        const int a = wanted[first[i]], b = wanted[first[i + 1] - 1];
+        if (b - a != sizes[i] - 1) throw Error("a stream's rows must be consecutive");
+        for (int r = a; r < rows.tokens.size(); ++r)
+            if (r > b && seq[r] == seq[a]) throw Error("a stream's rows must be its sequence's last");
+        for (int r = a; r <= b; ++r)
+            if (seq[r] != seq[a]) throw Error("a stream's rows must be of one sequence");
+    }
+    std::vector<Sampler*> s;
+    std::vector<std::vector<int32_t>> h;
+    for (int i = 0; i < n_streams; ++i) {
+        s.push_back(&samplers[i].cast<Sampler&>());
+        const Tokens t(histories[i].cast<py::buffer>());
+        h.emplace_back(t.data(), t.data() + t.size());
+    }
+    std::vector<std::vector<int>> out(n_streams);
     py::gil_scoped_release release;
     const float* logits = m.forward_rows(rows.tokens.data(), rows.seqs.data(), rows.tokens.size(), rows.want.data());
     const int V = m.config().vocab_size;
-    // Each row's draw reads its logits and writes only its own sampler: the rows are drawn in parallel (a pass over
-    // the vocabulary each, ~0.2 ms: an eighth of a 4-row step if left to one thread).
-    m.parallel_for(rows.n_want, [&](int begin, int end, int) {
+    // Each stream's draws read its logits and write only its own sampler and history: the streams are drawn in
+    // parallel (a pass over the vocabulary per row, ~0.2 ms: an eighth of a 4-row step if left to one thread).
+    m.parallel_for(n_streams, [&](int begin, int end, int) {
         for (int i = begin; i < end; ++i)
-            next[i] = s[i]->sample(logits + static_cast<size_t>(i) * V, V, h[i].data(), h[i].size());
+            for (int j = first[i]; j < first[i + 1]; ++j) {
+                const int draft = j + 1 < first[i + 1] ? rows.tokens.data()[wanted[j + 1]] : -1;
+                const int token = s[i]->sample(logits + static_cast<size_t>(j) * V, V, h[i].data(),
+                                               static_cast<int>(h[i].size()), draft);
+                out[i].push_back(token);
+                if (token != draft) break;
+                h[i].push_back(token);
+            }
     });
-    return next;
+    for (int i = 0; i < n_streams; ++i) {
+        const int refused = sizes[i] - static_cast<int>(out[i].size());  // drafts after the first refused one
+        if (refused > 0) m.truncate(m.n_past(seq[wanted[first[i]]]) - refused, seq[wanted[first[i]]]);
+    }
+    return out;
 }
 
 // Speculative decoding's check, on sequence 0: `tokens` are the tokens its cache lacks, the last n_draft of them
@@ -312,8 +349,9 @@ PYBIND11_MODULE(_core, mod) {
              "Rows of several sequences in one pass (row i: tokens[i] appended to sequence seqs[i]); the logits of "
              "the rows with want[i] != 0, (n_want, vocab).")
         .def("step_rows", &step_rows, py::arg("tokens"), py::arg("seqs"), py::arg("want"), py::arg("samplers"),
-             py::arg("histories"),
-             "eval_rows, then the next token of each wanted row drawn with its own sampler and history.")
+             py::arg("histories"), py::arg("sizes") = std::vector<int>(),
+             "eval_rows, then each stream's tokens drawn with its own sampler and history: sizes[i] wanted rows "
+             "(default 1), the first its last token, the others drafts checked in turn; the emitted tokens of each.")
         .def("verify", &verify, py::arg("tokens"), py::arg("n_draft"), py::arg("sampler"), py::arg("history"),
              "Speculative decoding's check on sequence 0: run tokens (the last n_draft drafted), keep the drafts the "
              "sampler accepts, cut the cache back past the first rejected; the emitted tokens (accepted drafts + 1).")

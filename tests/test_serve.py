@@ -98,6 +98,13 @@ def test_eight_clients_at_once_get_their_sequential_answers(smollm_gguf: Path, r
         with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
             got = list(pool.map(lambda p: chat(c, p).choices[0].message.content, PROMPTS))
         assert got == want
+        # Speculative decoding by prompt lookup: the same answers, beside plain streams and each other.
+        drafted = [{"draft": "lookup"} if i % 2 else {"draft": "lookup", "draft_max": 3} for i in range(len(PROMPTS))]
+        quote = "Repeat exactly: the old map shows the river, the bridge and the mill by the river."
+        with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
+            got = list(pool.map(lambda pe: chat(c, pe[0], extra_body=pe[1]).choices[0].message.content,
+                                zip([quote, *PROMPTS[1:]], drafted)))
+        assert got == [greedy(reference, quote)[0], *want[1:]]
         # A follow-up sharing the first request's prompt reuses its slot's cache.
         r = c.chat.completions.create(model="any", temperature=0, max_tokens=4, messages=[
             {"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": want[0]},
@@ -166,6 +173,9 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(smollm_gguf: Pa
         for path, body in (("/v1/completions", {"prompt": ""}), ("/v1/completions", {"prompt": [1, -5]}),
                            ("/v1/completions", {"prompt": ["a", "b"]}),
                            ("/v1/completions", {"prompt": "a", "echo": True}),
+                           ("/v1/completions", {"prompt": "a", "draft": "self"}),
+                           ("/v1/completions", {"prompt": "a", "draft": "lookup", "draft_max": 0}),
+                           ("/v1/completions", {"prompt": "a", "draft_max": 4}),
                            ("/tokenize", {"content": 5}), ("/detokenize", {"tokens": [10**9]}),
                            ("/detokenize", {"tokens": "abc"})):
             got, answer = server.request("POST", path, body)

@@ -73,6 +73,27 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(model) -> 
         engine.stop()
 
 
+def test_lookup_drafts_beside_a_plain_stream(model) -> None:  # noqa: ANN001
+    """A job with draft_max checks prompt-lookup drafts in the shared step: the same tokens as alone, fewer steps."""
+    reference = franken_rt.load(model.checkpoint.source, threads=2, n_ctx=1024)
+    quote = model.tokenize("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 1 2 3 4 5 6 7 8 9 10")
+    plain = model.tokenize("The capital of France is")
+    want_quote = "".join(reference.generate(quote, max_tokens=30, temperature=0, ignore_eos=True))
+    want_plain = "".join(reference.generate(plain, max_tokens=30, temperature=0, ignore_eos=True))
+    engine = Engine(model)
+    try:
+        a, b = Collector(engine), Collector(engine)
+        drafting = job(quote, a, 30, ignore_eos=True, draft_max=8)
+        engine.submit(drafting)
+        engine.submit(job(plain, b, 30, ignore_eos=True))
+        assert a.done.wait(60) and b.done.wait(60)
+        assert "".join(a.pieces) == want_quote and "".join(b.pieces) == want_plain
+        assert drafting.accepted_tokens > 10 and drafting.completion_tokens == 30
+        assert len(set(a.steps)) < 25  # several tokens in some steps
+    finally:
+        engine.stop()
+
+
 def test_queue_limit_and_cancellation(model) -> None:  # noqa: ANN001
     engine = Engine(model, queue_limit=1)
     try:

@@ -48,6 +48,7 @@ class Generation:
     stream: bool = False
     include_usage: bool = False
     ignore_eos: bool = False
+    draft_max: int = 0  # speculative decoding with prompt lookup: at most this many drafted tokens a step; 0: off
 
 
 # Fields the server refuses unless they ask for the default behaviour: (field, test that the value is harmless).
@@ -128,6 +129,23 @@ def sampling(body: dict[str, Any], defaults: dict[str, float | int]) -> Sampling
         return SamplingParams(**settings)  # type: ignore[arg-type]
     except FrankenError as e:
         raise bad(str(e)) from None
+
+
+DRAFT_MAX = 16
+
+
+def draft(body: dict[str, Any]) -> int:
+    """`draft: "lookup"` (and `draft_max`, default 8): speculative decoding from the text so far, the same output
+    faster when the answer repeats it; the draft length per step at most draft_max, 0 when not asked for."""
+    value = body.get("draft")
+    if value is None:
+        if body.get("draft_max") is not None:
+            raise bad("'draft_max' needs 'draft'", "draft_max")
+        return 0
+    if value != "lookup":
+        raise bad("'draft' must be \"lookup\" (prompt lookup; self and draft models are franken-run's)", "draft")
+    k = _integer(body, "draft_max", 1, DRAFT_MAX)
+    return 8 if k is None else k
 
 
 def stops(body: dict[str, Any]) -> list[str]:

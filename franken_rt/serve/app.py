@@ -159,14 +159,14 @@ def _generation(body: dict[str, Any], state: ServerState, ids: list[int], defaul
         prompt=ids, params=api.sampling(body, state.defaults),
         max_tokens=api.max_tokens(body, room if default_max is None else default_max, room),
         stops=api.stops(body), stream=stream, include_usage=include_usage, ignore_eos=ignore_eos,
+        draft_max=api.draft(body),
     )
 
 
 def _submit(state: ServerState, gen: Generation) -> tuple[Job, asyncio.Queue[tuple[str, bool]]]:
     queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
     job = Job(prompt=gen.prompt, params=gen.params, max_tokens=gen.max_tokens, emit=state.outbox.emitter(queue),
-              stops=gen.stops,
-              ignore_eos=gen.ignore_eos)
+              stops=gen.stops, ignore_eos=gen.ignore_eos, draft_max=gen.draft_max)
     assert state.engine is not None
     try:
         state.engine.submit(job)

@@ -23,6 +23,7 @@ from franken_rt import _core
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
 from franken_rt.sampling import SamplingParams
+from franken_rt.speculative import DraftLength, LookupDrafter
 from franken_rt.text_stream import StopText
 
 
@@ -41,11 +42,14 @@ class Job:
     emit: Callable[[str, bool], None]
     stops: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    draft_max: int = 0  # speculative decoding by prompt lookup, at most this many drafts a step (0: off)
     # Filled by the engine.
     finish_reason: str = ""  # "stop" (end of sequence or a stop string), "length" (max_tokens or context full),
     #                          "cancelled", or "error"
     error: str = ""
     completion_tokens: int = 0
+    drafted_tokens: int = 0   # speculative decoding: drafts checked
+    accepted_tokens: int = 0  # ... and kept
     cached_tokens: int = 0  # prompt tokens whose cache was reused from the slot's previous job
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
@@ -76,6 +80,8 @@ class _Slot:
         self.history = array("i")
         self.sampler: _core.Sampler | None = None
         self.text: StopText | None = None
+        self.length: DraftLength | None = None  # the job's draft length, when it drafts
+        self.drafts = 0  # drafted tokens at the end of todo, this step
         self.last_used = 0.0
 
 
@@ -101,6 +107,7 @@ class Engine:
         self.batch = max(batch, len(self.slots))
         self.stats = EngineStats()
         self._eos = set(model.tokenizer.eos_ids)
+        self._lookup = LookupDrafter()
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -196,6 +203,7 @@ class Engine:
             slot.sampler = _core.Sampler(sp)
             slot.history = array("i", ids)
             slot.text = StopText(self.model.tokenizer, job.stops)
+            slot.length = DraftLength(job.draft_max, cost=0.0) if job.draft_max else None
             if job.max_tokens == 0:
                 self._finish(slot, "length")
 
@@ -205,7 +213,20 @@ class Engine:
         wanted: list[_Slot] = []
         decoding = [s for s in self.slots if s.job and len(s.todo) == 1 and s.job.completion_tokens > 0]
         prefilling = sorted((s for s in self.slots if s.job and s not in decoding), key=lambda s: s.job.queued_at)
+        budget = self.batch - len(decoding)  # a decoding slot's drafts come out of what the batch has spare
+        for slot in decoding:
+            slot.drafts = 0
+            job = slot.job
+            if slot.length is None or job is None:
+                continue
+            k = min(slot.length.next(), budget, self.model.n_ctx - len(slot.history),
+                    job.max_tokens - job.completion_tokens - 1)
+            drafts = self._lookup.propose(slot.history, k) if k > 0 else []
+            slot.todo = slot.todo + drafts
+            slot.drafts = len(drafts)
+            budget -= len(drafts)
         budget = self.batch
+        sizes: list[int] = []
         for slot in decoding + prefilling:
             take = min(len(slot.todo), budget)
             if take == 0:
@@ -213,21 +234,32 @@ class Engine:
             tokens.extend(slot.todo[:take])
             seqs.extend([slot.seq] * take)
             done = take == len(slot.todo)
-            want.extend([0] * (take - 1) + [1 if done else 0])
+            drafted = slot.drafts if slot in decoding else 0
+            want.extend([0] * (take - 1 - drafted) + [1] * drafted + [1 if done else 0])
             if done:
                 wanted.append(slot)
+                sizes.append(1 + drafted)
             slot.cached.extend(slot.todo[:take])
             slot.todo = slot.todo[take:]
             budget -= take
         t0 = time.perf_counter()
-        nxt = self.model._core.step_rows(tokens, seqs, want, [s.sampler for s in wanted],
-                                         [s.history for s in wanted])
+        emitted = self.model._core.step_rows(tokens, seqs, want, [s.sampler for s in wanted],
+                                             [s.history for s in wanted], sizes)
         now = time.perf_counter()
         self.stats.steps += 1
         self.stats.rows += len(tokens)
         self.stats.busy_seconds += now - t0
-        for slot, token in zip(wanted, nxt):
-            self._take(slot, token, now)
+        for slot, size, out in zip(wanted, sizes, emitted):
+            if size > 1:  # drafts were checked: the cache keeps the accepted ones
+                assert slot.length is not None and slot.job is not None
+                slot.length.update(size - 1, len(out) - 1)
+                slot.job.drafted_tokens += size - 1
+                slot.job.accepted_tokens += len(out) - 1
+                del slot.cached[len(slot.cached) - (size - len(out)):]
+            for token in out:
+                self._take(slot, token, now)
+                if slot.job is None:  # finished (end of sequence, a stop string, max_tokens)
+                    break
 
     def _take(self, slot: _Slot, token: int, now: float) -> None:
         job = slot.job
