@@ -316,7 +316,7 @@ LLAMA3_REGEX = (
 )
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 PRE_TOKENIZERS = {
-    "gpt2": BYTE_LEVEL,
+    "gpt-2": BYTE_LEVEL,
     "smollm": {
         "type": "Sequence",
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, BYTE_LEVEL],
@@ -469,6 +469,20 @@ def _with_pre_tokenizer(folder: Path, dest: Path, pre: Any, **model: Any) -> Pat
     data["model"].update(model)
     (dest / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
     return dest
+
+
+# Some of the pre-tokenizer names llama.cpp 0.3.36 accepts (src/llama-vocab.cpp); it refuses a file with any other.
+LLAMA_CPP_PRE_NAMES = {"default", "llama3", "llama-v3", "llama-bpe", "falcon3", "deepseek-llm", "deepseek-coder",
+                       "falcon", "mpt", "starcoder", "gpt-2", "phi-2", "jina-es", "jina-de", "refact", "command-r",
+                       "qwen2", "stablelm2", "olmo", "dbrx", "smaug-bpe", "poro-chat", "chatglm-bpe", "viking",
+                       "jais", "tekken", "smollm", "codeshell", "bloom", "gpt3-finnish", "exaone", "chameleon",
+                       "minerva-7b", "megrez", "gpt-4o", "superbpe", "trillion", "bailingmoe", "llama4"}
+
+
+def test_written_pre_tokenizer_names_are_llama_cpps() -> None:
+    from franken_rt.tokenizer.pre_tokenizers import _GGUF_PRE_TOKENIZERS
+
+    assert set(_GGUF_PRE_TOKENIZERS) <= LLAMA_CPP_PRE_NAMES
 
 
 @pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))

@@ -32,9 +32,10 @@ def _byte_level_step(use_regex: bool) -> dict[str, Any]:
     return {"type": "ByteLevel", "add_prefix_space": False, "use_regex": use_regex}
 
 
-# tokenizer.ggml.pre -> the tokenizer.json pre-tokenizer it stands for (normalized by _gguf_pre_tokenizer).
+# tokenizer.ggml.pre -> the tokenizer.json pre-tokenizer it stands for (normalized by _gguf_pre_tokenizer). The
+# names are the ones the writer puts in a file, so they must be llama.cpp's (it refuses others, such as "gpt2").
 _GGUF_PRE_TOKENIZERS = {
-    "gpt2": [_byte_level_step(True)],
+    "gpt-2": [_byte_level_step(True)],
     "smollm": [{"type": "Digits", "individual_digits": True}, _byte_level_step(True)],
     "llama-bpe": [
         {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
