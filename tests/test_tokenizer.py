@@ -211,6 +211,25 @@ def test_spm_hf_folder_matches_llama_tokenizer(tmp_path: Path, spm_model: Path, 
     assert reference.convert_ids_to_tokens(after_special)[1] == ("▁b" if legacy else "b")
 
 
+def test_spm_folder_with_a_normalizer(tmp_path: Path) -> None:
+    """A tokenizer.model whose normalizer changes text (nmt_nfkc, extra whitespace removed) is tokenized as
+    sentencepiece itself does; GGUF cannot carry the normalization, so writing it is refused, naming it."""
+    import sentencepiece as spm
+
+    from franken_rt.eval.tiny_models import train_sentencepiece
+
+    model = train_sentencepiece(tmp_path, normalizer="nmt_nfkc")
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shutil.copy(model, folder / "tokenizer.model")
+    tok = Tokenizer.from_hf_folder(folder)
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    for text in ("a  b\tc", "  leading and trailing  ", "Ｆｕｌｌ width ＡＢＣ ①", "x\t\t y\n\nz", PARAGRAPH):
+        assert tok.encode(text, add_special=False) == sp.encode(text), text
+    with pytest.raises(FrankenError, match="normalizer .'nmt_nfkc', extra whitespace removed"):
+        tok.gguf_metadata()
+
+
 def test_spm_gguf_matches_sentencepiece(spm_model: Path) -> None:
     import sentencepiece as spm
 

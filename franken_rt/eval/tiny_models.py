@@ -19,7 +19,9 @@ def corpus_text(n_chars: int = 200_000) -> str:
     return pydoc_text()[:n_chars]
 
 
-def train_sentencepiece(folder: Path, vocab_size: int = 400) -> Path:
+def train_sentencepiece(folder: Path, vocab_size: int = 400, normalizer: str = "identity") -> Path:
+    """A BPE sentencepiece model trained on the corpus; `normalizer`: "identity" (Llama's: text kept as it is) or a
+    sentencepiece rule such as "nmt_nfkc", which also removes extra whitespace (sentencepiece's own default)."""
     import sentencepiece as spm
 
     text = folder / "corpus.txt"
@@ -28,7 +30,7 @@ def train_sentencepiece(folder: Path, vocab_size: int = 400) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, model_type="bpe",
         byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-        normalization_rule_name="identity", add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name=normalizer, add_dummy_prefix=True, remove_extra_whitespaces=normalizer != "identity",
         minloglevel=2,
     )
     return prefix.with_suffix(".model")

@@ -153,9 +153,17 @@ class _HfSentencePiece:
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         try:
-            texts, scores, types, proto, add_prefix = self._read(path.read_bytes())
+            model = path.read_bytes()
+            texts, scores, types, proto, add_prefix, normalizer = self._read(model)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise FrankenError(f"cannot read {path}: {_one_line(exc)}") from None
+        self._path = path
+        # A normalizer that changes text (sentencepiece's own default, nmt_nfkc with extra whitespace removed, for
+        # one): the folder is tokenized as sentencepiece itself does, its model as it is, dummy prefix included;
+        # GGUF cannot carry it (gguf_vocab refuses).
+        self.normalizer = normalizer
+        if normalizer:
+            proto, add_prefix = model, False
         if config.get("add_prefix_space") is not None:  # null, as transformers saves it, means unset
             add_prefix = bool(config["add_prefix_space"])
         self.pieces, self.transparent, self.lead_space, specials = _spm_tables(texts, types, add_prefix)
@@ -191,6 +199,11 @@ class _HfSentencePiece:
 
     def gguf_vocab(self) -> dict[str, Any]:
         """GGUF `llama` vocabulary: the model's pieces, scores and types, then tokenizer_config's added tokens."""
+        if self.normalizer:
+            raise FrankenError(
+                f"{self._path} cannot be written as a GGUF vocabulary: its sentencepiece normalizer "
+                f"({self.normalizer}) changes text before tokenizing, and GGUF readers (llama.cpp, franken-rt) do not "
+                "normalize, so runs of spaces, tabs and compatibility characters would be tokenized differently")
         texts, scores, types, added, add_prefix = self._vocab
         tokens, scores, types = list(texts), list(scores), list(types)
         for token_id, content, special in added:
@@ -212,13 +225,15 @@ class _HfSentencePiece:
         }
 
     @staticmethod
-    def _read(model: bytes) -> tuple[list[str], list[float], list[int], bytes, bool]:
-        """Pieces, scores, types, the model with our normalizer in place of its own, and its add_dummy_prefix."""
+    def _read(model: bytes) -> tuple[list[str], list[float], list[int], bytes, bool, str]:
+        """Pieces, scores, types, the model with our normalizer in place of its own, its add_dummy_prefix, and a
+        description of its normalizer if that changes text ("" for identity, which only escapes spaces)."""
         texts: list[str] = []
         scores: list[float] = []
         types: list[int] = []
         rest = bytearray()
         add_prefix = True
+        normalizer = ""
         for field, value, raw in _pb_fields(model):
             if field == 1 and isinstance(value, bytes):
                 sub = {f: v for f, v, _ in _pb_fields(value)}
@@ -230,12 +245,20 @@ class _HfSentencePiece:
                 types.append(kind)
                 rest += raw
             elif field == 3 and isinstance(value, bytes):
-                add_prefix = bool({f: v for f, v, _ in _pb_fields(value)}.get(3, True))
+                spec = {f: v for f, v, _ in _pb_fields(value)}
+                add_prefix = bool(spec.get(3, True))
+                name = spec.get(1, b"")
+                name = name.decode("utf-8", errors="replace") if isinstance(name, bytes) else "?"
+                rules = spec.get(2, b"")  # precompiled_charsmap: the rules a named normalizer applies
+                squeeze = bool(spec.get(4, True))  # remove_extra_whitespaces (sentencepiece's default: on)
+                if name != "identity" and (rules or name) or squeeze:
+                    normalizer = ", ".join([f"'{name or 'custom'}'"] * (name != "identity")
+                                           + ["extra whitespace removed"] * squeeze)
             elif field != 5:  # 5 = denormalizer: not used for decoding either
                 rest += raw
         if not texts:
             raise ValueError("no pieces: not a sentencepiece model")
-        return texts, scores, types, bytes(rest) + _NORMALIZER, add_prefix
+        return texts, scores, types, bytes(rest) + _NORMALIZER, add_prefix, normalizer
 
     def id_of(self, text: str | None) -> int | None:
         return None if text is None else self._ids.get(text)
