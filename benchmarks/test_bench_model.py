@@ -69,3 +69,15 @@ def test_kv_cache_is_resident_only_as_filled(smollm_gguf: Path, tmp_path: Path) 
     full = speed_run(smollm_gguf, tmp_path, "--ctx", "8192")["peak_rss_mib"]
     print(f"peak RSS with n_ctx 192: {small:.0f} MiB, with n_ctx 8192: {full:.0f} MiB")
     assert full - small < 16
+
+
+@pytest.mark.slow  # three processes, a 1024-token prefill each
+def test_decode_after_a_long_context(smollm_gguf: Path, tmp_path: Path) -> None:
+    """The depth mode of the speed tool (tools/bench_vs_llamacpp.py --depths): decode after 1024 cached tokens, f16 and
+    q8 caches; slower than at depth 0 (attention reads the cache), never by more than the cache read explains."""
+    short = speed_run(smollm_gguf, tmp_path, "-d", "16", "-n", "16")
+    long = {kv: speed_run(smollm_gguf, tmp_path, "-d", "1024", "-n", "16", "--kv-cache", kv) for kv in ("f16", "q8")}
+    print(f"decode tok/s at depth 16: {short['tg']:.1f}; at 1024: f16 {long['f16']['tg']:.1f}, "
+          f"q8 {long['q8']['tg']:.1f}")
+    assert long["f16"]["depth"] == 1024 and long["q8"]["kv_cache"] == "q8"
+    assert 0.2 * short["tg"] < long["f16"]["tg"] < 1.1 * short["tg"]

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """franken-rt against llama.cpp's own llama-bench on the same GGUF files, side by side in one run.
 
-    python tools/bench_vs_llamacpp.py [--rounds 3] [--threads 1 2]
+    python tools/bench_vs_llamacpp.py [--rounds 3] [--threads 1 2] [--depths 512 2048 4000]
 
 For the demo model in its Q4_1 original and in q8_0 and q4_0 (made by franken-convert from the float original):
 prompt (pp128) and generation (tg64) tokens/s of both engines, runs alternating, medians; peak RSS of each
-process. Prints a table and writes docs/performance.json (docs/performance.md quotes it).
+process. With --depths, also decode (tg64) of q4_0 with 2 threads after that many tokens in the cache (llama-bench's
+-d), with an f16 and a q8 KV cache (llama.cpp needs flash attention for a quantized V cache: -fa 1 there, its default
+for f16). Prints tables and writes docs/performance.json (docs/performance.md quotes it).
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ def ours(model: Path, threads: int) -> dict:
     return {"pp": r["pp"], "tg": r["tg"], "peak_rss_mib": rss}
 
 
+def llama_bench_depth(bin_dir: Path, model: Path, threads: int, depth: int, kv: str) -> float:
+    kind = {"f16": "f16", "q8": "q8_0"}[kv]
+    out, _ = run_measured([str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "0", "-n", "64",
+                           "-d", str(depth), "-ctk", kind, "-ctv", kind, *(["-fa", "1"] if kv == "q8" else []),
+                           "-r", "2", "-o", "json"])
+    return next(r["avg_ts"] for r in json.loads(out) if r["n_gen"] > 0)
+
+
+def ours_depth(model: Path, threads: int, depth: int, kv: str) -> float:
+    out, _ = run_measured([sys.executable, "-m", "franken_rt.eval.speed", str(model), "-t", str(threads),
+                           "-d", str(depth), "--kv-cache", kv])
+    return json.loads(out.strip().splitlines()[-1])["tg"]
+
+
 def models() -> list[tuple[str, Path]]:
     f32 = float_original()
     return [("Q4_1 (original)", fetch())] + [(q, convert_cached(f32, f"bench-{q}.gguf", "--quant", q))
@@ -64,8 +80,22 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.json"))
     ap.add_argument("--only", default="", help="time only the model files whose label contains this (q8_0, q4_0, Q4_1)")
+    ap.add_argument("--depths", type=int, nargs="*", default=[], help="also decode q4_0 after these context depths")
     args = ap.parse_args()
     bin_dir = build()
+    depth_rows = []
+    for depth in args.depths:
+        q4_0 = dict(models())["q4_0"]
+        for kv in ("f16", "q8"):
+            runs: dict[str, list[float]] = {"llama.cpp": [], "franken-rt": []}
+            for _ in range(args.rounds):
+                runs["llama.cpp"].append(llama_bench_depth(bin_dir, q4_0, 2, depth, kv))
+                runs["franken-rt"].append(ours_depth(q4_0, 2, depth, kv))
+            ours_tg, theirs_tg = (statistics.median(runs[e]) for e in ("franken-rt", "llama.cpp"))
+            depth_rows.append({"depth": depth, "kv_cache": kv, "franken-rt_tg": ours_tg, "llama.cpp_tg": theirs_tg,
+                               "tg_ratio": ours_tg / theirs_tg})
+            print(f"q4_0 depth {depth} kv {kv}: tg64 {ours_tg:.1f} vs {theirs_tg:.1f} ({ours_tg / theirs_tg:.2f}x)",
+                  flush=True)
     rows = []
     for label, path in (m for m in models() if args.only in m[0]):
         for threads in args.threads:
@@ -87,7 +117,7 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     machine = {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version()}
-    result = {"machine": machine, "rounds": args.rounds, "rows": rows}
+    result = {"machine": machine, "rounds": args.rounds, "rows": rows, "depth_rows": depth_rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
     md = Path(args.out).with_suffix(".md")
     notes = ""  # the hand-written "## Notes" section of an existing report survives a re-run
@@ -119,6 +149,18 @@ def render(result: dict) -> str:
             f"| {r['model']} | {r['threads']} | {r['franken-rt_pp']:.1f} | {r['llama.cpp_pp']:.1f} | "
             f"{r['pp_ratio']:.2f}x | {r['franken-rt_tg']:.1f} | {r['llama.cpp_tg']:.1f} | {r['tg_ratio']:.2f}x | "
             f"{r['franken-rt_peak_rss_mib']:.0f} | {r['llama.cpp_peak_rss_mib']:.0f} |")
+    if result.get("depth_rows"):
+        lines += [
+            "",
+            "Decode after a long context (`--depths`): q4_0, 2 threads, tg64 after that many tokens in the KV cache "
+            "(llama-bench -d; its flash attention on for the q8 cache, which needs it).",
+            "",
+            "| depth | KV cache | tg64 ours | tg64 llama.cpp | ratio |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        for r in result["depth_rows"]:
+            lines.append(f"| {r['depth']} | {r['kv_cache']} | {r['franken-rt_tg']:.1f} | {r['llama.cpp_tg']:.1f} | "
+                         f"{r['tg_ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

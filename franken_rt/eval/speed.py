@@ -2,6 +2,7 @@
 tg = G single-token decode steps (no sampling); tokens per second of each, and this process's peak RSS.
 
     python -m franken_rt.eval.speed MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [--ctx N]   (prints JSON)
+    python -m franken_rt.eval.speed MODEL -d DEPTH [--kv-cache f16|q8] [-n 64]   (decode after DEPTH tokens)
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repea
             "tg": statistics.median(tg[1:]), "peak_rss_mib": peak_rss_mib(), "kernels": model.kernels}
 
 
+def measure_depth(path: str, threads: int, depth: int, kv_cache: str = "f16", n_gen: int = 64,
+                  repeats: int = 2) -> dict:
+    """Decode speed after `depth` tokens are in the cache (llama-bench's -d): n_gen single-token steps, the
+    median of `repeats` after a warm-up round."""
+    model = franken_rt.load(path, threads=threads, n_ctx=depth + n_gen, kv_cache=kv_cache)
+    core = model._core
+    rng = random.Random(0)
+    core.advance(array("i", [rng.randrange(model.config.vocab_size) for _ in range(depth)]))
+    token = array("i", [1])
+    tg = []
+    for _ in range(repeats + 1):
+        core.truncate(depth)
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            core.advance(token)
+        tg.append(n_gen / (time.perf_counter() - t0))
+    return {"engine": "franken-rt", "model": path, "threads": threads, "depth": depth, "kv_cache": kv_cache,
+            "tg": statistics.median(tg[1:]), "peak_rss_mib": peak_rss_mib(), "kernels": model.kernels}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -51,8 +72,14 @@ def main() -> int:
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("-r", "--repeats", type=int, default=3)
     ap.add_argument("--ctx", type=int, default=None, help="KV cache size in tokens (default: prompt + generated)")
+    ap.add_argument("-d", "--depth", type=int, default=None,
+                    help="decode only, after this many tokens in the cache (llama-bench's -d)")
+    ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"])
     a = ap.parse_args()
-    print(json.dumps(measure(a.model, a.threads, a.n_prompt, a.n_gen, a.repeats, a.ctx)))
+    if a.depth is not None:
+        print(json.dumps(measure_depth(a.model, a.threads, a.depth, a.kv_cache, a.n_gen)))
+    else:
+        print(json.dumps(measure(a.model, a.threads, a.n_prompt, a.n_gen, a.repeats, a.ctx)))
     return 0
 
 
