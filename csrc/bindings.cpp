@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <utility>
 
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -84,6 +85,7 @@ public:
     }
     const int32_t* data() const { return ids_.data(); }
     int size() const { return static_cast<int>(ids_.size()); }
+    std::vector<int32_t> take() && { return std::move(ids_); }
 
 private:
     std::vector<int32_t> ids_;
@@ -134,6 +136,23 @@ py::array_t<float> eval_rows(Model& m, const py::buffer& tokens, const py::buffe
     return out;
 }
 
+// Speculative decoding's check of one stream: rows[0 .. n_drafts] of logits, row i's draw checking drafts[i]
+// (Sampler::sample's draft) until one is refused, each kept draft joining `history` (the repetition window). Returns
+// the emitted tokens: the accepted drafts, then one more (the replacement, or the token after the last draft).
+std::vector<int> checked_draws(Sampler& s, const float* logits, int V, std::vector<int32_t> history,
+                               const int32_t* drafts, int n_drafts) {
+    std::vector<int> out;
+    for (int i = 0; i <= n_drafts; ++i) {
+        const int draft = i < n_drafts ? drafts[i] : -1;
+        const int token = s.sample(logits + static_cast<size_t>(i) * V, V, history.data(),
+                                   static_cast<int>(history.size()), draft);
+        out.push_back(token);
+        if (token != draft) break;
+        history.push_back(token);
+    }
+    return out;
+}
+
 // One step of a server's streams: the rows in one pass, then each stream's tokens drawn with its own sampler
 // (samplers[i]) and the repetition window of histories[i]. Stream i owns sizes[i] consecutive wanted rows (default
 // 1 each) of one sequence, the last rows of that sequence in the batch: its last token, then tokens drafted for it
@@ -161,8 +180,8 @@ std::vector<std::vector<int>> step_rows(Model& m, const py::buffer& tokens, cons
     for (int i = 0; i < n_streams; ++i) {  // consecutive rows of one sequence, its last in the batch
         const int a = wanted[first[i]], b = wanted[first[i + 1] - 1];
         if (b - a != sizes[i] - 1) throw Error("a stream's rows must be consecutive");
-        for (int r = a; r < rows.tokens.size(); ++r)
-            if (r > b && seq[r] == seq[a]) throw Error("a stream's rows must be its sequence's last");
+        for (int r = b + 1; r < rows.tokens.size(); ++r)
+            if (seq[r] == seq[a]) throw Error("a stream's rows must be its sequence's last");
         for (int r = a; r <= b; ++r)
             if (seq[r] != seq[a]) throw Error("a stream's rows must be of one sequence");
     }
@@ -170,8 +189,7 @@ std::vector<std::vector<int>> step_rows(Model& m, const py::buffer& tokens, cons
     std::vector<std::vector<int32_t>> h;
     for (int i = 0; i < n_streams; ++i) {
         s.push_back(&samplers[i].cast<Sampler&>());
-        const Tokens t(histories[i].cast<py::buffer>());
-        h.emplace_back(t.data(), t.data() + t.size());
+        h.push_back(Tokens(histories[i].cast<py::buffer>()).take());
     }
     std::vector<std::vector<int>> out(n_streams);
     py::gil_scoped_release release;
@@ -180,15 +198,9 @@ std::vector<std::vector<int>> step_rows(Model& m, const py::buffer& tokens, cons
     // Each stream's draws read its logits and write only its own sampler and history: the streams are drawn in
     // parallel (a pass over the vocabulary per row, ~0.2 ms: an eighth of a 4-row step if left to one thread).
     m.parallel_for(n_streams, [&](int begin, int end, int) {
-        for (int i = begin; i < end; ++i)
-            for (int j = first[i]; j < first[i + 1]; ++j) {
-                const int draft = j + 1 < first[i + 1] ? rows.tokens.data()[wanted[j + 1]] : -1;
-                const int token = s[i]->sample(logits + static_cast<size_t>(j) * V, V, h[i].data(),
-                                               static_cast<int>(h[i].size()), draft);
-                out[i].push_back(token);
-                if (token != draft) break;
-                h[i].push_back(token);
-            }
+        for (int i = begin; i < end; ++i)  // a stream's drafts are the tokens of its rows after the first
+            out[i] = checked_draws(*s[i], logits + static_cast<size_t>(first[i]) * V, V, std::move(h[i]),
+                                   rows.tokens.data() + wanted[first[i]] + 1, sizes[i] - 1);
     });
     for (int i = 0; i < n_streams; ++i) {
         const int refused = sizes[i] - static_cast<int>(out[i].size());  // drafts after the first refused one
@@ -202,26 +214,18 @@ std::vector<std::vector<int>> step_rows(Model& m, const py::buffer& tokens, cons
 // replacement, which ends the walk, and the cache is cut back past the first rejected draft. Returns the emitted
 // tokens: the accepted drafts, then one more (the replacement, or the token after the last draft).
 std::vector<int> verify(Model& m, const py::buffer& tokens, int n_draft, Sampler& s, const py::buffer& history) {
-    const Tokens t(tokens), h(history);
+    const Tokens t(tokens);
+    std::vector<int32_t> hist = Tokens(history).take();
     const int n = t.size();
     if (n_draft < 0 || n_draft >= n) throw Error("verify: need at least one token before the drafted ones");
     const std::vector<int32_t> seqs(n, 0);
     std::vector<uint8_t> want(n, 0);
     std::fill(want.end() - (n_draft + 1), want.end(), 1);
-    std::vector<int32_t> hist(h.data(), h.data() + h.size());
-    std::vector<int> out;
     py::gil_scoped_release release;
-    const int kept = m.n_past(0) + n - n_draft;  // the cache's length with every undrafted token run
     const float* logits = m.forward_rows(t.data(), seqs.data(), n, want.data());
-    const int V = m.config().vocab_size;
-    for (int i = 0; i <= n_draft; ++i) {
-        const int draft = i < n_draft ? t.data()[n - n_draft + i] : -1;
-        const int token = s.sample(logits + static_cast<size_t>(i) * V, V, hist.data(), static_cast<int>(hist.size()), draft);
-        out.push_back(token);
-        if (token != draft) break;
-        hist.push_back(token);
-    }
-    m.truncate(kept + static_cast<int>(out.size()) - 1, 0);
+    std::vector<int> out = checked_draws(s, logits, m.config().vocab_size, std::move(hist), t.data() + n - n_draft,
+                                         n_draft);
+    m.truncate(m.n_past(0) - (n_draft + 1 - static_cast<int>(out.size())), 0);  // drafts after the refused one
     return out;
 }
 

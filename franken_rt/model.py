@@ -18,6 +18,7 @@ from franken_rt.checkpoint import Checkpoint, read_checkpoint
 from franken_rt.checkpoint.layer_plan import DRAFT_PLAN_KEY, check_plan, draft_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
+from franken_rt.prefix import reusable_prefix
 from franken_rt.resources import check_memory, release_free_memory
 from franken_rt.sampling import SamplingParams, recommended_sampling
 from franken_rt.speculative import Drafter, DraftLength, LookupDrafter, model_drafter, self_drafter
@@ -228,11 +229,7 @@ class Model:
 
     def _feed(self, ids: list[int]) -> array:
         """Make the cache hold exactly `ids`, reusing the longest cached prefix; return tokens still to run."""
-        keep = 0
-        for a, b in zip(self._cached, ids[:-1]):  # the last token always runs: its logits are needed
-            if a != b:
-                break
-            keep += 1
+        keep = reusable_prefix(self._cached, ids)
         self._core.truncate(keep)
         self._cached = ids[:keep]
         return array("i", ids[keep:])

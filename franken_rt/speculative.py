@@ -26,6 +26,7 @@ from typing import Protocol
 
 from franken_rt import _core
 from franken_rt.errors import FrankenError
+from franken_rt.prefix import reusable_prefix
 
 # What one more row in a verification batch costs, as a fraction of a one-token decode step (measured with the demo
 # model on 2 threads: 1 row 6.6 ms, 4 rows 8.8 ms; plus the sampler's pass over the row's logits).
@@ -77,11 +78,7 @@ class _ModelDrafter:
 
     def propose(self, context: array, k: int) -> list[int]:
         ids = context.tolist()
-        keep = 0
-        for a, b in zip(self.cached, ids[:-1]):  # the last token always runs: its logits start the draft
-            if a != b:
-                break
-            keep += 1
+        keep = reusable_prefix(self.cached, ids)  # the last token always runs: its logits start the draft
         # Room in the draft's cache: the context, then k - 1 drafted tokens run after it.
         k = min(k, self.core.n_ctx - len(ids) + 1)
         if k <= 0:

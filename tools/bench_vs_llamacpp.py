@@ -83,9 +83,10 @@ def main() -> int:
     ap.add_argument("--depths", type=int, nargs="*", default=[], help="also decode q4_0 after these context depths")
     args = ap.parse_args()
     bin_dir = build()
+    files = models()
     depth_rows = []
     for depth in args.depths:
-        q4_0 = dict(models())["q4_0"]
+        q4_0 = dict(files)["q4_0"]
         for kv in ("f16", "q8"):
             runs: dict[str, list[float]] = {"llama.cpp": [], "franken-rt": []}
             for _ in range(args.rounds):
@@ -97,7 +98,7 @@ def main() -> int:
             print(f"q4_0 depth {depth} kv {kv}: tg64 {ours_tg:.1f} vs {theirs_tg:.1f} ({ours_tg / theirs_tg:.2f}x)",
                   flush=True)
     rows = []
-    for label, path in (m for m in models() if args.only in m[0]):
+    for label, path in (m for m in files if args.only in m[0]):
         for threads in args.threads:
             runs: dict[str, list[dict]] = {"llama.cpp": [], "franken-rt": []}
             for _ in range(args.rounds):  # alternate, so both engines see the same machine

@@ -10,6 +10,11 @@ namespace franken {
 
 namespace {
 
+void check_plan_blocks(const std::vector<int>& plan, int n_layers) {
+    for (int b : plan)
+        if (b < 0 || b >= n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
+}
+
 void check_config(Config& c) {
     if (c.n_layers <= 0 || c.dim <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.ffn_dim <= 0 ||
         c.vocab_size <= 0)
@@ -28,8 +33,7 @@ void check_config(Config& c) {
     if (c.n_threads <= 0) c.n_threads = physical_cores();
     if (c.layer_plan.empty())
         for (int l = 0; l < c.n_layers; ++l) c.layer_plan.push_back(l);
-    for (int b : c.layer_plan)
-        if (b < 0 || b >= c.n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
+    check_plan_blocks(c.layer_plan, c.n_layers);
     const DType kv = static_cast<DType>(c.kv_type);
     if (kv != DType::F32 && kv != DType::F16 && kv != DType::Q8_0) throw Error("KV cache type must be F32, F16 or Q8_0");
     if (kv == DType::Q8_0 && c.head_dim % kQK) throw Error("a Q8_0 KV cache needs a head dim that is a multiple of 32");
@@ -125,11 +129,13 @@ void Model::rows_of_sequence0(int n, int first_out) {
 const float* Model::forward_rows(const int32_t* tokens, const int32_t* seqs, int n, const uint8_t* want,
                                  const std::vector<int>* plan) {
     if (n <= 0) throw Error("no tokens to evaluate");
-    if (!plan) plan = &cfg_.layer_plan;
-    if (plan->empty() || plan->size() > cfg_.layer_plan.size())
-        throw Error("a plan runs 1 to " + std::to_string(depth()) + " blocks (the model's depth)");
-    for (int b : *plan)
-        if (b < 0 || b >= cfg_.n_layers) throw Error("layer plan names block " + std::to_string(b) + ", which is not stored");
+    if (!plan) {
+        plan = &cfg_.layer_plan;  // checked at construction
+    } else {
+        if (plan->empty() || plan->size() > cfg_.layer_plan.size())
+            throw Error("a plan runs 1 to " + std::to_string(depth()) + " blocks (the model's depth)");
+        check_plan_blocks(*plan, cfg_.n_layers);
+    }
     const int V = cfg_.vocab_size;
     std::vector<int> next(n_past_);  // each sequence's next position (checked before anything runs)
     size_t n_want = 0;

@@ -16,6 +16,7 @@ import time
 from array import array
 
 import franken_rt
+from franken_rt import _core
 from franken_rt.eval.memory import peak_rss_mib
 
 
@@ -34,14 +35,19 @@ def measure(path: str, threads: int, n_prompt: int = 128, n_gen: int = 64, repea
         t0 = time.perf_counter()
         core.advance(prompt)
         pp.append(n_prompt / (time.perf_counter() - t0))
-        core.truncate(0)
-        token = array("i", [1])
-        t0 = time.perf_counter()
-        for _ in range(n_gen):
-            core.advance(token)
-        tg.append(n_gen / (time.perf_counter() - t0))
+        tg.append(_decode_rate(core, 0, n_gen))
     return {"engine": "franken-rt", "model": path, "threads": threads, "pp": statistics.median(pp[1:]),
             "tg": statistics.median(tg[1:]), "peak_rss_mib": peak_rss_mib(), "kernels": model.kernels}
+
+
+def _decode_rate(core: _core.Model, start: int, n_gen: int) -> float:
+    """Tokens/s of n_gen single-token steps after the cache is cut back to `start` tokens."""
+    core.truncate(start)
+    token = array("i", [1])
+    t0 = time.perf_counter()
+    for _ in range(n_gen):
+        core.advance(token)
+    return n_gen / (time.perf_counter() - t0)
 
 
 def measure_depth(path: str, threads: int, depth: int, kv_cache: str = "f16", n_gen: int = 64,
@@ -52,14 +58,7 @@ def measure_depth(path: str, threads: int, depth: int, kv_cache: str = "f16", n_
     core = model._core
     rng = random.Random(0)
     core.advance(array("i", [rng.randrange(model.config.vocab_size) for _ in range(depth)]))
-    token = array("i", [1])
-    tg = []
-    for _ in range(repeats + 1):
-        core.truncate(depth)
-        t0 = time.perf_counter()
-        for _ in range(n_gen):
-            core.advance(token)
-        tg.append(n_gen / (time.perf_counter() - t0))
+    tg = [_decode_rate(core, depth, n_gen) for _ in range(repeats + 1)]
     return {"engine": "franken-rt", "model": path, "threads": threads, "depth": depth, "kv_cache": kv_cache,
             "tg": statistics.median(tg[1:]), "peak_rss_mib": peak_rss_mib(), "kernels": model.kernels}
 

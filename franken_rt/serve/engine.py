@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from franken_rt import _core
 from franken_rt.errors import FrankenError
 from franken_rt.model import Model
+from franken_rt.prefix import reusable_prefix
 from franken_rt.sampling import SamplingParams
 from franken_rt.speculative import DraftLength, LookupDrafter
 from franken_rt.text_stream import StopText
@@ -60,17 +61,6 @@ class Job:
         self.cancelled.set()
 
 
-def _shared(cached: list[int], prompt: list[int]) -> int:
-    """How many leading tokens of `prompt` a cache holding `cached` can keep (never the prompt's last token: its
-    logits are needed, so it always runs)."""
-    n = 0
-    for a, b in zip(cached, prompt[:-1]):
-        if a != b:
-            break
-        n += 1
-    return n
-
-
 class _Slot:
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -81,7 +71,6 @@ class _Slot:
         self.sampler: _core.Sampler | None = None
         self.text: StopText | None = None
         self.length: DraftLength | None = None  # the job's draft length, when it drafts
-        self.drafts = 0  # drafted tokens at the end of todo, this step
         self.last_used = 0.0
 
 
@@ -190,8 +179,8 @@ class Engine:
                 return
             job = self._waiting.popleft()
             ids = job.prompt
-            slot = max(free, key=lambda s: (_shared(s.cached, ids), -s.last_used))
-            keep = _shared(slot.cached, ids)
+            slot = max(free, key=lambda s: (reusable_prefix(s.cached, ids), -s.last_used))
+            keep = reusable_prefix(slot.cached, ids)
             self.model._core.truncate(keep, slot.seq)
             slot.cached = ids[:keep]
             slot.todo = ids[keep:]
@@ -213,9 +202,9 @@ class Engine:
         wanted: list[_Slot] = []
         decoding = [s for s in self.slots if s.job and len(s.todo) == 1 and s.job.completion_tokens > 0]
         prefilling = sorted((s for s in self.slots if s.job and s not in decoding), key=lambda s: s.job.queued_at)
+        drafted: dict[_Slot, int] = {}  # drafted tokens at the end of a decoding slot's todo, this step
         budget = self.batch - len(decoding)  # a decoding slot's drafts come out of what the batch has spare
         for slot in decoding:
-            slot.drafts = 0
             job = slot.job
             if slot.length is None or job is None:
                 continue
@@ -223,7 +212,7 @@ class Engine:
                     job.max_tokens - job.completion_tokens - 1)
             drafts = self._lookup.propose(slot.history, k) if k > 0 else []
             slot.todo = slot.todo + drafts
-            slot.drafts = len(drafts)
+            drafted[slot] = len(drafts)
             budget -= len(drafts)
         budget = self.batch
         sizes: list[int] = []
@@ -234,11 +223,11 @@ class Engine:
             tokens.extend(slot.todo[:take])
             seqs.extend([slot.seq] * take)
             done = take == len(slot.todo)
-            drafted = slot.drafts if slot in decoding else 0
-            want.extend([0] * (take - 1 - drafted) + [1] * drafted + [1 if done else 0])
+            n_drafts = drafted.get(slot, 0)
+            want.extend([0] * (take - 1 - n_drafts) + [1] * n_drafts + [1 if done else 0])
             if done:
                 wanted.append(slot)
-                sizes.append(1 + drafted)
+                sizes.append(1 + n_drafts)
             slot.cached.extend(slot.todo[:take])
             slot.todo = slot.todo[take:]
             budget -= take
