@@ -198,8 +198,7 @@ def test_recommended_sampling_is_kept_through_conversion(tiny: Path, tmp_path: P
     shutil.copytree(tiny, folder)
     (folder / "generation_config.json").write_text('{"do_sample": true, "temperature": 0.3, "top_p": 0.85}')
     out = tmp_path / "out.gguf"
-    assert subprocess.run([sys.executable, "-m", "franken_rt.cli.convert", str(folder), "-o", str(out), "-q"],
-                          capture_output=True, text=True).returncode == 0
+    assert cli("franken-convert", str(folder), "-o", str(out), "-q").returncode == 0
     meta = read_checkpoint(out).metadata
     assert meta["general.sampling.temp"] == pytest.approx(0.3) and meta["general.sampling.top_p"] == pytest.approx(0.85)
     for source in (folder, out):
