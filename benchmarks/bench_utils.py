@@ -5,26 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from franken_rt.formats import DType, format_of, quantized_types
+from franken_rt.quant.formats import random_blocks
 
 # (rows, cols) of weight matrices: SmolLM2-135M's and a 7B LLaMA's
 SMOL_SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]
 LLAMA7B_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
 QUANT = quantized_types()  # every quantized format of the registry
+INTERLEAVED = [d for d in QUANT if format_of(d).interleaves]  # those with kernels of their own for prompts
 
 
 def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     """Stored bytes (rows, bytes per row) of a random matrix: random codes, sane f16 scales. Fast at 7B sizes,
     where quantizing real floats would take longer than the benchmark."""
     rng = np.random.default_rng(seed)
-    block, size = format_of(dtype).block_elems, format_of(dtype).block_bytes
     if dtype == DType.F32:
         return rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8)
-    raw = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
-    scales = (0.01 + 0.02 * rng.random((rows, cols // block))).astype("<f2").view(np.uint8).reshape(rows, -1, 2)
-    raw[:, :, 0:2] = scales
-    if format_of(dtype).header_halves > 1:  # a minimum after the scale
-        raw[:, :, 2:4] = (-0.1 * rng.random((rows, cols // block))).astype("<f2").view(np.uint8).reshape(rows, -1, 2)
-    return raw.reshape(rows, -1)
+    return random_blocks(dtype, rows, cols, rng)
 
 
 def model_layout(path: str, dtype: DType, w: np.ndarray) -> tuple[np.ndarray, bool]:

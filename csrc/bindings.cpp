@@ -259,6 +259,7 @@ py::list format_rows() {
         row["block_elems"] = f.block_elems;
         row["block_bytes"] = f.block_bytes;
         row["header_halves"] = f.header_halves;
+        row["header_at"] = f.header_at;
         row["codebook"] = std::vector<int>(f.codebook.values,
                                            f.codebook.values + f.codebook.entries * f.codebook.dim * f.codebook.tables);
         row["interleaves"] = f.repack_x8 != nullptr;

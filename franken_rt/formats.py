@@ -15,7 +15,9 @@ from enum import IntEnum
 @dataclass(frozen=True)
 class Format:
     """`id`: GGUF's ggml_type id (ours from 1000 up, which llama.cpp does not read). `header_halves`: f16 words
-    each block starts with (scale, minimum). `codebook`: the signed levels a code indexes (codebook formats)."""
+    of each block's header (scale, minimum), `header_at` bytes into the block. `codebook`: the signed levels a
+    code indexes (codebook formats). `writable`: franken-convert writes it (else it is read only, from
+    llama.cpp's files)."""
 
     id: int
     name: str
@@ -25,6 +27,8 @@ class Format:
     codebook: tuple[int, ...] = ()
     interleaves: bool = False  # the core repacks it into eight-row groups for its integer kernels
     llama_ftype: int = 0  # llama.cpp's LLAMA_FTYPE for a file mostly of this type
+    header_at: int = 0
+    writable: bool = True
 
     @property
     def quantized(self) -> bool:
@@ -58,6 +62,17 @@ FORMATS: tuple[Format, ...] = (
     # f16 scale + 16 bytes of nibbles indexing a non-linear level set: d * levels[q]; llama.cpp's MOSTLY_IQ4_NL
     Format(20, "IQ4_NL", 32, 18, header_halves=1, interleaves=True, llama_ftype=25,
            codebook=(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)),
+    # read only, from llama.cpp's files (its _K_M/_K_S mixes and their fallbacks for rows not of 256 elements):
+    # f16 scale + 4 bytes of fifth bits + 16 bytes of nibbles: d * (q - 16)
+    Format(6, "Q5_0", 32, 22, header_halves=1, llama_ftype=8, writable=False),
+    # f16 scale + f16 minimum + Q5_0's codes: d * q + m
+    Format(7, "Q5_1", 32, 24, header_halves=2, llama_ftype=9, writable=False),
+    # 256-element superblocks: f16 scale and minimum, 6-bit scales and minimums of eight sub-blocks, nibbles
+    Format(12, "Q4_K", 256, 144, header_halves=2, llama_ftype=15, writable=False),
+    # Q4_K with a fifth bit per element
+    Format(13, "Q5_K", 256, 176, header_halves=2, llama_ftype=17, writable=False),
+    # 6-bit codes, int8 scales of sixteen sub-blocks, the f16 scale last: d * sc * (q - 32)
+    Format(14, "Q6_K", 256, 210, header_halves=1, header_at=208, llama_ftype=18, writable=False),
     # ours: f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs: d * (q - 4); llama.cpp's "guessed" flag
     Format(1003, "Q3_0", 32, 14, header_halves=1, interleaves=True, llama_ftype=1024),
     # ours: Q3_0's block, its codes indexing eight non-linear levels: d * levels[q]
@@ -83,9 +98,15 @@ def is_known(dtype: int) -> bool:
 
 
 def by_cli_name() -> dict[str, DType]:
-    """`--quant`/`--tensor-type` names of every format, in table order."""
-    return {f.cli_name: DType(f.id) for f in FORMATS}
+    """`--quant`/`--tensor-type` names of every format franken-convert writes, in table order."""
+    return {f.cli_name: DType(f.id) for f in FORMATS if f.writable}
 
 
 def quantized_types() -> list[DType]:
+    """Every quantized format the runtime reads."""
     return [DType(f.id) for f in FORMATS if f.quantized]
+
+
+def writable_types() -> list[DType]:
+    """The quantized formats franken-convert writes (each has a codec in franken_rt.quant.formats)."""
+    return [DType(f.id) for f in FORMATS if f.quantized and f.writable]

@@ -17,6 +17,7 @@ from franken_rt.checkpoint import DType, read_checkpoint
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import write_gguf
 from franken_rt.eval.tiny_models import make_tiny_llama, reference_logits, reference_model
+from franken_rt.formats import FORMATS
 from franken_rt.quant.formats import dequantize, encode
 from franken_rt.quant.policy import MIXES, QUANT_NAMES
 from franken_rt.quant.tensors import transcoder
@@ -80,8 +81,10 @@ def test_convert_types_sizes_and_logits(tiny: Path, tmp_path: Path, quant: str) 
 def test_list_types_names_every_format_and_mix() -> None:
     proc = cli("franken-convert", "--list-types")
     assert proc.returncode == 0, proc.stderr
-    names = {line.split()[0] for line in proc.stdout.splitlines()[1:]}
-    assert names == {*QUANT_NAMES, *MIXES}
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    read_only = {f.cli_name for f in FORMATS if not f.writable}
+    assert set(lines) == {*QUANT_NAMES, *MIXES, *read_only} and "q4_k" in read_only
+    assert all(lines[name].split()[2] == "reads" for name in read_only)
 
 
 def test_tensor_type_override_and_bad_options(tiny: Path, tmp_path: Path) -> None:

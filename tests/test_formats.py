@@ -17,8 +17,8 @@ def test_python_table_equals_the_core_table() -> None:
     assert set(core) == {f.id for f in FORMATS}
     for f in FORMATS:
         row = core[f.id]
-        assert (row["name"], row["block_elems"], row["block_bytes"], row["header_halves"]) == (
-            f.name, f.block_elems, f.block_bytes, f.header_halves), f.name
+        assert (row["name"], row["block_elems"], row["block_bytes"], row["header_halves"], row["header_at"]) == (
+            f.name, f.block_elems, f.block_bytes, f.header_halves, f.header_at), f.name
         assert tuple(row["codebook"]) == f.codebook, f.name
         assert row["interleaves"] == f.interleaves, f.name
 
@@ -36,8 +36,8 @@ def test_every_format_has_kernels_on_every_path(path: str) -> None:
     assert not any(ops["interleaved"] for ops in _core.kernel_rows("scalar").values())  # reference twins only
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.quantized], ids=lambda f: f.name)
-def test_every_quantized_format_has_a_codec_that_round_trips(fmt) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.quantized and f.writable], ids=lambda f: f.name)
+def test_every_written_format_has_a_codec_that_round_trips(fmt) -> None:  # noqa: ANN001
     dtype = DType(fmt.id)
     assert dtype in CODECS
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
@@ -48,7 +48,8 @@ def test_every_quantized_format_has_a_codec_that_round_trips(fmt) -> None:  # no
         assert err < 2.5 * np.abs(x).max() / 2 ** (fmt.bits - 1.5), (rounding, err)
 
 
-@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.quantized and f.portable], ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.quantized and f.portable and f.writable],
+                         ids=lambda f: f.name)
 def test_codecs_of_ggml_types_decode_as_the_gguf_reference(fmt) -> None:  # noqa: ANN001
     """Our encoders write bytes that ggml's reference decoder (the `gguf` package's) reads as we do."""
     import gguf
@@ -67,8 +68,9 @@ def test_iq4_nl_search_beats_round_to_nearest() -> None:
 
 
 def test_type_lists_derive_from_the_table() -> None:
-    assert set(QUANT_NAMES) == {f.name.lower() for f in FORMATS} == set(by_cli_name())
-    assert set(LOW_BIT) == {DType(f.id) for f in FORMATS if f.quantized and f.bits < 8}
+    assert set(QUANT_NAMES) == {f.name.lower() for f in FORMATS if f.writable} == set(by_cli_name())
+    assert not set(CODECS) & {DType(f.id) for f in FORMATS if not f.writable}  # read only: ggml's decoders
+    assert set(LOW_BIT) == {DType(f.id) for f in FORMATS if f.quantized and f.writable and f.bits < 8}
     assert not is_known(12345) and is_known(int(DType.Q4_0)) and format_of(DType.Q3_0).portable is False
 
 

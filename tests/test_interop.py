@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 import franken_rt
+from franken_rt.checkpoint import read_checkpoint
 from franken_rt.eval.corpus import pydoc_text
-from franken_rt.eval.llamacpp import llamacpp_perplexity, source_dir
+from franken_rt.eval.llamacpp import llamacpp_perplexity, llamacpp_quantize, source_dir
 from franken_rt.eval.perplexity import perplexity
 from franken_rt.eval.tiny_models import load_reference_precision, make_tiny_llama, reference_logits, reference_model
+from franken_rt.formats import DType
 
 pytestmark = pytest.mark.slow  # converts the demo model and runs llama.cpp on each file
 
@@ -39,6 +41,25 @@ def test_our_files_run_in_llamacpp_with_same_perplexity(float_demo: Path, tmp_pa
     theirs = llamacpp_perplexity(out, ids, ctx=512, max_windows=4)
     assert ours.tokens == theirs.tokens == 4 * 511
     assert abs(ours.ppl / theirs.ppl - 1) <= 0.01, (ours.ppl, theirs.ppl)
+
+
+@pytest.mark.parametrize(("mix", "ftype", "types"), [
+    ("Q4_K_M", 15, {DType.Q4_K, DType.Q6_K, DType.Q5_0}),
+    ("Q5_K_M", 17, {DType.Q5_K, DType.Q6_K, DType.Q5_1}),
+])
+def test_llamacpp_k_quant_files_run_in_ours_with_same_perplexity(float_demo: Path, tmp_path: Path, mix: str,
+                                                                 ftype: int, types: set[DType]) -> None:
+    """The files people download: llama.cpp's _K_M mixes, made by its own quantizer. The demo model's 1536-wide
+    rows (ffn_down) take the K-quants; its 576-wide rows are not whole 256-element superblocks, so llama.cpp falls
+    back to Q5_0 (Q4_K_M) or Q5_1 (Q5_K_M) there: one file each covers all five read-only formats."""
+    out = tmp_path / f"smollm2-{mix}.gguf"
+    llamacpp_quantize(float_demo, out, ftype)
+    assert types <= {t.dtype for t in read_checkpoint(out).tensors.values()}
+    text = pydoc_text()[:60000]
+    ours = perplexity(franken_rt.load(out, threads=2), text, ctx=512, max_windows=4)
+    theirs = llamacpp_perplexity(out, franken_rt.load(out, threads=1).tokenize(text), ctx=512, max_windows=4)
+    assert ours.tokens == theirs.tokens == 4 * 511
+    assert abs(ours.ppl / theirs.ppl - 1) <= 0.005, (ours.ppl, theirs.ppl)
 
 
 def test_llamacpp_files_run_in_ours(smollm_gguf: Path, tmp_path: Path, spm_model: Path) -> None:

@@ -12,7 +12,8 @@ namespace franken {
 // GGUF's ggml_type ids for the types we read; ids from 1000 up are franken-rt's own (ggml has no 3-bit type
 // with 32-element blocks, and 576-wide rows rule out its 256-element Q3_K), so llama.cpp refuses those files.
 enum class DType : int {
-    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, IQ4_NL = 20, BF16 = 30, Q3_0 = 1003, Q3_NL = 1004, Q2_NL = 1005
+    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14,
+    IQ4_NL = 20, BF16 = 30, Q3_0 = 1003, Q3_NL = 1004, Q2_NL = 1005
 };
 
 constexpr int kQK = 32;  // elements per quantization block
@@ -34,6 +35,66 @@ struct BlockQ4_1 {
     uint16_t m;
     uint8_t qs[kQK / 2];
 };
+// Q5_0: one f16 scale, the low four bits of each code as Q4_0's nibbles, the fifth bit of element j in bit j of
+// qh (a little-endian 32-bit word). value = d * (q - 16)
+struct BlockQ5_0 {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[kQK / 2];
+};
+// Q5_1: f16 scale and f16 minimum, codes as Q5_0's. value = d * q + m
+struct BlockQ5_1 {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "Q5_0 and Q5_1 blocks are 22 and 24 bytes");
+
+// ---- llama.cpp's K-quants: 256-element superblocks of eight (Q4_K, Q5_K) or sixteen (Q6_K) sub-blocks, each
+// with its own integer scale (and minimum) times the superblock's f16 ones. The kernels read a superblock as eight
+// 32-element pieces (pieces_of below), the size of an activation block. ----
+constexpr int kQK_K = 256;
+constexpr int kPiecesK = kQK_K / kQK;
+// Q4_K: value = d * sc[p] * q - dmin * mn[p] in piece p, q a nibble; the eight 6-bit scales and minimums are
+// packed in 12 bytes (k_scale_min). Pieces 2i and 2i+1 are the low and high nibbles of qs[32i..32i+31].
+struct BlockQ4_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[kQK_K / 2];
+};
+// Q5_K: Q4_K with a fifth bit: element l of piece p has it in bit p of qh[l].
+struct BlockQ5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[kQK_K / 8];
+    uint8_t qs[kQK_K / 2];
+};
+// Q6_K: value = d * sc[s] * (q - 32) with 16-element sub-blocks s and int8 scales; the scale d comes last. In
+// each 128-element half h, piece k (0..3) takes its low four bits from the low (k = 0, 1) or high (k = 2, 3)
+// nibbles of ql[64h + 32(k % 2) + l] and its top two bits from bits 2k, 2k+1 of qh[32h + l].
+struct BlockQ6_K {
+    uint8_t ql[kQK_K / 2];
+    uint8_t qh[kQK_K / 4];
+    int8_t scales[kQK_K / 16];
+    uint16_t d;
+};
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
+              "K-quant superblocks are 144, 176 and 210 bytes");
+
+// Scale and minimum (6 bits each) of piece j of a Q4_K/Q5_K superblock: pieces 0-3 in the low six bits of bytes
+// j and j + 4; pieces 4-7 in the nibbles of byte j + 4 with their top two bits in the spare bits of bytes j - 4, j.
+inline void k_scale_min(const uint8_t* s, int j, int& sc, int& mn) {
+    if (j < 4) {
+        sc = s[j] & 63, mn = s[j + 4] & 63;
+    } else {
+        sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
 // Q3_0 (franken-rt's): f16 scale, 32 three-bit codes split in planes. value = d * (q - 4), q = 0..7.
 // The low two bits of element j are bits 2*(j/8)..2*(j/8)+1 of qs[j % 8], so one 64-bit word shifted by 0, 2, 4 and
 // 6 yields elements 0-7, 8-15, 16-23, 24-31 in byte order; the high bit of element j is bit j of qh (little
@@ -266,6 +327,49 @@ inline void block_codes(const BlockQ2_NL& b, int8_t q[kQK], float& d, float& m) 
     d = fp16_to_f32(b.d), m = 0.f;
 }
 
+inline int q5_code(const uint8_t qh[4], const uint8_t* qs, int j) {  // Q5_0/Q5_1 element j, 0..31
+    return (j < kQK / 2 ? qs[j] & 0x0f : qs[j - kQK / 2] >> 4) | (((qh[j / 8] >> (j % 8)) & 1) << 4);
+}
+inline void block_codes(const BlockQ5_0& b, int8_t q[kQK], float& d, float& m) {
+    for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(q5_code(b.qh, b.qs, j) - 16);
+    d = fp16_to_f32(b.d), m = 0.f;
+}
+inline void block_codes(const BlockQ5_1& b, int8_t q[kQK], float& d, float& m) {  // unsigned codes, minimum apart
+    for (int j = 0; j < kQK; ++j) q[j] = static_cast<int8_t>(q5_code(b.qh, b.qs, j));
+    d = fp16_to_f32(b.d), m = fp16_to_f32(b.m);
+}
+
+// Piece p (0..7) of a K-quant superblock: its 32 codes and, per 16-element half h, value = d[h] * q + m[h]
+// (Q4_K/Q5_K: unsigned codes, one scale and minimum for the piece; Q6_K: codes minus 32, a scale per half).
+inline void piece_codes(const BlockQ4_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
+    int sc, mn;
+    k_scale_min(b.scales, p, sc, mn);
+    const uint8_t* qs = b.qs + 32 * (p / 2);
+    for (int l = 0; l < kQK; ++l) q[l] = static_cast<int8_t>(p % 2 ? qs[l] >> 4 : qs[l] & 0x0f);
+    d[0] = d[1] = fp16_to_f32(b.d) * static_cast<float>(sc);
+    m[0] = m[1] = -fp16_to_f32(b.dmin) * static_cast<float>(mn);
+}
+inline void piece_codes(const BlockQ5_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
+    int sc, mn;
+    k_scale_min(b.scales, p, sc, mn);
+    const uint8_t* qs = b.qs + 32 * (p / 2);
+    for (int l = 0; l < kQK; ++l)
+        q[l] = static_cast<int8_t>((p % 2 ? qs[l] >> 4 : qs[l] & 0x0f) | (((b.qh[l] >> p) & 1) << 4));
+    d[0] = d[1] = fp16_to_f32(b.d) * static_cast<float>(sc);
+    m[0] = m[1] = -fp16_to_f32(b.dmin) * static_cast<float>(mn);
+}
+inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
+    const int h = p / 4, k = p % 4;
+    const uint8_t* ql = b.ql + 64 * h + 32 * (k % 2);
+    const uint8_t* qh = b.qh + 32 * h;
+    for (int l = 0; l < kQK; ++l)
+        q[l] = static_cast<int8_t>(((k < 2 ? ql[l] & 0x0f : ql[l] >> 4) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32);
+    const float dd = fp16_to_f32(b.d);
+    d[0] = dd * static_cast<float>(b.scales[8 * h + 2 * k]);
+    d[1] = dd * static_cast<float>(b.scales[8 * h + 2 * k + 1]);
+    m[0] = m[1] = 0.f;
+}
+
 // Row r's minimum in an interleaved block: the m of Q4_1, zero for the formats without one.
 template <class Block>
 inline float x8_min(const Block&, int) { return 0.f; }
@@ -304,7 +408,8 @@ struct FormatInfo {
     const char* name;
     int block_elems;     // 1 for the float types
     int block_bytes;
-    int header_halves;   // f16 words each block starts with (scale, minimum): checked finite at load
+    int header_halves;   // f16 words of the block's header (scale, minimum): checked finite at load
+    int header_at;       // the header's byte offset in the block (Q6_K's scale comes last)
     Codebook codebook;
     // The interleaved eight-row layout the integer kernels read (null: rows stay as stored): eight stored rows of
     // nb blocks -> nb interleaved blocks of eight times block_bytes, and one row of a group read back as floats.
@@ -317,7 +422,7 @@ struct FormatInfo {
 // The table itself is defined once, in formats.cpp (compiled for the baseline ISA): defined here, every file that
 // includes this one would emit its own copy of the repackers it points to, and an architecture file's copy (built
 // with AVX2, say) could be the one the linker keeps for the whole program.
-constexpr int kNumFormats = 10;
+constexpr int kNumFormats = 15;
 extern const FormatInfo kFormats[kNumFormats];
 
 // Position of a type id in kFormats (the index of every per-format table), -1 if unknown.

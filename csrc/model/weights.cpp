@@ -134,8 +134,9 @@ int64_t count_nonfinite(DType t, const uint8_t* data, size_t n_bytes) {
     }
     const size_t block = format_of(t).block_bytes;
     const int scales = format_of(t).header_halves;  // the scale, and the minimum where the format has one
+    const size_t at = static_cast<size_t>(format_of(t).header_at);
     for (size_t b = 0; b + block <= n_bytes; b += block)
-        for (int s = 0; s < scales; ++s) count += bad16(data + b + 2 * s, 0x7C00);
+        for (int s = 0; s < scales; ++s) count += bad16(data + b + at + 2 * s, 0x7C00);
     return count;
 }
 

@@ -80,14 +80,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def list_types() -> str:
-    """The registry's formats (bits per weight, whether llama.cpp reads them, which kernel paths of this CPU run
-    them interleaved), then the mixes."""
+    """The registry's formats (bits per weight, whether franken-convert writes them or only reads them, whether
+    llama.cpp reads them, which kernel paths of this CPU run them interleaved), then the mixes."""
     paths = _core.available_kernels()
     rows = {p: _core.kernel_rows(p) for p in paths}
-    lines = [f"{'type':8} {'bits':>5}  {'llama.cpp':9}  interleaved on ({', '.join(paths)})"]
+    lines = [f"{'type':8} {'bits':>5}  {'writes':6}  {'llama.cpp':9}  interleaved on ({', '.join(paths)})"]
     for f in FORMATS:
         fast = [p for p in paths if rows[p][f.name]["interleaved"]]
-        lines.append(f"{f.cli_name:8} {f.bits:5.2f}  {'yes' if f.portable else 'no':9}  {', '.join(fast) or '-'}")
+        lines.append(f"{f.cli_name:8} {f.bits:5.2f}  {'yes' if f.writable else 'reads':6}  "
+                     f"{'yes' if f.portable else 'no':9}  {', '.join(fast) or '-'}")
     lines += [f"{m:8} mix: {base}, tensors matching {pattern} at {wide}" for m, (base, pattern, wide) in MIXES.items()]
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ only."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 import tarfile
@@ -55,6 +56,18 @@ def build(version: str = DEFAULT_VERSION, jobs: int = 2) -> Path:
     subprocess.run(["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", *TARGETS], check=True,
                    stdout=subprocess.DEVNULL)
     return out
+
+
+def llamacpp_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
+    """llama.cpp's own quantizer (through llama-cpp-python): `src` to `dst` as LLAMA_FTYPE `ftype` (15: Q4_K_M,
+    17: Q5_K_M, ...), with llama.cpp's choices of type per tensor and its fallbacks for rows it cannot split."""
+    import llama_cpp  # an optional extra: llama-cpp-python, for tests and tools
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {src} to ftype {ftype}")
 
 
 def llamacpp_perplexity(path: Path, ids: list[int], ctx: int = 512, max_windows: int | None = None,

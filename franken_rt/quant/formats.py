@@ -111,6 +111,23 @@ def quantize(x: np.ndarray, dtype: DType) -> np.ndarray:
     return np.asarray(gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(dtype))))
 
 
+def random_blocks(dtype: DType, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """Stored bytes (rows, bytes per row) of a random matrix in any quantized format, written or only read: random
+    codes (and sub-block scales), f16 scales in [0.01, 0.03) and minimums in (-0.1, 0], divided by 64 where random
+    integer sub-block scales (the K-quants') multiply them. Tests of read-only formats use it, and benchmarks at
+    sizes where quantizing real floats would take longer than what they measure."""
+    f = format_of(dtype)
+    raw = rng.integers(0, 256, size=(rows, cols // f.block_elems, f.block_bytes), dtype=np.uint8)
+    sub = 64.0 if f.block_elems > QK else 1.0
+    halves = [(0.01 + 0.02 * rng.random((rows, cols // f.block_elems))) / sub]
+    if f.header_halves > 1:  # a minimum after the scale
+        halves.append(-0.1 * rng.random((rows, cols // f.block_elems)) / sub)
+    for i, h in enumerate(halves):
+        at = f.header_at + 2 * i
+        raw[:, :, at:at + 2] = h.astype("<f2").view(np.uint8).reshape(rows, -1, 2)
+    return raw.reshape(rows, -1)
+
+
 def encode(x: np.ndarray, dtype: DType, rounding: str = "rtn", importance: np.ndarray | None = None) -> np.ndarray:
     """float array -> its bytes in `dtype` (any storage type), shape (rows..., bytes per row).
 

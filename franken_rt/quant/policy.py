@@ -9,8 +9,8 @@ from franken_rt.checkpoint.types import DType, TensorInfo
 from franken_rt.errors import FrankenError
 from franken_rt.formats import FORMATS, by_cli_name, format_of
 
-QUANT_NAMES = by_cli_name()  # every format of the registry, by its CLI name
-LOW_BIT = tuple(DType(f.id) for f in FORMATS if f.quantized and f.bits < 8)  # 3- and 4-bit formats
+QUANT_NAMES = by_cli_name()  # every format franken-convert writes, by its CLI name
+LOW_BIT = tuple(DType(f.id) for f in FORMATS if f.quantized and f.writable and f.bits < 8)  # 2- to 4-bit
 # Mixes, as llama.cpp's "_M" types: the base type, with the tensors most sensitive to quantization (the attention
 # values and the FFN down projection) kept wider: (base, pattern, their type). q3_0m is the mixed 3/4-bit format.
 _SENSITIVE = r"attn_v\.|ffn_down\."

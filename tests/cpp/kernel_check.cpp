@@ -49,8 +49,9 @@ std::vector<uint8_t> random_row(DType t, int n) {
             std::memcpy(&row[off], &h, 2);
         } else {
             const uint16_t d = f16_of(0.01f + 0.05f * std::fabs(randn())), m = f16_of(-0.3f * std::fabs(randn()));
-            std::memcpy(&row[off], &d, 2);
-            if (format_of(t).header_halves > 1) std::memcpy(&row[off + 2], &m, 2);  // a minimum
+            const size_t at = off + static_cast<size_t>(format_of(t).header_at);
+            std::memcpy(&row[at], &d, 2);
+            if (format_of(t).header_halves > 1) std::memcpy(&row[at + 2], &m, 2);  // a minimum
         }
     }
     return row;
@@ -75,7 +76,7 @@ int main() {
     for (const KernelTable* table : tables) {
         const KernelTable& k = *table;
         const std::string name = k.name;
-        for (int n : {32, 64, 96, 576, 1536, 4128}) {
+        for (int n : {32, 64, 96, 256, 576, 1536, 4096, 4128}) {
             std::vector<float> x(n);
             for (auto& v : x) v = randn();
             std::vector<BlockQ8A> qa(n / kQK), qr(n / kQK);
@@ -84,6 +85,7 @@ int main() {
             check(std::memcmp(qa.data(), qr.data(), qa.size() * sizeof(BlockQ8A)) == 0, name + " quantize_act n=" + std::to_string(n));
             for (const FormatInfo& f : kFormats) {  // every format of the table
                 const DType t = f.id;
+                if (n % f.block_elems) continue;  // superblock formats: whole 256-element blocks
                 const int len = !f.quantized() && n > 64 ? n - 7 : n;  // float rows: odd lengths too
                 const auto row = random_row(t, len);
                 std::vector<float> a(len), b(len);

@@ -235,6 +235,95 @@ float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+// Bits first..first+15 of the little-endian word at qh as bytes: `value` where set, else 0 (Q5_0/Q5_1's fifth bits).
+inline uint8x16_t bits_to_bytes(const uint8_t* qh, int first, uint8_t value) {
+    uint32_t word;
+    std::memcpy(&word, qh, 4);
+    static constexpr uint8_t kByteOf[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static constexpr uint8_t kBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t spread = vqtbl1q_u8(vreinterpretq_u8_u32(vdupq_n_u32(word >> first)), vld1q_u8(kByteOf));
+    return vandq_u8(vtstq_u8(spread, vld1q_u8(kBit)), vdupq_n_u8(value));
+}
+
+// Q5_0 (kMin false: codes less 16) and Q5_1 (codes unsigned, the minimum times the activation sum).
+template <class Block, bool kMin>
+float dotq_q5(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    const uint8x16_t mask = vdupq_n_u8(0x0f);
+    const int8x16_t offset = vdupq_n_s8(kMin ? 0 : 16);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK; ++i) {
+        const uint8x16_t raw = vld1q_u8(b[i].qs);
+        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(raw, mask), bits_to_bytes(b[i].qh, 0, 16))), offset);
+        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(raw, 4), bits_to_bytes(b[i].qh, 16, 16))), offset);
+        s += fp16_to_f32(b[i].d) * a[i].d * block_sum(lo, hi, a[i]);
+        if constexpr (kMin) s += fp16_to_f32(b[i].m) * a[i].s;
+    }
+    return s;
+}
+
+// Q4_K and Q5_K (formats.h): pieces 2j and 2j + 1 are the low and high nibbles of qs[32j..32j+31] (Q5_K: the fifth
+// bit of piece p is bit p of qh[l]); piece p of superblock i meets activation block 8i + p.
+template <class Block>
+float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    const uint8x16_t mask = vdupq_n_u8(0x0f);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK_K; ++i, a += kPiecesK) {
+        const float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+        for (int j = 0; j < kPiecesK / 2; ++j) {
+            const uint8x16_t r0 = vld1q_u8(b[i].qs + 32 * j), r1 = vld1q_u8(b[i].qs + 32 * j + 16);
+            uint8x16_t lo0 = vandq_u8(r0, mask), lo1 = vandq_u8(r1, mask), hi0 = vshrq_n_u8(r0, 4), hi1 = vshrq_n_u8(r1, 4);
+            if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+                const uint8x16_t h0 = vld1q_u8(b[i].qh), h1 = vld1q_u8(b[i].qh + 16), five = vdupq_n_u8(16);
+                const uint8x16_t bl = vdupq_n_u8(static_cast<uint8_t>(1 << (2 * j)));
+                const uint8x16_t bh = vdupq_n_u8(static_cast<uint8_t>(2 << (2 * j)));
+                lo0 = vorrq_u8(lo0, vandq_u8(vtstq_u8(h0, bl), five)), lo1 = vorrq_u8(lo1, vandq_u8(vtstq_u8(h1, bl), five));
+                hi0 = vorrq_u8(hi0, vandq_u8(vtstq_u8(h0, bh), five)), hi1 = vorrq_u8(hi1, vandq_u8(vtstq_u8(h1, bh), five));
+            }
+            int sc0, mn0, sc1, mn1;
+            k_scale_min(b[i].scales, 2 * j, sc0, mn0);
+            k_scale_min(b[i].scales, 2 * j + 1, sc1, mn1);
+            const BlockQ8A &x0 = a[2 * j], &x1 = a[2 * j + 1];  // codes 0..31 fit int8
+            s += d * (static_cast<float>(sc0) * x0.d *
+                          block_sum(vreinterpretq_s8_u8(lo0), vreinterpretq_s8_u8(lo1), x0) +
+                      static_cast<float>(sc1) * x1.d * block_sum(vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1), x1));
+            s -= dmin * (static_cast<float>(mn0) * x0.s + static_cast<float>(mn1) * x1.s);
+        }
+    }
+    return s;
+}
+
+// Q6_K: piece k of half h takes ql[64h + 32(k % 2) + l]'s low (k < 2) or high nibble and bits 2k, 2k+1 of
+// qh[32h + l]; codes less 32 are signed bytes; each 16-element half of a piece has its own scale.
+float dotq_q6_k(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
+    const uint8x16_t mask = vdupq_n_u8(0x0f), three = vdupq_n_u8(3);
+    const int8x16_t k32 = vdupq_n_s8(32);
+    float s = 0.f;
+    for (int i = 0; i < n / kQK_K; ++i) {
+        const float d = fp16_to_f32(b[i].d);
+        for (int h = 0; h < 2; ++h)
+            for (int k = 0; k < 4; ++k, ++a) {
+                const uint8_t* ql = b[i].ql + 64 * h + 32 * (k % 2);
+                const uint8_t* qh = b[i].qh + 32 * h;
+                const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(-2 * k));
+                int8x16_t w[2];
+                for (int half = 0; half < 2; ++half) {
+                    const uint8x16_t l = vld1q_u8(ql + 16 * half);
+                    const uint8x16_t nib = k < 2 ? vandq_u8(l, mask) : vshrq_n_u8(l, 4);
+                    const uint8x16_t top = vandq_u8(vshlq_u8(vld1q_u8(qh + 16 * half), shift), three);
+                    w[half] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(nib, vshlq_n_u8(top, 4))), k32);
+                }
+                const int8_t* sc = b[i].scales + 8 * h + 2 * k;
+                const float s0 = static_cast<float>(vaddvq_s32(dot_s8(vdupq_n_s32(0), w[0], vld1q_s8(a->qs))));
+                const float s1 = static_cast<float>(vaddvq_s32(dot_s8(vdupq_n_s32(0), w[1], vld1q_s8(a->qs + 16))));
+                s += d * a->d * (static_cast<float>(sc[0]) * s0 + static_cast<float>(sc[1]) * s1);
+            }
+    }
+    return s;
+}
+
 // A codebook's levels in a sixteen-byte table for TBL (entries past the level count are zero, never indexed).
 struct Levels16 {
     int8_t v[16];
@@ -472,6 +561,11 @@ KernelTable make_table() {
     use_row_dot<DType::IQ4_NL, dotq_iq4_nl>(t);
     use_row_dot<DType::Q3_NL, dotq_planes<BlockQ3_NL>>(t);
     use_row_dot<DType::Q2_NL, dotq_planes<BlockQ2_NL>>(t);
+    use_row_dot<DType::Q5_0, dotq_q5<BlockQ5_0, false>>(t);
+    use_row_dot<DType::Q5_1, dotq_q5<BlockQ5_1, true>>(t);
+    use_row_dot<DType::Q4_K, dotq_k_nibbles<BlockQ4_K>>(t);
+    use_row_dot<DType::Q5_K, dotq_k_nibbles<BlockQ5_K>>(t);
+    use_row_dot<DType::Q6_K, dotq_q6_k>(t);
 #if defined(FRANKEN_DOTPROD)  // plain NEON keeps rows as stored (see above)
     t[DType::Q4_0].gemm_x8 = gemmq_q4_0x8;
     t[DType::Q8_0].gemm_x8 = gemmq_q8_0x8;

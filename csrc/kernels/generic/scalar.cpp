@@ -105,6 +105,56 @@ float dotq_blocks(const void* row, const BlockQ8A* a, int n) {
     return s;
 }
 
+// The K-quants' superblocks, piece by piece (piece_codes in formats.h): value = d[h] * q + m[h] per half h.
+template <class Block>
+float dot_pieces(const void* row, const float* x, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    float s = 0.f;
+    int8_t q[kQK];
+    float d[2], m[2];
+    for (int i = 0; i < n / kQK_K; ++i)
+        for (int p = 0; p < kPiecesK; ++p, x += kQK) {
+            piece_codes(b[i], p, q, d, m);
+            for (int h = 0; h < 2; ++h) {
+                float qx = 0.f, sx = 0.f;
+                for (int j = 16 * h; j < 16 * h + 16; ++j) qx += q[j] * x[j], sx += x[j];
+                s += d[h] * qx + m[h] * sx;
+            }
+        }
+    return s;
+}
+
+template <class Block>
+void to_f32_pieces(const void* row, float* out, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    int8_t q[kQK];
+    float d[2], m[2];
+    for (int i = 0; i < n / kQK_K; ++i)
+        for (int p = 0; p < kPiecesK; ++p, out += kQK) {
+            piece_codes(b[i], p, q, d, m);
+            for (int j = 0; j < kQK; ++j) out[j] = d[j / 16] * q[j] + m[j / 16];
+        }
+}
+
+// Piece p of superblock i meets activation block 8i + p: d_x (d[h] sum(q q_x) + m[h] sum(q_x)) per half.
+template <class Block>
+float dotq_pieces(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    float s = 0.f;
+    int8_t q[kQK];
+    float d[2], m[2];
+    for (int i = 0; i < n / kQK_K; ++i)
+        for (int p = 0; p < kPiecesK; ++p, ++a) {
+            piece_codes(b[i], p, q, d, m);
+            for (int h = 0; h < 2; ++h) {
+                int acc = 0, sum = 0;
+                for (int j = 16 * h; j < 16 * h + 16; ++j) acc += q[j] * a->qs[j], sum += a->qs[j];
+                s += a->d * (d[h] * static_cast<float>(acc) + m[h] * static_cast<float>(sum));
+            }
+        }
+    return s;
+}
+
 // The interleaved layouts read element by element through formats.h's accessors (q4_0x8_code, x8_min, ...):
 // d_w d_x sum(q q_x) + m_w s_x per block, the minimum term only for Q4_1.
 template <class Block, int (*code)(const Block&, int, int)>
@@ -179,6 +229,16 @@ FormatKernels quantized_row() {
             gemmq_x8<X8, code>};
 }
 
+// A format read in place (no interleaved layout): its stored-row kernels only.
+template <class Block>
+FormatKernels stored_row() {
+    return {dot_blocks<Block>, to_f32_blocks<Block>, dotq_blocks<Block>, gemm_by_dots<dotq_blocks<Block>>};
+}
+template <class Block>
+FormatKernels superblock_row() {
+    return {dot_pieces<Block>, to_f32_pieces<Block>, dotq_pieces<Block>, gemm_by_dots<dotq_pieces<Block>>};
+}
+
 KernelTable make_table() {
     KernelTable t;
     t.name = "scalar";
@@ -193,6 +253,11 @@ KernelTable make_table() {
     t[DType::IQ4_NL] = quantized_row<BlockIQ4_NL, BlockIQ4_NLx8, iq4_nlx8_code>();
     t[DType::Q3_NL] = quantized_row<BlockQ3_NL, BlockQ3_NLx8, q3_nlx8_code>();
     t[DType::Q2_NL] = quantized_row<BlockQ2_NL, BlockQ2_NLx8, q2_nlx8_code>();
+    t[DType::Q5_0] = stored_row<BlockQ5_0>();
+    t[DType::Q5_1] = stored_row<BlockQ5_1>();
+    t[DType::Q4_K] = superblock_row<BlockQ4_K>();
+    t[DType::Q5_K] = superblock_row<BlockQ5_K>();
+    t[DType::Q6_K] = superblock_row<BlockQ6_K>();
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;

@@ -253,17 +253,24 @@ inline __m256i unpack_low_planes(const uint8_t* qs) {
                                               _mm256_setr_epi64x(0, 2, 4, 6)),
                             _mm256_set1_epi8(3));
 }
-template <class Block>  // Q3_0 and Q3_NL
-inline __m256i unpack_q3(const Block& b) {
-    uint32_t hi;
-    std::memcpy(&hi, b.qh, 4);
-    const __m256i low = unpack_low_planes(b.qs);
+// Bit j of the four bytes at `qh` (a little-endian 32-bit word) as byte j: `value` where set, else 0.
+inline __m256i bits_to_bytes(const uint8_t* qh, char value) {
+    uint32_t word;
+    std::memcpy(&word, qh, 4);
     const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(static_cast<int>(hi)),
+        _mm256_set1_epi32(static_cast<int>(word)),
         _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
     const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
-    return _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(4)));
+    return _mm256_and_si256(set, _mm256_set1_epi8(value));
+}
+template <class Block>  // Q3_0 and Q3_NL
+inline __m256i unpack_q3(const Block& b) {
+    return _mm256_or_si256(unpack_low_planes(b.qs), bits_to_bytes(b.qh, 4));
+}
+template <class Block>  // Q5_0 and Q5_1: Q4_0's nibbles, the fifth bit from qh
+inline __m256i unpack_q5(const Block& b) {
+    return _mm256_or_si256(unpack_nibbles(b.qs), bits_to_bytes(b.qh, 0x10));
 }
 
 // Sum of products of 32 unsigned bytes u and 32 signed bytes s, as 8 int32 partial sums.
@@ -320,17 +327,95 @@ float dotq_offset(const void* row, const BlockQ8A* a, int n) {
 inline __m256i codes_q4_0(const BlockQ4_0& b) { return unpack_nibbles(b.qs); }
 constexpr DotQFn dotq_q4_0 = dotq_offset<BlockQ4_0, 8, codes_q4_0>;
 
-float dotq_q4_1(const void* row, const BlockQ8A* a, int n) {
-    const BlockQ4_1* b = static_cast<const BlockQ4_1*>(row);
+// Blocks valued d * q + m (Q4_1, Q5_1): unsigned codes, the minimums times the activation block sums.
+template <class Block, __m256i (*codes)(const Block&)>
+float dotq_min(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
     const float* f16 = fp16_table();
     float mins = 0.f;  // sum over blocks of m * sum(x)
     for (int i = 0; i < n / kQK; ++i) mins += f16[b[i].m] * a[i].s;
-    return mins + dotq_blocks(b, a, n / kQK, [](const BlockQ4_1& w, const BlockQ8A& x) {
-        return dot_u8s8(unpack_nibbles(w.qs), load_act(x));
+    return mins + dotq_blocks(b, a, n / kQK, [](const Block& w, const BlockQ8A& x) {
+        return dot_u8s8(codes(w), load_act(x));
     });
 }
+inline __m256i codes_q4_1(const BlockQ4_1& b) { return unpack_nibbles(b.qs); }
+constexpr DotQFn dotq_q4_1 = dotq_min<BlockQ4_1, codes_q4_1>;
 
 constexpr DotQFn dotq_q3_0 = dotq_offset<BlockQ3_0, 4, unpack_q3<BlockQ3_0>>;
+constexpr DotQFn dotq_q5_0 = dotq_offset<BlockQ5_0, 16, unpack_q5<BlockQ5_0>>;
+constexpr DotQFn dotq_q5_1 = dotq_min<BlockQ5_1, unpack_q5<BlockQ5_1>>;
+
+// ---- the K-quants (formats.h): piece p of superblock i (32 codes, unsigned) meets activation block 8i + p ----
+
+// Q4_K and Q5_K: pieces 2j and 2j + 1 are the low and high nibbles of one 32-byte load (Q5_K: the fifth bit of
+// piece p is bit p of qh). Per piece d * sc * d_x times the integer sum, and the minimum dmin * mn times the
+// activation block's sum, apart. Two accumulators: the pieces of a pair do not wait on each other.
+template <class Block>
+float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
+    const Block* b = static_cast<const Block*>(row);
+    const float* f16 = fp16_table();
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float mins = 0.f;
+    for (int i = 0; i < n / kQK_K; ++i, a += kPiecesK) {
+        const float d = f16[b[i].d], dmin = f16[b[i].dmin];
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (std::is_same_v<Block, BlockQ5_K>) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
+        for (int j = 0; j < kPiecesK / 2; ++j) {
+            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * j));
+            __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+            if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+                const __m256i b0 = _mm256_set1_epi8(static_cast<char>(1 << (2 * j))), b1 = _mm256_slli_epi16(b0, 1);
+                const __m256i five = _mm256_set1_epi8(0x10);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), five));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), five));
+            }
+            int sc0, mn0, sc1, mn1;
+            k_scale_min(b[i].scales, 2 * j, sc0, mn0);
+            k_scale_min(b[i].scales, 2 * j + 1, sc1, mn1);
+            const BlockQ8A &x0 = a[2 * j], &x1 = a[2 * j + 1];
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc0) * x0.d),
+                                   _mm256_cvtepi32_ps(dot_u8s8(lo, load_act(x0))), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc1) * x1.d),
+                                   _mm256_cvtepi32_ps(dot_u8s8(hi, load_act(x1))), acc1);
+            mins += dmin * (static_cast<float>(mn0) * x0.s + static_cast<float>(mn1) * x1.s);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - mins;
+}
+
+// Q6_K: six-bit codes (four from ql's nibbles, two from qh) valued q - 32, a scale per 16 elements. The unsigned
+// codes' products less 32 times the activation sums (both per 32-bit lane), and each 128-bit half of the integer
+// sums (elements 0-15 and 16-31 of the piece) takes its sub-block's scale.
+float dotq_q6_k(const void* row, const BlockQ8A* a, int n) {
+    const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
+    const float* f16 = fp16_table();
+    const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int i = 0; i < n / kQK_K; ++i) {
+        const float d = f16[b[i].d];
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t* ql = b[i].ql + 64 * h;
+            const int8_t* sc = b[i].scales + 8 * h;
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh + 32 * h));
+            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+            for (int k = 0; k < 4; ++k, ++a) {
+                const __m256i l = k % 2 ? l1 : l0;
+                const __m256i nib = k < 2 ? _mm256_and_si256(l, low4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), low4);
+                const __m256i top = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), two);
+                const __m256i q = _mm256_or_si256(nib, _mm256_slli_epi16(top, 4));
+                const __m256i x = load_act(*a);
+                const __m256i sums = _mm256_sub_epi32(dot_u8s8(q, x), dot_u8s8(k32, x));
+                const __m256 scales = _mm256_setr_m128(_mm_set1_ps(d * static_cast<float>(sc[2 * k]) * a->d),
+                                                       _mm_set1_ps(d * static_cast<float>(sc[2 * k + 1]) * a->d));
+                if (k % 2) acc1 = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc1);
+                else acc0 = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc0);
+            }
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1));
+}
 
 // The codebook formats whose levels are integers in -8..7 (Q3_NL, Q2_NL): their levels + 8 are nibbles, so one
 // in-lane shuffle turns codes into Q4_0's unsigned codes, and every Q4_0 product (offset 8) serves them.
@@ -822,6 +907,12 @@ KernelTable avx_table(const char* name) {
     t[DType::Q4_0] = {dot_q4_0, to_f32_q4_0, dotq_q4_0, gemmq_q4_0, gemmq_x8_codes<BlockQ4_0x8>};
     t[DType::Q4_1] = {dot_q4_1, to_f32_q4_1, dotq_q4_1, gemmq_q4_1, gemmq_x8_codes<BlockQ4_1x8>};
     t[DType::Q3_0] = {dot_q3_0, to_f32_q3_0, dotq_q3_0, gemmq_q3_0, gemmq_x8_codes<BlockQ3_0x8>};
+    // Q5_0, Q5_1 and the K-quants, read as stored: integer products (float activations take the scalar loops)
+    use_row_dot<DType::Q5_0, dotq_q5_0>(t);
+    use_row_dot<DType::Q5_1, dotq_q5_1>(t);
+    use_row_dot<DType::Q4_K, dotq_k_nibbles<BlockQ4_K>>(t);
+    use_row_dot<DType::Q5_K, dotq_k_nibbles<BlockQ5_K>>(t);
+    use_row_dot<DType::Q6_K, dotq_q6_k>(t);
     // IQ4_NL: integer products (float activations, the reference-precision path, take the scalar loops)
     t[DType::IQ4_NL].dotq = dotq_iq4_nl;
     t[DType::IQ4_NL].gemmq = gemmq_iq4_nl;
