@@ -68,7 +68,7 @@ FORMATS: tuple[Format, ...] = (
     # f16 scale + f16 minimum + Q5_0's codes: d * q + m
     Format(7, "Q5_1", 32, 24, header_halves=2, llama_ftype=9, writable=False),
     # 256-element superblocks: f16 scale and minimum, 6-bit scales and minimums of eight sub-blocks, nibbles
-    Format(12, "Q4_K", 256, 144, header_halves=2, llama_ftype=15, writable=False),
+    Format(12, "Q4_K", 256, 144, header_halves=2, interleaves=True, llama_ftype=15, writable=False),
     # Q4_K with a fifth bit per element
     Format(13, "Q5_K", 256, 176, header_halves=2, llama_ftype=17, writable=False),
     # 6-bit codes, int8 scales of sixteen sub-blocks, the f16 scale last: d * sc * (q - 32)

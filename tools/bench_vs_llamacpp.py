@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """franken-rt against llama.cpp's own llama-bench on the same GGUF files, side by side in one run.
 
-    python tools/bench_vs_llamacpp.py [--rounds 3] [--threads 1 2] [--depths 512 2048 4000]
+    python tools/bench_vs_llamacpp.py [--rounds 3] [--threads 1 2] [--depths 512 2048 4000] [--extra FILE ...]
 
 For the demo model in its Q4_1 original and in q8_0 and q4_0 (made by franken-convert from the float original):
 prompt (pp128) and generation (tg64) tokens/s of both engines, runs alternating, medians; peak RSS of each
@@ -81,9 +81,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.json"))
     ap.add_argument("--only", default="", help="time only the model files whose label contains this (q8_0, q4_0, Q4_1)")
     ap.add_argument("--depths", type=int, nargs="*", default=[], help="also decode q4_0 after these context depths")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[],
+                    help="more GGUF files to time, labelled by file name (e.g. llama.cpp's K-quant files, or "
+                         "benchmarks/synthetic.py's 1B-shape ones)")
     args = ap.parse_args()
     bin_dir = build()
-    files = models()
+    files = models() + [(p.stem, p) for p in args.extra]
     depth_rows = []
     for depth in args.depths:
         q4_0 = dict(files)["q4_0"]

@@ -95,6 +95,25 @@ inline void k_scale_min(const uint8_t* s, int j, int& sc, int& mn) {
     }
 }
 
+// All eight scales (bytes of sc) and minimums (bytes of mn) of k_scale_min at once, a 32-bit word at a time.
+inline void k_scales_mins(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t w[3];
+    std::memcpy(w, s, 12);
+    const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, top2 = 0x03030303u;
+    const uint32_t out[4] = {w[0] & low6, (w[2] & low4) | (((w[0] >> 6) & top2) << 4),
+                             w[1] & low6, ((w[2] >> 4) & low4) | (((w[1] >> 6) & top2) << 4)};
+    std::memcpy(sc, out, 8);
+    std::memcpy(mn, out + 2, 8);
+}
+// The inverse: eight 6-bit scales and minimums into the 12-byte packing k_scale_min reads.
+inline void k_pack_scales_mins(const uint8_t sc[8], const uint8_t mn[8], uint8_t* s) {
+    for (int j = 0; j < 4; ++j) {
+        s[j] = static_cast<uint8_t>((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = static_cast<uint8_t>((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        s[j + 8] = static_cast<uint8_t>((sc[j + 4] & 0x0f) | ((mn[j + 4] & 0x0f) << 4));
+    }
+}
+
 // Q3_0 (franken-rt's): f16 scale, 32 three-bit codes split in planes. value = d * (q - 4), q = 0..7.
 // The low two bits of element j are bits 2*(j/8)..2*(j/8)+1 of qs[j % 8], so one 64-bit word shifted by 0, 2, 4 and
 // 6 yields elements 0-7, 8-15, 16-23, 24-31 in byte order; the high bit of element j is bit j of qh (little
@@ -210,6 +229,42 @@ struct BlockIQ4_NLx8 {
     uint8_t qs[kX8 * kQK / 2];
 };
 static_assert(sizeof(BlockIQ4_NLx8) == 8 * 18, "IQ4_NLx8 block is eight IQ4_NL blocks");
+// Q4_K rows interleaved, one superblock of eight rows: piece p's nibbles in Q4_0x8's layout at qs + 128p, and the
+// rows' 6-bit scales and minimums regrouped by piece: scales[p] packs piece p's eight rows (k_pack_scales_mins,
+// row r where Q4_K has sub-block j), so one k_scales_mins gives the eight rows' scales of a piece.
+// Same 1152 bytes as eight Q4_K superblocks: value = d[r] * sc[p][r] * q - dmin[r] * mn[p][r].
+struct BlockQ4_Kx8 {
+    uint16_t d[kX8];
+    uint16_t dmin[kX8];
+    uint8_t scales[kPiecesK][12];
+    uint8_t qs[kPiecesK][kX8 * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_Kx8) == 8 * sizeof(BlockQ4_K), "Q4_Kx8 block is eight Q4_K superblocks");
+
+// Eight Q4_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
+inline void repack_q4_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_Kx8* out) {
+    for (int s = 0; s < nb / kPiecesK; ++s) {
+        BlockQ4_Kx8& w = out[s];
+        uint8_t sc[kX8][kPiecesK], mn[kX8][kPiecesK];  // [row][piece]
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ4_K& src = reinterpret_cast<const BlockQ4_K*>(rows + r * row_stride)[s];
+            w.d[r] = src.d, w.dmin[r] = src.dmin;
+            k_scales_mins(src.scales, sc[r], mn[r]);
+            for (int p = 0; p < kPiecesK; ++p) {
+                const uint8_t* qs = src.qs + 32 * (p / 2);
+                auto code = [&](int k) { return p % 2 ? qs[k] >> 4 : qs[k] & 0x0f; };
+                for (int c = 0; c < 4; ++c)
+                    for (int j = 0; j < 4; ++j)
+                        w.qs[p][32 * c + 4 * r + j] = static_cast<uint8_t>(code(8 * c + j) | (code(8 * c + 4 + j) << 4));
+            }
+        }
+        for (int p = 0; p < kPiecesK; ++p) {
+            uint8_t psc[kX8], pmn[kX8];
+            for (int r = 0; r < kX8; ++r) psc[r] = sc[r][p], pmn[r] = mn[r][p];
+            k_pack_scales_mins(psc, pmn, w.scales[p]);
+        }
+    }
+}
 static_assert(sizeof(BlockQ3_0x8) == 8 * 14, "Q3_0x8 block is eight Q3_0 blocks");
 
 // Element j (0..31) of a Q4_0 or Q4_1 block (the same nibble order), as its 4-bit code.
@@ -293,6 +348,9 @@ inline int q2_nlx8_code(const BlockQ2_NLx8& w, int r, int k) {
     return kQ2NLValues[(w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3];
 }
 
+// Piece p of row r of an interleaved Q4_K superblock: its 32 codes, scale and minimum (value = d * q + m).
+inline void q4_kx8_piece(const BlockQ4_Kx8& w, int r, int p, int8_t q[kQK], float& d, float& m);
+
 // ---- Element accessors: value[j] = d * q[j] + m for the 32 codes of a block. The scalar kernels read every
 // quantized format through these (one definition of what a block means); the SIMD kernels read whole vectors. ----
 
@@ -368,6 +426,24 @@ inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], fl
     d[0] = dd * static_cast<float>(b.scales[8 * h + 2 * k]);
     d[1] = dd * static_cast<float>(b.scales[8 * h + 2 * k + 1]);
     m[0] = m[1] = 0.f;
+}
+
+inline void q4_kx8_piece(const BlockQ4_Kx8& w, int r, int p, int8_t q[kQK], float& d, float& m) {
+    uint8_t sc[kX8], mn[kX8];
+    k_scales_mins(w.scales[p], sc, mn);
+    for (int k = 0; k < kQK; ++k) q[k] = static_cast<int8_t>(nibble_x8(w.qs[p], r, k));
+    d = fp16_to_f32(w.d[r]) * static_cast<float>(sc[r]);
+    m = -fp16_to_f32(w.dmin[r]) * static_cast<float>(mn[r]);
+}
+// Row r of an interleaved Q4_K group as floats.
+inline void q4_kx8_row_to_f32(const void* group, int nb, int r, float* out) {
+    const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(group);
+    int8_t q[kQK];
+    float d, m;
+    for (int b = 0; b < nb; ++b, out += kQK) {
+        q4_kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
+        for (int k = 0; k < kQK; ++k) out[k] = d * q[k] + m;
+    }
 }
 
 // Row r's minimum in an interleaved block: the m of Q4_1, zero for the formats without one.

@@ -123,7 +123,7 @@ int main() {
             constexpr int kGroups = 3, kRows = kGroups * kX8;
             for (const FormatInfo& f : kFormats) {
                 const DType t = f.id;
-                if (!k.gemmq_x8(t)) continue;
+                if (!k.gemmq_x8(t) || n % f.block_elems) continue;
                 std::vector<uint8_t> rows8;
                 for (int r = 0; r < kRows; ++r) {
                     const auto row = random_row(t, n);

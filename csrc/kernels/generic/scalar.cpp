@@ -176,6 +176,28 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
     }
 }
 
+// Interleaved Q4_K (BlockQ4_Kx8: one superblock of eight rows per block), piece by piece through its accessor.
+void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const int n_sb = nb / kPiecesK;
+    int8_t q[kQK];
+    for (int g = 0; g < n_groups; ++g) {
+        const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(groups) + static_cast<size_t>(g) * n_sb;
+        for (int t = 0; t < n_act; ++t) {
+            const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
+            for (int r = 0; r < kX8; ++r) {
+                float s = 0.f, d, m;
+                for (int b = 0; b < nb; ++b) {
+                    q4_kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
+                    int acc = 0;
+                    for (int k = 0; k < kQK; ++k) acc += q[k] * a[b].qs[k];
+                    s += d * a[b].d * static_cast<float>(acc) + m * a[b].s;
+                }
+                out[t * ldo + kX8 * g + r] = s;
+            }
+        }
+    }
+}
+
 // Elements [d0, d0 + m) of a cache row (m <= 32, d0 a multiple of 32) as floats: a Q8_0 block's scale once.
 void kv_piece(DType t, const uint8_t* row, int d0, int m, float* out) {
     if (t == DType::Q8_0) {
@@ -256,6 +278,7 @@ KernelTable make_table() {
     t[DType::Q5_0] = stored_row<BlockQ5_0>();
     t[DType::Q5_1] = stored_row<BlockQ5_1>();
     t[DType::Q4_K] = superblock_row<BlockQ4_K>();
+    t[DType::Q4_K].gemm_x8 = gemmq_q4_kx8;
     t[DType::Q5_K] = superblock_row<BlockQ5_K>();
     t[DType::Q6_K] = superblock_row<BlockQ6_K>();
     t.swiglu = swiglu;

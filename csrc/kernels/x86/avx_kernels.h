@@ -497,14 +497,23 @@ void to_f32_q3_0(const void* row, float* out, int n) {
 constexpr int kMaxBlocks = 1024;  // rows up to 32768 elements; longer rows fall back to dot products
 
 // A weight row decoded for reuse: unsigned (Q4) or signed (Q8) bytes, the scale d and the per-block offset term
-// m (the value is d*q + m; Q4_0's -8 offset becomes m = -8d, so all 4-bit kinds run unsigned x signed).
+// m (the value is d*q + m; Q4_0's -8 offset becomes m = -8d, so all 4-bit kinds run unsigned x signed). Q6_K's
+// blocks have a scale per 16-element half: d for the first, d2 for the second (kHalves).
 struct DecodedRow {
     alignas(32) uint8_t q[kMaxBlocks * kQK];
     float d[kMaxBlocks];
     float m[kMaxBlocks];
+    float d2[kMaxBlocks];
 };
 
-template <bool kSigned>
+// Block b's weight scale, for the eight int32 lanes of an integer sum (lanes 0-3 hold elements 0-15).
+template <bool kHalves>
+inline __m256 weight_scale(const DecodedRow& w, int b) {
+    if constexpr (kHalves) return _mm256_setr_m128(_mm_broadcast_ss(&w.d[b]), _mm_broadcast_ss(&w.d2[b]));
+    return _mm256_broadcast_ss(&w.d[b]);
+}
+
+template <bool kSigned, bool kHalves = false>
 inline void gemm_row(const DecodedRow& w, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     int t = 0;
     for (; t + 4 <= n_act; t += 4) {
@@ -514,7 +523,7 @@ inline void gemm_row(const DecodedRow& w, int nb, const BlockQ8A* act, int n_act
         for (int b = 0; b < nb; ++b) {
             const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(w.q + b * kQK));
             const __m256i wabs = kSigned ? _mm256_sign_epi8(wq, wq) : wq;
-            const __m256 dw = _mm256_broadcast_ss(&w.d[b]);
+            const __m256 dw = weight_scale<kHalves>(w, b);
             for (int k = 0; k < 4; ++k) {
                 const __m256i x = load_act(a[k][b]);
                 const __m256i p = dot_u8s8(wabs, kSigned ? _mm256_sign_epi8(x, wq) : x);
@@ -532,25 +541,37 @@ inline void gemm_row(const DecodedRow& w, int nb, const BlockQ8A* act, int n_act
             const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(w.q + b * kQK));
             const __m256i x = load_act(a[b]);
             const __m256i p = kSigned ? dot_s8s8(wq, x) : dot_u8s8(wq, x);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d[b] * a[b].d), _mm256_cvtepi32_ps(p), acc);
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(weight_scale<kHalves>(w, b), _mm256_broadcast_ss(&a[b].d)),
+                                  _mm256_cvtepi32_ps(p), acc);
             if (!kSigned) mins += w.m[b] * a[b].s;
         }
         out[t * ldo] = hsum(acc) + mins;
     }
 }
 
-template <class Block, bool kSigned, class Decode, DotQFn kDot>
-void gemm_decoded(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
-                  float* out, size_t ldo, Decode decode) {
+// Each row decoded whole by decode_row(row, nb, f16, w) (nb: 32-element blocks), then multiplied.
+template <bool kSigned, bool kHalves, DotQFn kDot, class DecodeRow>
+void gemm_rows_decoded(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
+                       float* out, size_t ldo, DecodeRow decode_row) {
     const int nb = n / kQK;
     if (nb > kMaxBlocks) return gemm_by_dots<kDot>(rows, n_rows, row_stride, act, n_act, n, out, ldo);
     DecodedRow w;
     const float* f16 = fp16_table();
     for (int i = 0; i < n_rows; ++i) {
-        const Block* blocks = reinterpret_cast<const Block*>(rows + i * row_stride);
-        for (int b = 0; b < nb; ++b) decode(blocks[b], f16, w.q + b * kQK, w.d[b], w.m[b]);
-        gemm_row<kSigned>(w, nb, act, n_act, out + i, ldo);
+        decode_row(rows + i * row_stride, nb, f16, w);
+        gemm_row<kSigned, kHalves>(w, nb, act, n_act, out + i, ldo);
     }
+}
+
+// Formats of 32-element blocks: decode(block, f16, codes, d, m) per block.
+template <class Block, bool kSigned, class Decode, DotQFn kDot>
+void gemm_decoded(const uint8_t* rows, int n_rows, size_t row_stride, const BlockQ8A* act, int n_act, int n,
+                  float* out, size_t ldo, Decode decode) {
+    gemm_rows_decoded<kSigned, false, kDot>(rows, n_rows, row_stride, act, n_act, n, out, ldo,
+                                            [decode](const uint8_t* row, int nb, const float* f16, DecodedRow& w) {
+        const Block* blocks = reinterpret_cast<const Block*>(row);
+        for (int b = 0; b < nb; ++b) decode(blocks[b], f16, w.q + b * kQK, w.d[b], w.m[b]);
+    });
 }
 
 void gemmq_q8_0(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
@@ -614,6 +635,35 @@ void gemmq_iq4_nl(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A
     };
     gemm_decoded<BlockIQ4_NL, true, decltype(decode), dotq_iq4_nl>(rows, n_rows, stride, act, n_act, n, out, ldo,
                                                                    decode);
+}
+
+// Q5_0 and Q5_1: unsigned five-bit codes, Q5_0's offset of 16 as the minimum -16d.
+template <class Block, DotQFn kDot>
+void gemmq_q5(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+              size_t ldo) {
+    auto decode = [](const Block& b, const float* f16, uint8_t* q, float& d, float& m) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), unpack_q5(b));
+        d = f16[b.d];
+        if constexpr (std::is_same_v<Block, BlockQ5_1>) m = f16[b.m];
+        else m = -16.f * d;
+    };
+    gemm_decoded<Block, false, decltype(decode), kDot>(rows, n_rows, stride, act, n_act, n, out, ldo, decode);
+}
+
+// The K-quants: each superblock's eight pieces decoded as 32-element blocks (their scales and minimums through
+// the scalar piece_codes, once per row for all the prompt's tokens).
+template <class Block, bool kSigned, bool kHalves, DotQFn kDot>
+void gemmq_k(const uint8_t* rows, int n_rows, size_t stride, const BlockQ8A* act, int n_act, int n, float* out,
+             size_t ldo) {
+    gemm_rows_decoded<kSigned, kHalves, kDot>(rows, n_rows, stride, act, n_act, n, out, ldo,
+                                              [](const uint8_t* row, int nb, const float*, DecodedRow& w) {
+        const Block* blocks = reinterpret_cast<const Block*>(row);
+        float d[2], m[2];
+        for (int b = 0; b < nb; ++b) {
+            piece_codes(blocks[b / kPiecesK], b % kPiecesK, reinterpret_cast<int8_t*>(w.q + b * kQK), d, m);
+            w.d[b] = d[0], w.d2[b] = d[1], w.m[b] = m[0];
+        }
+    });
 }
 
 // ---- interleaved Q4_0, Q4_1, Q3_0 (BlockQ4_0x8, ...): lane r of every vector belongs to weight row r ----
@@ -752,6 +802,47 @@ inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, siz
     }
     const __m256 k_off = _mm256_set1_ps(kX8HasMin<Block> ? 1.f : -static_cast<float>(kX8Offset<Block>));
     for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_fmadd_ps(k_off, off[k], acc[k]));
+}
+
+// Interleaved Q4_K (BlockQ4_Kx8): per piece, the eight rows' nibbles in Q4_0x8's layout and their scales and
+// minimums from one 12-byte group (k_scales_mins), times d and dmin of the eight rows.
+struct Nibbles {
+    const uint8_t* qs;
+};
+template <int kTile>
+void q4_kx8_tile(const BlockQ4_Kx8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    __m256 acc[kTile], mins[kTile];
+    for (int k = 0; k < kTile; ++k) acc[k] = mins[k] = _mm256_setzero_ps();
+    for (int s = 0; s < nb / kPiecesK; ++s) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[s].d)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[s].dmin)));
+        for (int p = 0; p < kPiecesK; ++p) {
+            alignas(8) uint8_t sc[kX8], mn[kX8];
+            k_scales_mins(w[s].scales[p], sc, mn);
+            const __m256 dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                    reinterpret_cast<const __m128i*>(sc)))));
+            const __m256 dmn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                       reinterpret_cast<const __m128i*>(mn)))));
+            __m256i q[8];
+            x8_nibbles(Nibbles{w[s].qs[p]}, q);
+            for (int k = 0; k < kTile; ++k) {
+                const BlockQ8A& a = act[static_cast<size_t>(k) * nb + kPiecesK * s + p];
+                const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(q, a));
+                acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
+                mins[k] = _mm256_fmadd_ps(dmn, _mm256_broadcast_ss(&a.s), mins[k]);
+            }
+        }
+    }
+    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_sub_ps(acc[k], mins[k]));
+}
+// Groups of nb / 8 superblocks each.
+void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    for (int g = 0; g < n_groups; ++g, out += kX8) {
+        const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(groups) + static_cast<size_t>(g) * (nb / kPiecesK);
+        int t = 0;
+        for (; t + 4 <= n_act; t += 4) q4_kx8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+        for (; t < n_act; ++t) q4_kx8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+    }
 }
 
 // The interleaved 4-bit and 3-bit formats: groups one at a time, in tiles of four tokens (avx512_vnni.cpp takes
@@ -908,11 +999,17 @@ KernelTable avx_table(const char* name) {
     t[DType::Q4_1] = {dot_q4_1, to_f32_q4_1, dotq_q4_1, gemmq_q4_1, gemmq_x8_codes<BlockQ4_1x8>};
     t[DType::Q3_0] = {dot_q3_0, to_f32_q3_0, dotq_q3_0, gemmq_q3_0, gemmq_x8_codes<BlockQ3_0x8>};
     // Q5_0, Q5_1 and the K-quants, read as stored: integer products (float activations take the scalar loops)
-    use_row_dot<DType::Q5_0, dotq_q5_0>(t);
-    use_row_dot<DType::Q5_1, dotq_q5_1>(t);
-    use_row_dot<DType::Q4_K, dotq_k_nibbles<BlockQ4_K>>(t);
-    use_row_dot<DType::Q5_K, dotq_k_nibbles<BlockQ5_K>>(t);
-    use_row_dot<DType::Q6_K, dotq_q6_k>(t);
+    t[DType::Q5_0].dotq = dotq_q5_0;
+    t[DType::Q5_0].gemmq = gemmq_q5<BlockQ5_0, dotq_q5_0>;
+    t[DType::Q5_1].dotq = dotq_q5_1;
+    t[DType::Q5_1].gemmq = gemmq_q5<BlockQ5_1, dotq_q5_1>;
+    t[DType::Q4_K].dotq = dotq_k_nibbles<BlockQ4_K>;
+    t[DType::Q4_K].gemmq = gemmq_k<BlockQ4_K, false, false, dotq_k_nibbles<BlockQ4_K>>;
+    t[DType::Q4_K].gemm_x8 = gemmq_q4_kx8;
+    t[DType::Q5_K].dotq = dotq_k_nibbles<BlockQ5_K>;
+    t[DType::Q5_K].gemmq = gemmq_k<BlockQ5_K, false, false, dotq_k_nibbles<BlockQ5_K>>;
+    t[DType::Q6_K].dotq = dotq_q6_k;
+    t[DType::Q6_K].gemmq = gemmq_k<BlockQ6_K, true, true, dotq_q6_k>;
     // IQ4_NL: integer products (float activations, the reference-precision path, take the scalar loops)
     t[DType::IQ4_NL].dotq = dotq_iq4_nl;
     t[DType::IQ4_NL].gemmq = gemmq_iq4_nl;
