@@ -241,6 +241,43 @@ struct BlockQ4_Kx8 {
 };
 static_assert(sizeof(BlockQ4_Kx8) == 8 * sizeof(BlockQ4_K), "Q4_Kx8 block is eight Q4_K superblocks");
 
+// Q6_K rows interleaved, one superblock of eight rows: piece p's low four bits in Q4_0x8's nibble layout at ql[p],
+// its top two bits in Q3_0x8's low-plane layout at qh[p] (row r's element 4c + j at bits 2 (c % 4) of byte
+// 32 (c / 4) + 4r + j), and the rows' scales of piece p's two 16-element halves at scales[p][h][r].
+// Same 1680 bytes as eight Q6_K superblocks: value = d[r] * scales[p][h][r] * (q - 32).
+struct BlockQ6_Kx8 {
+    uint16_t d[kX8];
+    int8_t scales[kPiecesK][2][kX8];
+    uint8_t ql[kPiecesK][kX8 * kQK / 2];
+    uint8_t qh[kPiecesK][kX8 * kQK / 4];
+};
+static_assert(sizeof(BlockQ6_Kx8) == 8 * sizeof(BlockQ6_K), "Q6_Kx8 block is eight Q6_K superblocks");
+
+// Eight Q6_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
+inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
+inline void repack_q6_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ6_Kx8* out) {
+    for (int s = 0; s < nb / kPiecesK; ++s) {
+        BlockQ6_Kx8& w = out[s];
+        std::memset(&w, 0, sizeof w);
+        for (int r = 0; r < kX8; ++r) {
+            const BlockQ6_K& src = reinterpret_cast<const BlockQ6_K*>(rows + r * row_stride)[s];
+            w.d[r] = src.d;
+            for (int p = 0; p < kPiecesK; ++p) {
+                int8_t q[kQK];
+                float d[2], m[2];
+                piece_codes(src, p, q, d, m);
+                for (int h = 0; h < 2; ++h) w.scales[p][h][r] = src.scales[8 * (p / 4) + 2 * (p % 4) + h];
+                for (int k = 0; k < kQK; ++k) {
+                    const int code = q[k] + 32, c = k / 4, j = k % 4;
+                    const int byte = 32 * (k / 8 % 4) + 4 * r + k % 4;  // Q4_0x8's nibble position of element k
+                    w.ql[p][byte] |= static_cast<uint8_t>((code & 0x0f) << (k % 8 < 4 ? 0 : 4));
+                    w.qh[p][32 * (c / 4) + 4 * r + j] |= static_cast<uint8_t>((code >> 4) << (2 * (c % 4)));
+                }
+            }
+        }
+    }
+}
+
 // Eight Q4_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
 inline void repack_q4_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_Kx8* out) {
     for (int s = 0; s < nb / kPiecesK; ++s) {
@@ -443,6 +480,22 @@ inline void q4_kx8_row_to_f32(const void* group, int nb, int r, float* out) {
     for (int b = 0; b < nb; ++b, out += kQK) {
         q4_kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
         for (int k = 0; k < kQK; ++k) out[k] = d * q[k] + m;
+    }
+}
+
+// Row r's element k (0..31) of piece p of an interleaved Q6_K superblock, as its signed code (q - 32).
+inline int q6_kx8_code(const BlockQ6_Kx8& w, int r, int p, int k) {
+    const int c = k / 4, j = k % 4;
+    return (nibble_x8(w.ql[p], r, k) | (((w.qh[p][32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3) << 4)) - 32;
+}
+inline void q6_kx8_row_to_f32(const void* group, int nb, int r, float* out) {
+    const BlockQ6_Kx8* w = static_cast<const BlockQ6_Kx8*>(group);
+    for (int b = 0; b < nb; ++b, out += kQK) {
+        const BlockQ6_Kx8& sb = w[b / kPiecesK];
+        const int p = b % kPiecesK;
+        const float d = fp16_to_f32(sb.d[r]);
+        for (int k = 0; k < kQK; ++k)
+            out[k] = d * static_cast<float>(sb.scales[p][k / 16][r]) * static_cast<float>(q6_kx8_code(sb, r, p, k));
     }
 }
 

@@ -198,6 +198,31 @@ void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act,
     }
 }
 
+// Interleaved Q6_K, element by element: d * sum over halves of scale * sum(q q_x).
+void gemmq_q6_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    const int n_sb = nb / kPiecesK;
+    for (int g = 0; g < n_groups; ++g) {
+        const BlockQ6_Kx8* w = static_cast<const BlockQ6_Kx8*>(groups) + static_cast<size_t>(g) * n_sb;
+        for (int t = 0; t < n_act; ++t) {
+            const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
+            for (int r = 0; r < kX8; ++r) {
+                float s = 0.f;
+                for (int b = 0; b < nb; ++b) {
+                    const BlockQ6_Kx8& sb = w[b / kPiecesK];
+                    const int p = b % kPiecesK;
+                    for (int h = 0; h < 2; ++h) {
+                        int acc = 0;
+                        for (int k = 16 * h; k < 16 * h + 16; ++k) acc += q6_kx8_code(sb, r, p, k) * a[b].qs[k];
+                        s += fp16_to_f32(sb.d[r]) * static_cast<float>(sb.scales[p][h][r]) * a[b].d *
+                             static_cast<float>(acc);
+                    }
+                }
+                out[t * ldo + kX8 * g + r] = s;
+            }
+        }
+    }
+}
+
 // Elements [d0, d0 + m) of a cache row (m <= 32, d0 a multiple of 32) as floats: a Q8_0 block's scale once.
 void kv_piece(DType t, const uint8_t* row, int d0, int m, float* out) {
     if (t == DType::Q8_0) {
@@ -281,6 +306,7 @@ KernelTable make_table() {
     t[DType::Q4_K].gemm_x8 = gemmq_q4_kx8;
     t[DType::Q5_K] = superblock_row<BlockQ5_K>();
     t[DType::Q6_K] = superblock_row<BlockQ6_K>();
+    t[DType::Q6_K].gemm_x8 = gemmq_q6_kx8;
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../kernels.h"
 
@@ -845,6 +846,76 @@ void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act,
     }
 }
 
+// Interleaved Q6_K (BlockQ6_Kx8): per piece, the eight rows' six-bit codes (nibbles plus two bits from Q3_0x8's
+// low-plane layout) and, per 16-element half, their int8 scales. The codes stay unsigned: a half's sum less
+// 32 times the activations' sum over that half (`halves`, computed once per call for every activation block).
+template <int kTile>
+void q6_kx8_tile(const BlockQ6_Kx8* w, int nb, const BlockQ8A* act, const int32_t* halves, float* out,
+                 size_t ldo) {
+    __m256 acc[kTile];
+    for (int k = 0; k < kTile; ++k) acc[k] = _mm256_setzero_ps();
+    for (int s = 0; s < nb / kPiecesK; ++s) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[s].d)));
+        for (int p = 0; p < kPiecesK; ++p) {
+            __m256i q[8];
+            x8_nibbles(Nibbles{w[s].ql[p]}, q);
+            const __m256i m = _mm256_set1_epi8(0x30);  // chunk c's two bits moved straight to bits 4-5
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qh[p] + 32 * h));
+                q[4 * h] = _mm256_or_si256(q[4 * h], _mm256_and_si256(_mm256_slli_epi16(v, 4), m));
+                q[4 * h + 1] = _mm256_or_si256(q[4 * h + 1], _mm256_and_si256(_mm256_slli_epi16(v, 2), m));
+                q[4 * h + 2] = _mm256_or_si256(q[4 * h + 2], _mm256_and_si256(v, m));
+                q[4 * h + 3] = _mm256_or_si256(q[4 * h + 3], _mm256_and_si256(_mm256_srli_epi16(v, 2), m));
+            }
+            __m256 scale[2];
+            for (int h = 0; h < 2; ++h)
+                scale[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[s].scales[p][h])))));
+            for (int k = 0; k < kTile; ++k) {
+                const size_t b = static_cast<size_t>(k) * nb + kPiecesK * s + p;
+                const BlockQ8A& a = act[b];
+                for (int h = 0; h < 2; ++h) {
+#if defined(FRANKEN_VNNI)
+                    __m256i sum = _mm256_setzero_si256();
+                    for (int c = 4 * h; c < 4 * h + 4; ++c) sum = _mm256_dpbusd_epi32(sum, q[c], bcast4(a, c));
+#else
+                    // a maddubs lane is at most 2 * 63 * 128 = 16128: two fit one int16 sum
+                    const __m256i ones = _mm256_set1_epi16(1);
+                    const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * h], bcast4(a, 4 * h)),
+                                                        _mm256_maddubs_epi16(q[4 * h + 1], bcast4(a, 4 * h + 1)));
+                    const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * h + 2], bcast4(a, 4 * h + 2)),
+                                                        _mm256_maddubs_epi16(q[4 * h + 3], bcast4(a, 4 * h + 3)));
+                    const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+#endif
+                    const __m256i centered = _mm256_sub_epi32(sum, _mm256_set1_epi32(32 * halves[2 * b + h]));
+                    acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(scale[h], _mm256_broadcast_ss(&a.d)),
+                                             _mm256_cvtepi32_ps(centered), acc[k]);
+                }
+            }
+        }
+    }
+    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, acc[k]);
+}
+void gemmq_q6_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+    std::vector<int32_t> halves(2 * static_cast<size_t>(n_act) * nb);  // sum of each half of each activation block
+    for (size_t b = 0; b < static_cast<size_t>(n_act) * nb; ++b)
+        for (int h = 0; h < 2; ++h) {
+            int32_t sum = 0;
+            for (int j = 16 * h; j < 16 * h + 16; ++j) sum += act[b].qs[j];
+            halves[2 * b + h] = sum;
+        }
+    for (int g = 0; g < n_groups; ++g, out += kX8) {
+        const BlockQ6_Kx8* w = static_cast<const BlockQ6_Kx8*>(groups) + static_cast<size_t>(g) * (nb / kPiecesK);
+        int t = 0;
+        for (; t + 4 <= n_act; t += 4)
+            q6_kx8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, &halves[2 * static_cast<size_t>(t) * nb],
+                           out + t * ldo, ldo);
+        for (; t < n_act; ++t)
+            q6_kx8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, &halves[2 * static_cast<size_t>(t) * nb],
+                           out + t * ldo, ldo);
+    }
+}
+
 // The interleaved 4-bit and 3-bit formats: groups one at a time, in tiles of four tokens (avx512_vnni.cpp takes
 // two groups per 512-bit register where it can).
 template <class Block>
@@ -1010,6 +1081,7 @@ KernelTable avx_table(const char* name) {
     t[DType::Q5_K].gemmq = gemmq_k<BlockQ5_K, false, false, dotq_k_nibbles<BlockQ5_K>>;
     t[DType::Q6_K].dotq = dotq_q6_k;
     t[DType::Q6_K].gemmq = gemmq_k<BlockQ6_K, true, true, dotq_q6_k>;
+    t[DType::Q6_K].gemm_x8 = gemmq_q6_kx8;
     // IQ4_NL: integer products (float activations, the reference-precision path, take the scalar loops)
     t[DType::IQ4_NL].dotq = dotq_iq4_nl;
     t[DType::IQ4_NL].gemmq = gemmq_iq4_nl;
