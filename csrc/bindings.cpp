@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -90,6 +91,34 @@ public:
 private:
     std::vector<int32_t> ids_;
 };
+
+// How much each run of `shift` consecutive executed blocks turns the residual stream: entry l is the angle between
+// block l's input and block l + shift's input (the final residual for the last), over pi, averaged over the
+// positions after the first (whose attention sink behaves apart). Runs the tokens after the cached ones; a list,
+// not an array, so the runtime path (a self-draft plan chosen at load) needs no numpy.
+std::vector<double> block_distances(Model& m, const py::buffer& ids, int shift) {
+    const Tokens tokens(ids);
+    const int n = tokens.size(), depth = m.depth(), dim = m.config().dim;
+    if (n < 2 || n > std::min(256, m.config().n_ctx - m.n_past()))
+        throw Error("block_distances: need 2 .. min(256, n_ctx - n_past) tokens");
+    if (shift < 1 || shift > depth) throw Error("block_distances: shift must be 1 .. depth");
+    std::vector<float> trace(static_cast<size_t>(2 * depth + 1) * n * dim);
+    py::gil_scoped_release release;
+    m.trace(tokens.data(), n, trace.data());
+    auto row = [&](int point, int t) { return trace.data() + (static_cast<size_t>(2 * point) * n + t) * dim; };
+    std::vector<double> out(depth + 1 - shift, 0.0);
+    for (int l = 0; l + shift <= depth; ++l) {
+        for (int t = 1; t < n; ++t) {
+            const float *a = row(l, t), *b = row(l + shift, t);
+            double ab = 0, aa = 0, bb = 0;
+            for (int i = 0; i < dim; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+            const double c = aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 1.0;
+            out[l] += std::acos(std::clamp(c, -1.0, 1.0)) / M_PI;
+        }
+        out[l] /= n - 1;
+    }
+    return out;
+}
 
 // Forward the tokens and draw the next one, without handing the logits to Python.
 int eval_sample(Model& m, const py::buffer& tokens, Sampler& s, const py::buffer& history) {
@@ -347,6 +376,9 @@ PYBIND11_MODULE(_core, mod) {
         .def("trace", &trace, py::arg("tokens"),
              "Run tokens after the cached ones; the residual stream (2*depth+1, n, dim): block s's input at 2s, "
              "its residual after attention at 2s+1, the final residual last.")
+        .def("block_distances", &block_distances, py::arg("tokens"), py::arg("shift"),
+             "Run tokens (array('i')) after the cached ones; per run of `shift` executed blocks, the mean angle "
+             "(over pi) its output makes with its input.")
         .def("eval_sample", &eval_sample, py::arg("tokens"), py::arg("sampler"), py::arg("history"),
              "Run tokens (array('i')) after the cached ones and sample the next token from the last logits.")
         .def("advance", &advance, py::arg("tokens"), "Run tokens (array('i')) after the cached ones.")

@@ -70,7 +70,7 @@ FORMATS: tuple[Format, ...] = (
     # 256-element superblocks: f16 scale and minimum, 6-bit scales and minimums of eight sub-blocks, nibbles
     Format(12, "Q4_K", 256, 144, header_halves=2, interleaves=True, llama_ftype=15, writable=False),
     # Q4_K with a fifth bit per element
-    Format(13, "Q5_K", 256, 176, header_halves=2, llama_ftype=17, writable=False),
+    Format(13, "Q5_K", 256, 176, header_halves=2, interleaves=True, llama_ftype=17, writable=False),
     # 6-bit codes, int8 scales of sixteen sub-blocks, the f16 scale last: d * sc * (q - 32)
     Format(14, "Q6_K", 256, 210, header_halves=1, header_at=208, interleaves=True, llama_ftype=18, writable=False),
     # ours: f16 scale + 4 bytes of high bits + 8 bytes of 2-bit pairs: d * (q - 4); llama.cpp's "guessed" flag

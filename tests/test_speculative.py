@@ -143,8 +143,6 @@ def test_bad_draft_options(tiny: Path, tmp_path: Path) -> None:
     m = Model(read_checkpoint(tiny), threads=1, n_ctx=64)
     with pytest.raises(FrankenError, match="sequences=2"):
         list(m.generate_tokens([1, 2, 3], max_tokens=2, draft="self", draft_plan=[0]))
-    with pytest.raises(FrankenError, match="need a plan"):
-        Model(read_checkpoint(tiny), threads=1, n_ctx=64, sequences=2).drafter("self")
     with pytest.raises(FrankenError, match="draft length"):
         list(m.generate_tokens([1, 2, 3], max_tokens=2, draft="lookup", draft_max=0))
     with pytest.raises(FrankenError, match="no such file"):
@@ -167,3 +165,34 @@ def test_a_draft_model_file_and_a_recorded_plan(tiny: Path, tmp_path: Path) -> N
     assert recorded.drafter("self").plan == [0, 2]
     own = list(recorded.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True))  # its own rounding
     assert list(recorded.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft="self")) == own
+
+
+def test_a_self_plan_measured_when_none_is_given(tiny: Path) -> None:
+    """Without --draft-plan or a recorded plan, the self drafter leaves out the run of a quarter of the blocks that
+    turns the residual stream least, measured by the core on text the model samples (the same every time); greedy
+    output stays the plain decoding's."""
+    m = Model(read_checkpoint(tiny), threads=2, n_ctx=96, sequences=2)
+    plan = m.measured_draft_plan()
+    assert plan == m.measured_draft_plan() == m.drafter("self").plan
+    depth = len(m.layer_plan)
+    assert len(plan) == depth - max(1, depth // 4)
+    # the core's distances against numpy's on the same trace
+    start = m.prompt_tokens("The")
+    text = start + list(m.generate_tokens(start, max_tokens=64 - len(start), temperature=0.8, top_p=0.95, seed=0,
+                                          ignore_eos=True))
+    inputs = m.residuals(text)[0::2].astype(np.float64)  # (depth + 1, n, dim)
+    unit = inputs / np.linalg.norm(inputs, axis=-1, keepdims=True)
+    skip = depth - len(plan)
+    ang = np.arccos(np.clip((unit[:-skip] * unit[skip:]).sum(-1), -1, 1))[:, 1:].mean(axis=1) / np.pi
+    got = m._fresh(text, lambda ids: m._core.block_distances(ids, skip))
+    np.testing.assert_allclose(got, ang, rtol=1e-4, atol=1e-6)
+    first = int(np.argmin(ang))
+    assert plan == [b for i, b in enumerate(m.layer_plan) if not first <= i < first + skip]
+    ids = prompts(m.config.vocab_size, 1, seed=3)[0]
+    plain = list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True))
+    assert list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft="self")) == plain
+    m._core.truncate(0)
+    with pytest.raises(_core.CoreError, match="shift"):
+        m._core.block_distances(array("i", text), 0)
+    with pytest.raises(_core.CoreError, match="tokens"):
+        m._core.block_distances(array("i", text[:1]), 1)

@@ -240,6 +240,16 @@ struct BlockQ4_Kx8 {
     uint8_t qs[kPiecesK][kX8 * kQK / 2];
 };
 static_assert(sizeof(BlockQ4_Kx8) == 8 * sizeof(BlockQ4_K), "Q4_Kx8 block is eight Q4_K superblocks");
+// Q5_K rows interleaved as Q4_K's, with piece p's fifth bits at qh[p] in Q3_0x8's high-plane layout (row r's
+// element 4c + j at bit c of byte 4r + j). Same 1408 bytes as eight Q5_K superblocks.
+struct BlockQ5_Kx8 {
+    uint16_t d[kX8];
+    uint16_t dmin[kX8];
+    uint8_t scales[kPiecesK][12];
+    uint8_t qs[kPiecesK][kX8 * kQK / 2];
+    uint8_t qh[kPiecesK][kX8 * kQK / 8];
+};
+static_assert(sizeof(BlockQ5_Kx8) == 8 * sizeof(BlockQ5_K), "Q5_Kx8 block is eight Q5_K superblocks");
 
 // Q6_K rows interleaved, one superblock of eight rows: piece p's low four bits in Q4_0x8's nibble layout at ql[p],
 // its top two bits in Q3_0x8's low-plane layout at qh[p] (row r's element 4c + j at bits 2 (c % 4) of byte
@@ -278,21 +288,28 @@ inline void repack_q6_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
     }
 }
 
-// Eight Q4_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
-inline void repack_q4_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ4_Kx8* out) {
+// Eight Q4_K or Q5_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
+inline void piece_codes(const BlockQ4_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
+inline void piece_codes(const BlockQ5_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
+template <class Src, class Dst>
+inline void repack_kx8(const uint8_t* rows, size_t row_stride, int nb, Dst* out) {
     for (int s = 0; s < nb / kPiecesK; ++s) {
-        BlockQ4_Kx8& w = out[s];
+        Dst& w = out[s];
+        std::memset(&w, 0, sizeof w);
         uint8_t sc[kX8][kPiecesK], mn[kX8][kPiecesK];  // [row][piece]
         for (int r = 0; r < kX8; ++r) {
-            const BlockQ4_K& src = reinterpret_cast<const BlockQ4_K*>(rows + r * row_stride)[s];
+            const Src& src = reinterpret_cast<const Src*>(rows + r * row_stride)[s];
             w.d[r] = src.d, w.dmin[r] = src.dmin;
             k_scales_mins(src.scales, sc[r], mn[r]);
             for (int p = 0; p < kPiecesK; ++p) {
-                const uint8_t* qs = src.qs + 32 * (p / 2);
-                auto code = [&](int k) { return p % 2 ? qs[k] >> 4 : qs[k] & 0x0f; };
-                for (int c = 0; c < 4; ++c)
-                    for (int j = 0; j < 4; ++j)
-                        w.qs[p][32 * c + 4 * r + j] = static_cast<uint8_t>(code(8 * c + j) | (code(8 * c + 4 + j) << 4));
+                int8_t q[kQK];
+                float d[2], m[2];
+                piece_codes(src, p, q, d, m);
+                for (int k = 0; k < kQK; ++k) {  // Q4_0x8's nibble position of element k, then its fifth bit
+                    w.qs[p][32 * (k / 8) + 4 * r + k % 4] |= static_cast<uint8_t>((q[k] & 0x0f) << (k % 8 < 4 ? 0 : 4));
+                    if constexpr (std::is_same_v<Dst, BlockQ5_Kx8>)
+                        w.qh[p][4 * r + k % 4] |= static_cast<uint8_t>((q[k] >> 4) << (k / 4));
+                }
             }
         }
         for (int p = 0; p < kPiecesK; ++p) {
@@ -385,8 +402,9 @@ inline int q2_nlx8_code(const BlockQ2_NLx8& w, int r, int k) {
     return kQ2NLValues[(w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3];
 }
 
-// Piece p of row r of an interleaved Q4_K superblock: its 32 codes, scale and minimum (value = d * q + m).
-inline void q4_kx8_piece(const BlockQ4_Kx8& w, int r, int p, int8_t q[kQK], float& d, float& m);
+// Piece p of row r of an interleaved Q4_K (Q5_K) superblock: its 32 codes, scale and minimum (value = d * q + m).
+template <class Block>
+inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float& d, float& m);
 
 // ---- Element accessors: value[j] = d * q[j] + m for the 32 codes of a block. The scalar kernels read every
 // quantized format through these (one definition of what a block means); the SIMD kernels read whole vectors. ----
@@ -465,20 +483,26 @@ inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], fl
     m[0] = m[1] = 0.f;
 }
 
-inline void q4_kx8_piece(const BlockQ4_Kx8& w, int r, int p, int8_t q[kQK], float& d, float& m) {
+template <class Block>  // Q4_Kx8 and Q5_Kx8
+inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float& d, float& m) {
     uint8_t sc[kX8], mn[kX8];
     k_scales_mins(w.scales[p], sc, mn);
-    for (int k = 0; k < kQK; ++k) q[k] = static_cast<int8_t>(nibble_x8(w.qs[p], r, k));
+    for (int k = 0; k < kQK; ++k) {
+        int code = nibble_x8(w.qs[p], r, k);
+        if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) code |= ((w.qh[p][4 * r + k % 4] >> (k / 4)) & 1) << 4;
+        q[k] = static_cast<int8_t>(code);
+    }
     d = fp16_to_f32(w.d[r]) * static_cast<float>(sc[r]);
     m = -fp16_to_f32(w.dmin[r]) * static_cast<float>(mn[r]);
 }
-// Row r of an interleaved Q4_K group as floats.
-inline void q4_kx8_row_to_f32(const void* group, int nb, int r, float* out) {
-    const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(group);
+// Row r of an interleaved Q4_K or Q5_K group as floats.
+template <class Block>
+inline void kx8_row_to_f32(const void* group, int nb, int r, float* out) {
+    const Block* w = static_cast<const Block*>(group);
     int8_t q[kQK];
     float d, m;
     for (int b = 0; b < nb; ++b, out += kQK) {
-        q4_kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
+        kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
         for (int k = 0; k < kQK; ++k) out[k] = d * q[k] + m;
     }
 }

@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "--draft-plan), or a smaller model file with the same vocabulary")
     ap.add_argument("--draft-max", type=int, default=8, help="most tokens drafted per step (default 8)")
     ap.add_argument("--draft-plan", default=None,
-                    help="stored blocks the self draft runs, e.g. 0-21,28,29 (default: the file's franken.draft_plan)")
+                    help="stored blocks the self draft runs, e.g. 0-21,28,29 (default: the file's franken.draft_plan, "
+                         "else measured: a quarter of the blocks left out where they turn the residual stream least)")
     return ap.parse_args(argv)
 
 

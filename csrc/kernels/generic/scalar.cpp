@@ -176,18 +176,19 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
     }
 }
 
-// Interleaved Q4_K (BlockQ4_Kx8: one superblock of eight rows per block), piece by piece through its accessor.
-void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+// Interleaved Q4_K and Q5_K (one superblock of eight rows per block), piece by piece through their accessor.
+template <class Block>
+void gemmq_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     const int n_sb = nb / kPiecesK;
     int8_t q[kQK];
     for (int g = 0; g < n_groups; ++g) {
-        const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(groups) + static_cast<size_t>(g) * n_sb;
+        const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * n_sb;
         for (int t = 0; t < n_act; ++t) {
             const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
             for (int r = 0; r < kX8; ++r) {
                 float s = 0.f, d, m;
                 for (int b = 0; b < nb; ++b) {
-                    q4_kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
+                    kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
                     int acc = 0;
                     for (int k = 0; k < kQK; ++k) acc += q[k] * a[b].qs[k];
                     s += d * a[b].d * static_cast<float>(acc) + m * a[b].s;
@@ -303,8 +304,9 @@ KernelTable make_table() {
     t[DType::Q5_0] = stored_row<BlockQ5_0>();
     t[DType::Q5_1] = stored_row<BlockQ5_1>();
     t[DType::Q4_K] = superblock_row<BlockQ4_K>();
-    t[DType::Q4_K].gemm_x8 = gemmq_q4_kx8;
+    t[DType::Q4_K].gemm_x8 = gemmq_kx8<BlockQ4_Kx8>;
     t[DType::Q5_K] = superblock_row<BlockQ5_K>();
+    t[DType::Q5_K].gemm_x8 = gemmq_kx8<BlockQ5_Kx8>;
     t[DType::Q6_K] = superblock_row<BlockQ6_K>();
     t[DType::Q6_K].gemm_x8 = gemmq_q6_kx8;
     t.swiglu = swiglu;

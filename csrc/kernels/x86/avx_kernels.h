@@ -805,13 +805,31 @@ inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, siz
     for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_fmadd_ps(k_off, off[k], acc[k]));
 }
 
-// Interleaved Q4_K (BlockQ4_Kx8): per piece, the eight rows' nibbles in Q4_0x8's layout and their scales and
-// minimums from one 12-byte group (k_scales_mins), times d and dmin of the eight rows.
+// Integer sums of eight rows' codes up to 31 (Q5_K's) over one block: with VNNI as block_sums_x8; with PMADDUBSW
+// a lane is at most 2 * 31 * 128 = 7936, so four chunks share an int16 sum (31744) before widening.
+inline __m256i kx8_sums(const __m256i q[8], const BlockQ8A& a) {
+#if defined(FRANKEN_VNNI)
+    return block_sums_x8(q, a);
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+        __m256i s16 = _mm256_setzero_si256();
+        for (int c = 4 * h; c < 4 * h + 4; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[c], bcast4(a, c)));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
+    }
+    return s;
+#endif
+}
+
+// Interleaved Q4_K and Q5_K (BlockQ4_Kx8, BlockQ5_Kx8): per piece, the eight rows' nibbles in Q4_0x8's layout (and
+// Q5_K's fifth bits from Q3_0x8's high-plane layout) and their scales and minimums from one 12-byte group
+// (k_scales_mins), times d and dmin of the eight rows.
 struct Nibbles {
     const uint8_t* qs;
 };
-template <int kTile>
-void q4_kx8_tile(const BlockQ4_Kx8* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+template <class Block, int kTile>
+void kx8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
     __m256 acc[kTile], mins[kTile];
     for (int k = 0; k < kTile; ++k) acc[k] = mins[k] = _mm256_setzero_ps();
     for (int s = 0; s < nb / kPiecesK; ++s) {
@@ -826,9 +844,18 @@ void q4_kx8_tile(const BlockQ4_Kx8* w, int nb, const BlockQ8A* act, float* out, 
                                                        reinterpret_cast<const __m128i*>(mn)))));
             __m256i q[8];
             x8_nibbles(Nibbles{w[s].qs[p]}, q);
+            if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) {  // bit c of the plane to bit 4 of chunk c
+                const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qh[p]));
+                const __m256i b4 = _mm256_set1_epi8(0x10);
+                const __m256i h[8] = {_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 3), _mm256_slli_epi16(hi, 2),
+                                      _mm256_slli_epi16(hi, 1), hi, _mm256_srli_epi16(hi, 1),
+                                      _mm256_srli_epi16(hi, 2), _mm256_srli_epi16(hi, 3)};
+                for (int c = 0; c < 8; ++c) q[c] = _mm256_or_si256(q[c], _mm256_and_si256(h[c], b4));
+            }
             for (int k = 0; k < kTile; ++k) {
                 const BlockQ8A& a = act[static_cast<size_t>(k) * nb + kPiecesK * s + p];
-                const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(q, a));
+                const __m256 sums = _mm256_cvtepi32_ps(std::is_same_v<Block, BlockQ5_Kx8> ? kx8_sums(q, a)
+                                                                                         : block_sums_x8(q, a));
                 acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
                 mins[k] = _mm256_fmadd_ps(dmn, _mm256_broadcast_ss(&a.s), mins[k]);
             }
@@ -837,12 +864,13 @@ void q4_kx8_tile(const BlockQ4_Kx8* w, int nb, const BlockQ8A* act, float* out, 
     for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_sub_ps(acc[k], mins[k]));
 }
 // Groups of nb / 8 superblocks each.
-void gemmq_q4_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
+template <class Block>
+void gemmq_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     for (int g = 0; g < n_groups; ++g, out += kX8) {
-        const BlockQ4_Kx8* w = static_cast<const BlockQ4_Kx8*>(groups) + static_cast<size_t>(g) * (nb / kPiecesK);
+        const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * (nb / kPiecesK);
         int t = 0;
-        for (; t + 4 <= n_act; t += 4) q4_kx8_tile<4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
-        for (; t < n_act; ++t) q4_kx8_tile<1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+        for (; t + 4 <= n_act; t += 4) kx8_tile<Block, 4>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
+        for (; t < n_act; ++t) kx8_tile<Block, 1>(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
     }
 }
 
@@ -1076,9 +1104,10 @@ KernelTable avx_table(const char* name) {
     t[DType::Q5_1].gemmq = gemmq_q5<BlockQ5_1, dotq_q5_1>;
     t[DType::Q4_K].dotq = dotq_k_nibbles<BlockQ4_K>;
     t[DType::Q4_K].gemmq = gemmq_k<BlockQ4_K, false, false, dotq_k_nibbles<BlockQ4_K>>;
-    t[DType::Q4_K].gemm_x8 = gemmq_q4_kx8;
+    t[DType::Q4_K].gemm_x8 = gemmq_kx8<BlockQ4_Kx8>;
     t[DType::Q5_K].dotq = dotq_k_nibbles<BlockQ5_K>;
     t[DType::Q5_K].gemmq = gemmq_k<BlockQ5_K, false, false, dotq_k_nibbles<BlockQ5_K>>;
+    t[DType::Q5_K].gemm_x8 = gemmq_kx8<BlockQ5_Kx8>;
     t[DType::Q6_K].dotq = dotq_q6_k;
     t[DType::Q6_K].gemmq = gemmq_k<BlockQ6_K, true, true, dotq_q6_k>;
     t[DType::Q6_K].gemm_x8 = gemmq_q6_kx8;
