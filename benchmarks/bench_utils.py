@@ -11,7 +11,6 @@ from franken_rt.quant.formats import random_blocks
 SMOL_SHAPES = [(576, 576), (1536, 576), (576, 1536), (49152, 576)]
 LLAMA7B_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
 QUANT = quantized_types()  # every quantized format of the registry
-INTERLEAVED = [d for d in QUANT if format_of(d).interleaves]  # those with kernels of their own for prompts
 
 
 def width(dtype: DType, n: int) -> int:

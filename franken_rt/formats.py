@@ -64,9 +64,9 @@ FORMATS: tuple[Format, ...] = (
            codebook=(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)),
     # read only, from llama.cpp's files (its _K_M/_K_S mixes and their fallbacks for rows not of 256 elements):
     # f16 scale + 4 bytes of fifth bits + 16 bytes of nibbles: d * (q - 16)
-    Format(6, "Q5_0", 32, 22, header_halves=1, llama_ftype=8, writable=False),
+    Format(6, "Q5_0", 32, 22, header_halves=1, interleaves=True, llama_ftype=8, writable=False),
     # f16 scale + f16 minimum + Q5_0's codes: d * q + m
-    Format(7, "Q5_1", 32, 24, header_halves=2, llama_ftype=9, writable=False),
+    Format(7, "Q5_1", 32, 24, header_halves=2, interleaves=True, llama_ftype=9, writable=False),
     # 256-element superblocks: f16 scale and minimum, 6-bit scales and minimums of eight sub-blocks, nibbles
     Format(12, "Q4_K", 256, 144, header_halves=2, interleaves=True, llama_ftype=15, writable=False),
     # Q4_K with a fifth bit per element

@@ -12,7 +12,6 @@ from franken_rt.quant.formats import dequantize, encode, random_blocks
 PATHS = _core.available_kernels()
 FLOAT_TYPES = [DType(f.id) for f in FORMATS if not f.quantized]
 QUANT_TYPES = quantized_types()  # every quantized format of the registry, written or only read
-INTERLEAVED = [d for d in QUANT_TYPES if format_of(d).interleaves]
 
 
 def row_length(dtype: DType, n: int) -> int:
@@ -116,7 +115,7 @@ def test_matrix_matrix_matches_dots(path: str, dtype: DType, rows: int, n_act: i
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", INTERLEAVED, ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", QUANT_TYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize(("rows", "n_act", "n"), [(8, 1, 32), (16, 1, 576), (24, 5, 96), (40, 13, 1536)])
 def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_act: int, n: int) -> None:
     """The repacked layout the model uses at run time gives the stored rows' integer products, for decode
@@ -136,13 +135,13 @@ def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_a
 
 
 def test_interleaved_needs_whole_groups() -> None:
-    for dtype in INTERLEAVED:
+    for dtype in QUANT_TYPES:
         # The scalar table has the reference twins the SIMD kernels are tested against, but they are slower than its
         # stored-row loops: a model on the scalar table keeps rows as stored.
         assert _core.testing.kernel_interleaves("scalar", int(dtype))
         assert not _core.testing.model_interleaves("scalar", int(dtype))
         best = _core.available_kernels()[0]
-        if best in ("avx2", "avx512_vnni") or (best == "neon_dotprod" and format_of(dtype).block_elems == 32):
+        if best in ("avx2", "avx512_vnni") or (best == "neon_dotprod" and format_of(dtype).writable):
             assert _core.testing.model_interleaves(best, int(dtype))
     testing = _core.testing
     assert not testing.kernel_interleaves("scalar", int(DType.F16)) and not testing.kernel_interleaves("scalar", 77)

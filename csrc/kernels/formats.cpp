@@ -21,9 +21,13 @@ const FormatInfo kFormats[] = {
     {DType::IQ4_NL, "IQ4_NL", kQK, sizeof(BlockIQ4_NL), 1, 0, {kIQ4NLValues, 16, 1, 1},
      repack_rows_x8<BlockIQ4_NL, BlockIQ4_NLx8, repack_nibbles_x8<BlockIQ4_NL, BlockIQ4_NLx8>>,
      x8_row_to_f32<BlockIQ4_NLx8, iq4_nlx8_code>},
-    // read only (llama.cpp's files); Q5_0 and Q5_1 keep their rows as stored
-    {DType::Q5_0, "Q5_0", kQK, sizeof(BlockQ5_0), 1, 0, {}, nullptr, nullptr},
-    {DType::Q5_1, "Q5_1", kQK, sizeof(BlockQ5_1), 2, 0, {}, nullptr, nullptr},
+    // read only (llama.cpp's files)
+    {DType::Q5_0, "Q5_0", kQK, sizeof(BlockQ5_0), 1, 0, {},
+     repack_rows_x8<BlockQ5_0, BlockQ5_0x8, repack_q5_x8<BlockQ5_0, BlockQ5_0x8>>,
+     x8_row_to_f32<BlockQ5_0x8, q5_0x8_code>},
+    {DType::Q5_1, "Q5_1", kQK, sizeof(BlockQ5_1), 2, 0, {},
+     repack_rows_x8<BlockQ5_1, BlockQ5_1x8, repack_q5_x8<BlockQ5_1, BlockQ5_1x8>>,
+     x8_row_to_f32<BlockQ5_1x8, q5_1x8_code>},
     {DType::Q4_K, "Q4_K", kQK_K, sizeof(BlockQ4_K), 2, 0, {},
      repack_rows_x8<BlockQ4_K, BlockQ4_Kx8, repack_kx8<BlockQ4_K, BlockQ4_Kx8>>, kx8_row_to_f32<BlockQ4_Kx8>},
     {DType::Q5_K, "Q5_K", kQK_K, sizeof(BlockQ5_K), 2, 0, {},

@@ -229,6 +229,23 @@ struct BlockIQ4_NLx8 {
     uint8_t qs[kX8 * kQK / 2];
 };
 static_assert(sizeof(BlockIQ4_NLx8) == 8 * 18, "IQ4_NLx8 block is eight IQ4_NL blocks");
+// Q5_0 and Q5_1 rows interleaved as Q4_0's and Q4_1's (the low four bits in the nibble layout), with the fifth bits
+// in Q3_0x8's high-plane layout: row r's element 4c + j at bit c of qh[4r + j]. Same 176 and 192 bytes as eight
+// blocks: value = d[r] * (q - 16), d[r] * q + m[r].
+struct BlockQ5_0x8 {
+    uint16_t d[kX8];
+    uint8_t qh[kX8 * kQK / 8];
+    uint8_t qs[kX8 * kQK / 2];
+};
+struct BlockQ5_1x8 {
+    uint16_t d[kX8];
+    uint16_t m[kX8];
+    uint8_t qh[kX8 * kQK / 8];
+    uint8_t qs[kX8 * kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0x8) == 8 * sizeof(BlockQ5_0) && sizeof(BlockQ5_1x8) == 8 * sizeof(BlockQ5_1),
+              "Q5_0x8 and Q5_1x8 blocks are eight blocks each");
+
 // Q4_K rows interleaved, one superblock of eight rows: piece p's nibbles in Q4_0x8's layout at qs + 128p, and the
 // rows' 6-bit scales and minimums regrouped by piece: scales[p] packs piece p's eight rows (k_pack_scales_mins,
 // row r where Q4_K has sub-block j), so one k_scales_mins gives the eight rows' scales of a piece.
@@ -341,6 +358,26 @@ inline void repack_nibbles_x8(const uint8_t* rows, size_t row_stride, int nb, Ds
         }
 }
 
+// Eight Q5_0 (Q5_1) rows -> nb interleaved blocks.
+inline int q5_code(const uint8_t qh[4], const uint8_t* qs, int j);
+template <class Src, class Dst>
+inline void repack_q5_x8(const uint8_t* rows, size_t row_stride, int nb, Dst* out) {
+    for (int b = 0; b < nb; ++b) {
+        Dst& w = out[b];
+        std::memset(&w, 0, sizeof w);
+        for (int r = 0; r < kX8; ++r) {
+            const Src& src = reinterpret_cast<const Src*>(rows + r * row_stride)[b];
+            w.d[r] = src.d;
+            if constexpr (std::is_same_v<Src, BlockQ5_1>) w.m[r] = src.m;
+            for (int k = 0; k < kQK; ++k) {
+                const int code = q5_code(src.qh, src.qs, k);
+                w.qs[32 * (k / 8) + 4 * r + k % 4] |= static_cast<uint8_t>((code & 0x0f) << (k % 8 < 4 ? 0 : 4));
+                w.qh[4 * r + k % 4] |= static_cast<uint8_t>((code >> 4) << (k / 4));
+            }
+        }
+    }
+}
+
 // Eight Q3_0 (Q3_NL, Q2_NL) rows -> nb interleaved blocks.
 template <class Src, class Dst>
 inline void repack_planes_x8(const uint8_t* rows, size_t row_stride, int nb, Dst* out) {
@@ -389,6 +426,12 @@ inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the m
     return nibble_x8(w.qs, r, k);
 }
 inline int iq4_nlx8_code(const BlockIQ4_NLx8& w, int r, int k) { return kIQ4NLValues[nibble_x8(w.qs, r, k)]; }
+template <class Block>  // Q5_0x8 and Q5_1x8: the five-bit code
+inline int q5x8_bits(const Block& w, int r, int k) {
+    return nibble_x8(w.qs, r, k) | (((w.qh[4 * r + k % 4] >> (k / 4)) & 1) << 4);
+}
+inline int q5_0x8_code(const BlockQ5_0x8& w, int r, int k) { return q5x8_bits(w, r, k) - 16; }
+inline int q5_1x8_code(const BlockQ5_1x8& w, int r, int k) { return q5x8_bits(w, r, k); }  // the minimum apart
 template <class Block>  // Q3_0x8 and Q3_NLx8: the 3-bit code
 inline int q3x8_bits(const Block& w, int r, int k) {
     const int c = k / 4, j = k % 4;
@@ -528,6 +571,8 @@ template <class Block>
 inline float x8_min(const Block&, int) { return 0.f; }
 template <>
 inline float x8_min(const BlockQ4_1x8& w, int r) { return fp16_to_f32(w.m[r]); }
+template <>
+inline float x8_min(const BlockQ5_1x8& w, int r) { return fp16_to_f32(w.m[r]); }
 
 // Row r (0..7) of an interleaved group of nb blocks, decoded to floats (a tied embedding's lookup, once the
 // output matrix it shares has been repacked).

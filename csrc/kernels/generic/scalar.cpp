@@ -277,11 +277,6 @@ FormatKernels quantized_row() {
             gemmq_x8<X8, code>};
 }
 
-// A format read in place (no interleaved layout): its stored-row kernels only.
-template <class Block>
-FormatKernels stored_row() {
-    return {dot_blocks<Block>, to_f32_blocks<Block>, dotq_blocks<Block>, gemm_by_dots<dotq_blocks<Block>>};
-}
 template <class Block>
 FormatKernels superblock_row() {
     return {dot_pieces<Block>, to_f32_pieces<Block>, dotq_pieces<Block>, gemm_by_dots<dotq_pieces<Block>>};
@@ -301,8 +296,8 @@ KernelTable make_table() {
     t[DType::IQ4_NL] = quantized_row<BlockIQ4_NL, BlockIQ4_NLx8, iq4_nlx8_code>();
     t[DType::Q3_NL] = quantized_row<BlockQ3_NL, BlockQ3_NLx8, q3_nlx8_code>();
     t[DType::Q2_NL] = quantized_row<BlockQ2_NL, BlockQ2_NLx8, q2_nlx8_code>();
-    t[DType::Q5_0] = stored_row<BlockQ5_0>();
-    t[DType::Q5_1] = stored_row<BlockQ5_1>();
+    t[DType::Q5_0] = quantized_row<BlockQ5_0, BlockQ5_0x8, q5_0x8_code>();
+    t[DType::Q5_1] = quantized_row<BlockQ5_1, BlockQ5_1x8, q5_1x8_code>();
     t[DType::Q4_K] = superblock_row<BlockQ4_K>();
     t[DType::Q4_K].gemm_x8 = gemmq_kx8<BlockQ4_Kx8>;
     t[DType::Q5_K] = superblock_row<BlockQ5_K>();

@@ -715,6 +715,25 @@ inline void x8_q3_codes(const Block& w, __m256i q[8]) {
                           _mm256_srli_epi16(hi, 5)};
     for (int c = 0; c < 8; ++c) q[c] = _mm256_or_si256(q[c], _mm256_and_si256(h[c], b2));
 }
+// The fifth bits of Q5_0x8, Q5_1x8 and Q5_Kx8 (Q3_0x8's high-plane layout): bit c of the plane to bit 4 of chunk c.
+inline void x8_fifth_bits(const uint8_t* qh, __m256i q[8]) {
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+    const __m256i b4 = _mm256_set1_epi8(0x10);
+    const __m256i h[8] = {_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 3), _mm256_slli_epi16(hi, 2),
+                          _mm256_slli_epi16(hi, 1), hi, _mm256_srli_epi16(hi, 1),
+                          _mm256_srli_epi16(hi, 2), _mm256_srli_epi16(hi, 3)};
+    for (int c = 0; c < 8; ++c) q[c] = _mm256_or_si256(q[c], _mm256_and_si256(h[c], b4));
+}
+template <>
+inline void x8_codes(const BlockQ5_0x8& w, __m256i q[8]) {
+    x8_nibbles(w, q);
+    x8_fifth_bits(w.qh, q);
+}
+template <>
+inline void x8_codes(const BlockQ5_1x8& w, __m256i q[8]) {
+    x8_nibbles(w, q);
+    x8_fifth_bits(w.qh, q);
+}
 // Codes to levels + 8 (NibbleLevels: Q4_0's unsigned codes), one in-lane shuffle each.
 inline void x8_lookup(const NibbleLevels& levels, __m256i q[8]) {
     const __m256i lut = lut16(levels.v);
@@ -744,6 +763,7 @@ template <> constexpr int kX8Offset<BlockQ3_0x8> = 4;
 template <> constexpr int kX8Offset<BlockQ3_NLx8> = 8;
 template <> constexpr int kX8Offset<BlockQ2_NLx8> = 8;
 template <> constexpr int kX8Offset<BlockIQ4_NLx8> = 128;  // VNNI only: its levels + 128, see below
+template <> constexpr int kX8Offset<BlockQ5_0x8> = 16;
 
 // IQ4_NL's levels + 128 (1..241), unsigned bytes: VPDPBUSD sums their products with the activations exactly, so with
 // VNNI IQ4_NL runs the unsigned tiles as Q4_0 does, the 128 taken off through the activation sums. PMADDUBSW's
@@ -766,7 +786,12 @@ inline void x8_codes(const BlockIQ4_NLx8& w, __m256i q[8]) {  // the nibbles ind
     for (int c = 0; c < 8; ++c) q[c] = _mm256_shuffle_epi8(lut, q[c]);
 }
 #endif
-template <class Block> constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8>;
+template <class Block>
+constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8> || std::is_same_v<Block, BlockQ5_1x8>;
+// Five-bit codes: PMADDUBSW's pair sums of eight chunks would not fit 16 bits (see kx8_sums).
+template <class Block>
+constexpr bool kX8FiveBit = std::is_same_v<Block, BlockQ5_0x8> || std::is_same_v<Block, BlockQ5_1x8> ||
+                            std::is_same_v<Block, BlockQ5_Kx8>;
 
 // Integer sums over one block for eight rows: lane r = sum_j q[r][j] * x[j] (q unsigned 0..15).
 inline __m256i block_sums_x8(const __m256i q[8], const BlockQ8A& a) {
@@ -780,29 +805,6 @@ inline __m256i block_sums_x8(const __m256i q[8], const BlockQ8A& a) {
     for (int c = 0; c < 8; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[c], bcast4(a, c)));
     return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
 #endif
-}
-
-// Eight rows times up to kTile activation rows. The codes of a block are unpacked once and reused by every
-// activation row; the offset or minimum comes from the activation block sums (see kX8Offset).
-template <class Block, int kTile>
-inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
-    __m256 acc[kTile], off[kTile];
-    for (int k = 0; k < kTile; ++k) acc[k] = off[k] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; ++b) {
-        __m256i q[8];
-        x8_codes(w[b], q);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].d)));
-        __m256 bias = dw;  // what s_x multiplies: d_w (times -kOffset at the end) or m_w
-        if constexpr (kX8HasMin<Block>) bias = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].m)));
-        for (int k = 0; k < kTile; ++k) {
-            const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
-            const __m256 sums = _mm256_cvtepi32_ps(block_sums_x8(q, a));
-            acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
-            off[k] = _mm256_fmadd_ps(bias, _mm256_broadcast_ss(&a.s), off[k]);
-        }
-    }
-    const __m256 k_off = _mm256_set1_ps(kX8HasMin<Block> ? 1.f : -static_cast<float>(kX8Offset<Block>));
-    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_fmadd_ps(k_off, off[k], acc[k]));
 }
 
 // Integer sums of eight rows' codes up to 31 (Q5_K's) over one block: with VNNI as block_sums_x8; with PMADDUBSW
@@ -820,6 +822,29 @@ inline __m256i kx8_sums(const __m256i q[8], const BlockQ8A& a) {
     }
     return s;
 #endif
+}
+
+// Eight rows times up to kTile activation rows. The codes of a block are unpacked once and reused by every
+// activation row; the offset or minimum comes from the activation block sums (see kX8Offset).
+template <class Block, int kTile>
+inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ldo) {
+    __m256 acc[kTile], off[kTile];
+    for (int k = 0; k < kTile; ++k) acc[k] = off[k] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+        __m256i q[8];
+        x8_codes(w[b], q);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].d)));
+        __m256 bias = dw;  // what s_x multiplies: d_w (times -kOffset at the end) or m_w
+        if constexpr (kX8HasMin<Block>) bias = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].m)));
+        for (int k = 0; k < kTile; ++k) {
+            const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
+            const __m256 sums = _mm256_cvtepi32_ps(kX8FiveBit<Block> ? kx8_sums(q, a) : block_sums_x8(q, a));
+            acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
+            off[k] = _mm256_fmadd_ps(bias, _mm256_broadcast_ss(&a.s), off[k]);
+        }
+    }
+    const __m256 k_off = _mm256_set1_ps(kX8HasMin<Block> ? 1.f : -static_cast<float>(kX8Offset<Block>));
+    for (int k = 0; k < kTile; ++k) _mm256_storeu_ps(out + k * ldo, _mm256_fmadd_ps(k_off, off[k], acc[k]));
 }
 
 // Interleaved Q4_K and Q5_K (BlockQ4_Kx8, BlockQ5_Kx8): per piece, the eight rows' nibbles in Q4_0x8's layout (and
@@ -844,18 +869,10 @@ void kx8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ld
                                                        reinterpret_cast<const __m128i*>(mn)))));
             __m256i q[8];
             x8_nibbles(Nibbles{w[s].qs[p]}, q);
-            if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) {  // bit c of the plane to bit 4 of chunk c
-                const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qh[p]));
-                const __m256i b4 = _mm256_set1_epi8(0x10);
-                const __m256i h[8] = {_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 3), _mm256_slli_epi16(hi, 2),
-                                      _mm256_slli_epi16(hi, 1), hi, _mm256_srli_epi16(hi, 1),
-                                      _mm256_srli_epi16(hi, 2), _mm256_srli_epi16(hi, 3)};
-                for (int c = 0; c < 8; ++c) q[c] = _mm256_or_si256(q[c], _mm256_and_si256(h[c], b4));
-            }
+            if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) x8_fifth_bits(w[s].qh[p], q);
             for (int k = 0; k < kTile; ++k) {
                 const BlockQ8A& a = act[static_cast<size_t>(k) * nb + kPiecesK * s + p];
-                const __m256 sums = _mm256_cvtepi32_ps(std::is_same_v<Block, BlockQ5_Kx8> ? kx8_sums(q, a)
-                                                                                         : block_sums_x8(q, a));
+                const __m256 sums = _mm256_cvtepi32_ps(kX8FiveBit<Block> ? kx8_sums(q, a) : block_sums_x8(q, a));
                 acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
                 mins[k] = _mm256_fmadd_ps(dmn, _mm256_broadcast_ss(&a.s), mins[k]);
             }
@@ -1100,8 +1117,10 @@ KernelTable avx_table(const char* name) {
     // Q5_0, Q5_1 and the K-quants, read as stored: integer products (float activations take the scalar loops)
     t[DType::Q5_0].dotq = dotq_q5_0;
     t[DType::Q5_0].gemmq = gemmq_q5<BlockQ5_0, dotq_q5_0>;
+    t[DType::Q5_0].gemm_x8 = gemmq_x8_codes<BlockQ5_0x8>;
     t[DType::Q5_1].dotq = dotq_q5_1;
     t[DType::Q5_1].gemmq = gemmq_q5<BlockQ5_1, dotq_q5_1>;
+    t[DType::Q5_1].gemm_x8 = gemmq_x8_codes<BlockQ5_1x8>;
     t[DType::Q4_K].dotq = dotq_k_nibbles<BlockQ4_K>;
     t[DType::Q4_K].gemmq = gemmq_k<BlockQ4_K, false, false, dotq_k_nibbles<BlockQ4_K>>;
     t[DType::Q4_K].gemm_x8 = gemmq_kx8<BlockQ4_Kx8>;
