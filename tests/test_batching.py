@@ -20,7 +20,7 @@ from franken_rt.formats import FORMATS
 from franken_rt.model import Model
 
 TABLES = _core.available_kernels()
-QUANT = [f.name.lower() for f in FORMATS if f.quantized] + ["f16"]
+QUANT = [f.name.lower() for f in FORMATS if f.quantized and f.writable] + ["f16"]  # the types franken-convert writes
 STEPS = 6
 
 

@@ -115,7 +115,7 @@ def write_gguf(path: Path, arch: str = "llama", tensor_type: gguf.GGMLQuantizati
     if tensor_type is None:
         w.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
     else:
-        raw = np.zeros((8, 144), dtype=np.uint8)  # 8 rows of one 256-element Q4_K block
+        raw = np.zeros((8, 110), dtype=np.uint8)  # 8 rows of one 256-element Q3_K block
         w.add_tensor("token_embd.weight", raw, raw_dtype=tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -137,7 +137,7 @@ def test_bad_paths_and_files(tmp_path: Path) -> None:
 
 def test_unsupported_architecture_and_type(tmp_path: Path) -> None:
     assert_user_error(run(str(write_gguf(tmp_path / "a.gguf", arch="gpt2")), "-p", "hi"), "unsupported architecture")
-    bad = write_gguf(tmp_path / "b.gguf", tensor_type=gguf.GGMLQuantizationType.Q4_K)
+    bad = write_gguf(tmp_path / "b.gguf", tensor_type=gguf.GGMLQuantizationType.Q3_K)  # not (yet) a registry row
     assert_user_error(run(str(bad), "-p", "hi"), "unsupported type")
 
 
