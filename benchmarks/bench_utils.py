@@ -13,13 +13,6 @@ LLAMA7B_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
 QUANT = quantized_types()  # every quantized format of the registry
 
 
-def width(dtype: DType, n: int) -> int:
-    """n, or the nearest whole number of a superblock format's 256-element blocks (SmolLM2's 576-wide rows are
-    not: llama.cpp stores them in other types)."""
-    block = format_of(dtype).block_elems
-    return max(block, n // block * block)
-
-
 def random_matrix(dtype: DType, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     """Stored bytes (rows, bytes per row) of a random matrix: random codes, sane f16 scales. Fast at 7B sizes,
     where quantizing real floats would take longer than the benchmark."""

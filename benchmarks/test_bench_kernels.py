@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench_utils import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, model_layout, random_matrix, width
+from bench_utils import LLAMA7B_SHAPES, QUANT, SMOL_SHAPES, model_layout, random_matrix
 
 from franken_rt import _core
+from franken_rt.formats import whole_blocks
 
 PATHS = _core.available_kernels()
 
@@ -17,7 +18,7 @@ PATHS = _core.available_kernels()
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
 @pytest.mark.parametrize("path", PATHS)
 def test_matvec(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  # noqa: ANN001
-    shape = (shape[0], width(dtype, shape[1]))  # superblock formats: whole 256-element blocks
+    shape = (shape[0], whole_blocks(dtype, shape[1]))  # superblock formats: whole 256-element blocks
     if path == "scalar" and shape[0] * shape[1] > 5_000_000:
         shape = (shape[0] // 8, shape[1])  # the scalar path at 7B sizes takes seconds per call
     w, interleaved = model_layout(path, dtype, random_matrix(dtype, *shape))
@@ -32,7 +33,7 @@ def test_matvec(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  #
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
 @pytest.mark.parametrize("path", PATHS)
 def test_matmat_64_tokens(benchmark, path: str, dtype, shape: tuple[int, int]) -> None:  # noqa: ANN001
-    shape = (shape[0], width(dtype, shape[1]))
+    shape = (shape[0], whole_blocks(dtype, shape[1]))
     if path == "scalar":
         shape = (shape[0] // 4, shape[1])
     w, interleaved = model_layout(path, dtype, random_matrix(dtype, *shape))

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from bench_utils import QUANT, model_layout, random_matrix, width
+from bench_utils import QUANT, model_layout, random_matrix
 
 from franken_rt import _core
 from franken_rt.eval.demo_model import convert_cached, float_original
 from franken_rt.eval.speed import measure
-from franken_rt.formats import DType
+from franken_rt.formats import DType, whole_blocks
 
 pytestmark = pytest.mark.gate
 
@@ -35,7 +35,7 @@ def speedup(fast: Callable[[], object], slow: Callable[[], object], repeats: int
 @pytest.mark.skipif(BEST == "scalar", reason="this CPU has no SIMD kernel path to gate")
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
 def test_simd_matvec_beats_scalar(dtype) -> None:  # noqa: ANN001
-    n = width(dtype, 576)
+    n = whole_blocks(dtype, 576)
     w = random_matrix(dtype, 1536, n)
     x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     ratio = speedup(lambda: _core.testing.kernel_matvec(BEST, int(dtype), w, x),
@@ -61,7 +61,7 @@ def test_quantized_matvec_beats_float_blas(dtype) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("dtype", QUANT, ids=lambda d: d.name)
 def test_prompt_gemm_beats_repeated_matvec(dtype) -> None:  # noqa: ANN001
-    n = width(dtype, 576)
+    n = whole_blocks(dtype, 576)
     w = random_matrix(dtype, 1536, n)
     x = np.random.default_rng(1).standard_normal((64, n)).astype(np.float32)
     ratio = speedup(lambda: _core.testing.kernel_gemmq(BEST, int(dtype), w, x),
@@ -75,7 +75,7 @@ def test_prompt_gemm_beats_repeated_matvec(dtype) -> None:  # noqa: ANN001
 def test_interleaved_kernels_beat_scalar_twin_and_stored_rows(dtype) -> None:  # noqa: ANN001
     """The layout the model runs quantized weights in: its SIMD kernel against its scalar twin (decode), and against
     the stored-row kernels it replaced (decode and a 64-token prompt)."""
-    n = width(dtype, 576)
+    n = whole_blocks(dtype, 576)
     rows = random_matrix(dtype, 1536, n)
     packed, interleaved = model_layout(BEST, dtype, rows)
     if not interleaved:

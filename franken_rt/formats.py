@@ -107,6 +107,8 @@ def quantized_types() -> list[DType]:
     return [DType(f.id) for f in FORMATS if f.quantized]
 
 
-def writable_types() -> list[DType]:
-    """The quantized formats franken-convert writes (each has a codec in franken_rt.quant.formats)."""
-    return [DType(f.id) for f in FORMATS if f.quantized and f.writable]
+def whole_blocks(dtype: int, n: int) -> int:
+    """n rounded down to whole blocks of the type (at least one block): a superblock format's nearest row length
+    (SmolLM2's 576-wide rows are not whole 256-element blocks; llama.cpp stores them in other types)."""
+    block = format_of(dtype).block_elems
+    return max(block, n // block * block)

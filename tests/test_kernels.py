@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 
 from franken_rt import _core
-from franken_rt.formats import FORMATS, DType, format_of, quantized_types
+from franken_rt.formats import FORMATS, DType, format_of, quantized_types, whole_blocks
 from franken_rt.quant.formats import dequantize, encode, random_blocks
 
 PATHS = _core.available_kernels()
 FLOAT_TYPES = [DType(f.id) for f in FORMATS if not f.quantized]
 QUANT_TYPES = quantized_types()  # every quantized format of the registry, written or only read
-
-
-def row_length(dtype: DType, n: int) -> int:
-    """n, or the nearest whole number of a superblock format's 256-element blocks."""
-    block = format_of(dtype).block_elems
-    return max(block, n // block * block)
 
 
 def sample_rows(w: np.ndarray, dtype: DType, rng: np.random.Generator) -> np.ndarray:
@@ -45,7 +39,7 @@ def test_dot_and_decode_match_reference(path: str, dtype: DType, n: int) -> None
     rng = np.random.default_rng(n)
     if dtype in FLOAT_TYPES and n > 64:
         n += 7  # float rows need not be whole SIMD widths
-    n = row_length(dtype, n)
+    n = whole_blocks(dtype, n)
     w = rng.standard_normal(n).astype(np.float32)
     x = rng.standard_normal(n).astype(np.float32)
     raw = sample_rows(w[None, :], dtype, rng)[0] if dtype not in FLOAT_TYPES else encode(w[None, :], dtype)[0]
@@ -85,7 +79,7 @@ def test_activation_quantization(path: str, n: int) -> None:
 @pytest.mark.parametrize("n", [32, 96, 576, 1536, 4128])
 def test_integer_dot_matches_reference(path: str, dtype: DType, n: int) -> None:
     rng = np.random.default_rng(n + int(dtype))
-    n = row_length(dtype, n)
+    n = whole_blocks(dtype, n)
     w = rng.standard_normal(n).astype(np.float32)
     x = rng.standard_normal(n).astype(np.float32)
     raw = sample_rows(w[None, :], dtype, rng)[0]
@@ -104,7 +98,7 @@ def test_integer_dot_matches_reference(path: str, dtype: DType, n: int) -> None:
 @pytest.mark.parametrize(("rows", "n_act", "n"), [(5, 1, 64), (7, 6, 96), (33, 13, 576)])
 def test_matrix_matrix_matches_dots(path: str, dtype: DType, rows: int, n_act: int, n: int) -> None:
     rng = np.random.default_rng(rows * n_act)
-    n = row_length(dtype, n)
+    n = whole_blocks(dtype, n)
     w = rng.standard_normal((rows, n)).astype(np.float32)
     x = rng.standard_normal((n_act, n)).astype(np.float32)
     raw = sample_rows(w, dtype, rng)
@@ -121,7 +115,7 @@ def test_interleaved_matches_stored_rows(path: str, dtype: DType, rows: int, n_a
     """The repacked layout the model uses at run time gives the stored rows' integer products, for decode
     (one activation row) and prompts (tiles of four plus the rest)."""
     rng = np.random.default_rng(rows + n)
-    n = row_length(dtype, n)
+    n = whole_blocks(dtype, n)
     raw = sample_rows(rng.standard_normal((rows, n)).astype(np.float32), dtype, rng)
     packed = _core.testing.repack_x8(int(dtype), raw, n)
     assert packed.shape == raw.shape and not np.array_equal(packed, raw)

@@ -33,7 +33,7 @@ const FormatInfo kFormats[] = {
     {DType::Q5_K, "Q5_K", kQK_K, sizeof(BlockQ5_K), 2, 0, {},
      repack_rows_x8<BlockQ5_K, BlockQ5_Kx8, repack_kx8<BlockQ5_K, BlockQ5_Kx8>>, kx8_row_to_f32<BlockQ5_Kx8>},
     {DType::Q6_K, "Q6_K", kQK_K, sizeof(BlockQ6_K), 1, static_cast<int>(offsetof(BlockQ6_K, d)), {},
-     repack_rows_x8<BlockQ6_K, BlockQ6_Kx8, repack_q6_kx8>, q6_kx8_row_to_f32},
+     repack_rows_x8<BlockQ6_K, BlockQ6_Kx8, repack_q6_kx8>, kx8_row_to_f32<BlockQ6_Kx8>},
     {DType::Q3_0, "Q3_0", kQK, sizeof(BlockQ3_0), 1, 0, {},
      repack_rows_x8<BlockQ3_0, BlockQ3_0x8, repack_q3_0x8>, x8_row_to_f32<BlockQ3_0x8, q3_0x8_code>},
     {DType::Q3_NL, "Q3_NL", kQK, sizeof(BlockQ3_NL), 1, 0, {kQ3NLValues, 8, 1, 1},

@@ -53,11 +53,11 @@ static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "Q5_0 and Q5_1
 
 // ---- llama.cpp's K-quants: 256-element superblocks of eight (Q4_K, Q5_K) or sixteen (Q6_K) sub-blocks, each
 // with its own integer scale (and minimum) times the superblock's f16 ones. The kernels read a superblock as eight
-// 32-element pieces (pieces_of below), the size of an activation block. ----
+// 32-element pieces (piece_codes below), the size of an activation block. ----
 constexpr int kQK_K = 256;
 constexpr int kPiecesK = kQK_K / kQK;
 // Q4_K: value = d * sc[p] * q - dmin * mn[p] in piece p, q a nibble; the eight 6-bit scales and minimums are
-// packed in 12 bytes (k_scale_min). Pieces 2i and 2i+1 are the low and high nibbles of qs[32i..32i+31].
+// packed in 12 bytes (k_scales_mins). Pieces 2i and 2i+1 are the low and high nibbles of qs[32i..32i+31].
 struct BlockQ4_K {
     uint16_t d;
     uint16_t dmin;
@@ -84,18 +84,9 @@ struct BlockQ6_K {
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
               "K-quant superblocks are 144, 176 and 210 bytes");
 
-// Scale and minimum (6 bits each) of piece j of a Q4_K/Q5_K superblock: pieces 0-3 in the low six bits of bytes
-// j and j + 4; pieces 4-7 in the nibbles of byte j + 4 with their top two bits in the spare bits of bytes j - 4, j.
-inline void k_scale_min(const uint8_t* s, int j, int& sc, int& mn) {
-    if (j < 4) {
-        sc = s[j] & 63, mn = s[j + 4] & 63;
-    } else {
-        sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-        mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
-// All eight scales (bytes of sc) and minimums (bytes of mn) of k_scale_min at once, a 32-bit word at a time.
+// The eight 6-bit scales (bytes of sc) and minimums (bytes of mn) of a Q4_K/Q5_K superblock, a 32-bit word at a
+// time: those of pieces 0-3 are the low six bits of bytes j and j + 4; those of pieces 4-7 the low and high
+// nibbles of byte j + 4 (j = 4..7), with their top two bits in the spare bits of bytes j - 4 and j.
 inline void k_scales_mins(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
     uint32_t w[3];
     std::memcpy(w, s, 12);
@@ -105,7 +96,7 @@ inline void k_scales_mins(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
     std::memcpy(sc, out, 8);
     std::memcpy(mn, out + 2, 8);
 }
-// The inverse: eight 6-bit scales and minimums into the 12-byte packing k_scale_min reads.
+// The inverse: eight 6-bit scales and minimums into the 12-byte packing k_scales_mins reads.
 inline void k_pack_scales_mins(const uint8_t sc[8], const uint8_t mn[8], uint8_t* s) {
     for (int j = 0; j < 4; ++j) {
         s[j] = static_cast<uint8_t>((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
@@ -280,6 +271,28 @@ struct BlockQ6_Kx8 {
 };
 static_assert(sizeof(BlockQ6_Kx8) == 8 * sizeof(BlockQ6_K), "Q6_Kx8 block is eight Q6_K superblocks");
 
+// The interleaved layouts, element by element: row r's element k (0..31) of a block of eight rows. The nibble
+// layout (Q4_0x8's): the low or high nibble of byte 32 (k / 8) + 4r + k % 4. The two-bit plane (Q3_0x8's low
+// planes): bits 2 (c % 4) of byte 32 (c / 4) + 4r + k % 4, c = k / 4. The one-bit plane (Q3_0x8's high plane): bit
+// c of byte 4r + k % 4. The repackers write these (into zeroed bytes), the scalar twins read them.
+inline int nibble_x8(const uint8_t* qs, int r, int k) {
+    const uint8_t byte = qs[32 * (k / 8) + 4 * r + k % 4];
+    return k % 8 < 4 ? byte & 0x0f : byte >> 4;
+}
+inline void put_nibble_x8(uint8_t* qs, int r, int k, int code) {
+    qs[32 * (k / 8) + 4 * r + k % 4] |= static_cast<uint8_t>((code & 0x0f) << (k % 8 < 4 ? 0 : 4));
+}
+inline int two_bits_x8(const uint8_t* ql, int r, int k) {
+    return (ql[32 * (k / 16) + 4 * r + k % 4] >> (2 * (k / 4 % 4))) & 3;
+}
+inline void put_two_bits_x8(uint8_t* ql, int r, int k, int bits) {
+    ql[32 * (k / 16) + 4 * r + k % 4] |= static_cast<uint8_t>((bits & 3) << (2 * (k / 4 % 4)));
+}
+inline int bit_x8(const uint8_t* qh, int r, int k) { return (qh[4 * r + k % 4] >> (k / 4)) & 1; }
+inline void put_bit_x8(uint8_t* qh, int r, int k, int bit) {
+    qh[4 * r + k % 4] |= static_cast<uint8_t>((bit & 1) << (k / 4));
+}
+
 // Eight Q6_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
 inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
 inline void repack_q6_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ6_Kx8* out) {
@@ -295,10 +308,8 @@ inline void repack_q6_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
                 piece_codes(src, p, q, d, m);
                 for (int h = 0; h < 2; ++h) w.scales[p][h][r] = src.scales[8 * (p / 4) + 2 * (p % 4) + h];
                 for (int k = 0; k < kQK; ++k) {
-                    const int code = q[k] + 32, c = k / 4, j = k % 4;
-                    const int byte = 32 * (k / 8 % 4) + 4 * r + k % 4;  // Q4_0x8's nibble position of element k
-                    w.ql[p][byte] |= static_cast<uint8_t>((code & 0x0f) << (k % 8 < 4 ? 0 : 4));
-                    w.qh[p][32 * (c / 4) + 4 * r + j] |= static_cast<uint8_t>((code >> 4) << (2 * (c % 4)));
+                    put_nibble_x8(w.ql[p], r, k, q[k] + 32);
+                    put_two_bits_x8(w.qh[p], r, k, (q[k] + 32) >> 4);
                 }
             }
         }
@@ -306,8 +317,8 @@ inline void repack_q6_kx8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
 }
 
 // Eight Q4_K or Q5_K rows (nb 32-element blocks each) -> nb / 8 interleaved superblocks.
-inline void piece_codes(const BlockQ4_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
-inline void piece_codes(const BlockQ5_K& b, int p, int8_t q[kQK], float d[2], float m[2]);
+template <class Block>
+inline void piece_codes(const Block& b, int p, int8_t q[kQK], float d[2], float m[2]);
 template <class Src, class Dst>
 inline void repack_kx8(const uint8_t* rows, size_t row_stride, int nb, Dst* out) {
     for (int s = 0; s < nb / kPiecesK; ++s) {
@@ -322,10 +333,9 @@ inline void repack_kx8(const uint8_t* rows, size_t row_stride, int nb, Dst* out)
                 int8_t q[kQK];
                 float d[2], m[2];
                 piece_codes(src, p, q, d, m);
-                for (int k = 0; k < kQK; ++k) {  // Q4_0x8's nibble position of element k, then its fifth bit
-                    w.qs[p][32 * (k / 8) + 4 * r + k % 4] |= static_cast<uint8_t>((q[k] & 0x0f) << (k % 8 < 4 ? 0 : 4));
-                    if constexpr (std::is_same_v<Dst, BlockQ5_Kx8>)
-                        w.qh[p][4 * r + k % 4] |= static_cast<uint8_t>((q[k] >> 4) << (k / 4));
+                for (int k = 0; k < kQK; ++k) {
+                    put_nibble_x8(w.qs[p], r, k, q[k]);
+                    if constexpr (std::is_same_v<Dst, BlockQ5_Kx8>) put_bit_x8(w.qh[p], r, k, q[k] >> 4);
                 }
             }
         }
@@ -371,8 +381,8 @@ inline void repack_q5_x8(const uint8_t* rows, size_t row_stride, int nb, Dst* ou
             if constexpr (std::is_same_v<Src, BlockQ5_1>) w.m[r] = src.m;
             for (int k = 0; k < kQK; ++k) {
                 const int code = q5_code(src.qh, src.qs, k);
-                w.qs[32 * (k / 8) + 4 * r + k % 4] |= static_cast<uint8_t>((code & 0x0f) << (k % 8 < 4 ? 0 : 4));
-                w.qh[4 * r + k % 4] |= static_cast<uint8_t>((code >> 4) << (k / 4));
+                put_nibble_x8(w.qs, r, k, code);
+                put_bit_x8(w.qh, r, k, code >> 4);
             }
         }
     }
@@ -389,12 +399,11 @@ inline void repack_planes_x8(const uint8_t* rows, size_t row_stride, int nb, Dst
             const Src& src = reinterpret_cast<const Src*>(rows + r * row_stride)[b];
             w.d[r] = src.d;
             for (int k = 0; k < kQK; ++k) {
-                const int c = k / 4, j = k % 4;
                 int q;
                 if constexpr (kHigh) q = q3_code(src, k);
                 else q = q2_code(src, k);
-                w.ql[32 * (c / 4) + 4 * r + j] |= static_cast<uint8_t>((q & 3) << (2 * (c % 4)));
-                if constexpr (kHigh) w.qh[4 * r + j] |= static_cast<uint8_t>((q >> 2) << c);
+                put_two_bits_x8(w.ql, r, k, q);
+                if constexpr (kHigh) put_bit_x8(w.qh, r, k, q >> 2);
             }
         }
     }
@@ -416,10 +425,6 @@ inline void repack_q8_0x8(const uint8_t* rows, size_t row_stride, int nb, BlockQ
 
 // Row r's element k (0..31) of an interleaved block, as its signed value before scaling: the layouts above read
 // element by element (the scalar twins use these; the SIMD kernels read whole vectors).
-inline int nibble_x8(const uint8_t* qs, int r, int k) {  // Q4_0x8 and Q4_1x8 share the nibble layout
-    const uint8_t byte = qs[32 * (k / 8) + 4 * r + k % 4];
-    return k % 8 < 4 ? byte & 0x0f : byte >> 4;
-}
 inline int q4_0x8_code(const BlockQ4_0x8& w, int r, int k) { return nibble_x8(w.qs, r, k) - 8; }
 inline int q8_0x8_code(const BlockQ8_0x8& w, int r, int k) { return w.qs[32 * (k / 4) + 4 * r + k % 4]; }
 inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the minimum is added apart
@@ -428,26 +433,22 @@ inline int q4_1x8_code(const BlockQ4_1x8& w, int r, int k) {  // unsigned: the m
 inline int iq4_nlx8_code(const BlockIQ4_NLx8& w, int r, int k) { return kIQ4NLValues[nibble_x8(w.qs, r, k)]; }
 template <class Block>  // Q5_0x8 and Q5_1x8: the five-bit code
 inline int q5x8_bits(const Block& w, int r, int k) {
-    return nibble_x8(w.qs, r, k) | (((w.qh[4 * r + k % 4] >> (k / 4)) & 1) << 4);
+    return nibble_x8(w.qs, r, k) | (bit_x8(w.qh, r, k) << 4);
 }
 inline int q5_0x8_code(const BlockQ5_0x8& w, int r, int k) { return q5x8_bits(w, r, k) - 16; }
 inline int q5_1x8_code(const BlockQ5_1x8& w, int r, int k) { return q5x8_bits(w, r, k); }  // the minimum apart
 template <class Block>  // Q3_0x8 and Q3_NLx8: the 3-bit code
 inline int q3x8_bits(const Block& w, int r, int k) {
-    const int c = k / 4, j = k % 4;
-    const int lo = (w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3, hi = (w.qh[4 * r + j] >> c) & 1;
-    return lo | (hi << 2);
+    return two_bits_x8(w.ql, r, k) | (bit_x8(w.qh, r, k) << 2);
 }
 inline int q3_0x8_code(const BlockQ3_0x8& w, int r, int k) { return q3x8_bits(w, r, k) - 4; }
 inline int q3_nlx8_code(const BlockQ3_NLx8& w, int r, int k) { return kQ3NLValues[q3x8_bits(w, r, k)]; }
-inline int q2_nlx8_code(const BlockQ2_NLx8& w, int r, int k) {
-    const int c = k / 4, j = k % 4;
-    return kQ2NLValues[(w.ql[32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3];
-}
+inline int q2_nlx8_code(const BlockQ2_NLx8& w, int r, int k) { return kQ2NLValues[two_bits_x8(w.ql, r, k)]; }
 
-// Piece p of row r of an interleaved Q4_K (Q5_K) superblock: its 32 codes, scale and minimum (value = d * q + m).
+// Piece p of row r of an interleaved K-quant superblock, as piece_codes reads a stored one: its 32 codes and, per
+// 16-element half h, value = d[h] * q + m[h].
 template <class Block>
-inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float& d, float& m);
+inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float d[2], float m[2]);
 
 // ---- Element accessors: value[j] = d * q[j] + m for the 32 codes of a block. The scalar kernels read every
 // quantized format through these (one definition of what a block means); the SIMD kernels read whole vectors. ----
@@ -497,22 +498,19 @@ inline void block_codes(const BlockQ5_1& b, int8_t q[kQK], float& d, float& m) {
 
 // Piece p (0..7) of a K-quant superblock: its 32 codes and, per 16-element half h, value = d[h] * q + m[h]
 // (Q4_K/Q5_K: unsigned codes, one scale and minimum for the piece; Q6_K: codes minus 32, a scale per half).
-inline void piece_codes(const BlockQ4_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
-    int sc, mn;
-    k_scale_min(b.scales, p, sc, mn);
+template <class Block>  // Q4_K and Q5_K (Q5_K: the fifth bit of element l of piece p is bit p of qh[l])
+inline void piece_codes(const Block& b, int p, int8_t q[kQK], float d[2], float m[2]) {
+    static_assert(std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ5_K>, "Q4_K or Q5_K");
+    uint8_t sc[kPiecesK], mn[kPiecesK];
+    k_scales_mins(b.scales, sc, mn);
     const uint8_t* qs = b.qs + 32 * (p / 2);
-    for (int l = 0; l < kQK; ++l) q[l] = static_cast<int8_t>(p % 2 ? qs[l] >> 4 : qs[l] & 0x0f);
-    d[0] = d[1] = fp16_to_f32(b.d) * static_cast<float>(sc);
-    m[0] = m[1] = -fp16_to_f32(b.dmin) * static_cast<float>(mn);
-}
-inline void piece_codes(const BlockQ5_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
-    int sc, mn;
-    k_scale_min(b.scales, p, sc, mn);
-    const uint8_t* qs = b.qs + 32 * (p / 2);
-    for (int l = 0; l < kQK; ++l)
-        q[l] = static_cast<int8_t>((p % 2 ? qs[l] >> 4 : qs[l] & 0x0f) | (((b.qh[l] >> p) & 1) << 4));
-    d[0] = d[1] = fp16_to_f32(b.d) * static_cast<float>(sc);
-    m[0] = m[1] = -fp16_to_f32(b.dmin) * static_cast<float>(mn);
+    for (int l = 0; l < kQK; ++l) {
+        int code = p % 2 ? qs[l] >> 4 : qs[l] & 0x0f;
+        if constexpr (std::is_same_v<Block, BlockQ5_K>) code |= ((b.qh[l] >> p) & 1) << 4;
+        q[l] = static_cast<int8_t>(code);
+    }
+    d[0] = d[1] = fp16_to_f32(b.d) * static_cast<float>(sc[p]);
+    m[0] = m[1] = -fp16_to_f32(b.dmin) * static_cast<float>(mn[p]);
 }
 inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], float m[2]) {
     const int h = p / 4, k = p % 4;
@@ -527,42 +525,32 @@ inline void piece_codes(const BlockQ6_K& b, int p, int8_t q[kQK], float d[2], fl
 }
 
 template <class Block>  // Q4_Kx8 and Q5_Kx8
-inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float& d, float& m) {
+inline void kx8_piece(const Block& w, int r, int p, int8_t q[kQK], float d[2], float m[2]) {
     uint8_t sc[kX8], mn[kX8];
     k_scales_mins(w.scales[p], sc, mn);
     for (int k = 0; k < kQK; ++k) {
         int code = nibble_x8(w.qs[p], r, k);
-        if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) code |= ((w.qh[p][4 * r + k % 4] >> (k / 4)) & 1) << 4;
+        if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) code |= bit_x8(w.qh[p], r, k) << 4;
         q[k] = static_cast<int8_t>(code);
     }
-    d = fp16_to_f32(w.d[r]) * static_cast<float>(sc[r]);
-    m = -fp16_to_f32(w.dmin[r]) * static_cast<float>(mn[r]);
+    d[0] = d[1] = fp16_to_f32(w.d[r]) * static_cast<float>(sc[r]);
+    m[0] = m[1] = -fp16_to_f32(w.dmin[r]) * static_cast<float>(mn[r]);
 }
-// Row r of an interleaved Q4_K or Q5_K group as floats.
+template <>
+inline void kx8_piece(const BlockQ6_Kx8& w, int r, int p, int8_t q[kQK], float d[2], float m[2]) {
+    for (int k = 0; k < kQK; ++k)
+        q[k] = static_cast<int8_t>((nibble_x8(w.ql[p], r, k) | (two_bits_x8(w.qh[p], r, k) << 4)) - 32);
+    for (int h = 0; h < 2; ++h) d[h] = fp16_to_f32(w.d[r]) * static_cast<float>(w.scales[p][h][r]), m[h] = 0.f;
+}
+// Row r of an interleaved K-quant group as floats.
 template <class Block>
 inline void kx8_row_to_f32(const void* group, int nb, int r, float* out) {
     const Block* w = static_cast<const Block*>(group);
     int8_t q[kQK];
-    float d, m;
+    float d[2], m[2];
     for (int b = 0; b < nb; ++b, out += kQK) {
         kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
-        for (int k = 0; k < kQK; ++k) out[k] = d * q[k] + m;
-    }
-}
-
-// Row r's element k (0..31) of piece p of an interleaved Q6_K superblock, as its signed code (q - 32).
-inline int q6_kx8_code(const BlockQ6_Kx8& w, int r, int p, int k) {
-    const int c = k / 4, j = k % 4;
-    return (nibble_x8(w.ql[p], r, k) | (((w.qh[p][32 * (c / 4) + 4 * r + j] >> (2 * (c % 4))) & 3) << 4)) - 32;
-}
-inline void q6_kx8_row_to_f32(const void* group, int nb, int r, float* out) {
-    const BlockQ6_Kx8* w = static_cast<const BlockQ6_Kx8*>(group);
-    for (int b = 0; b < nb; ++b, out += kQK) {
-        const BlockQ6_Kx8& sb = w[b / kPiecesK];
-        const int p = b % kPiecesK;
-        const float d = fp16_to_f32(sb.d[r]);
-        for (int k = 0; k < kQK; ++k)
-            out[k] = d * static_cast<float>(sb.scales[p][k / 16][r]) * static_cast<float>(q6_kx8_code(sb, r, p, k));
+        for (int k = 0; k < kQK; ++k) out[k] = d[k / 16] * q[k] + m[k / 16];
     }
 }
 

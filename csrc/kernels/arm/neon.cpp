@@ -271,6 +271,8 @@ float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
     float s = 0.f;
     for (int i = 0; i < n / kQK_K; ++i, a += kPiecesK) {
         const float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+        uint8_t sc[kPiecesK], mn[kPiecesK];
+        k_scales_mins(b[i].scales, sc, mn);
         for (int j = 0; j < kPiecesK / 2; ++j) {
             const uint8x16_t r0 = vld1q_u8(b[i].qs + 32 * j), r1 = vld1q_u8(b[i].qs + 32 * j + 16);
             uint8x16_t lo0 = vandq_u8(r0, mask), lo1 = vandq_u8(r1, mask), hi0 = vshrq_n_u8(r0, 4), hi1 = vshrq_n_u8(r1, 4);
@@ -281,14 +283,12 @@ float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
                 lo0 = vorrq_u8(lo0, vandq_u8(vtstq_u8(h0, bl), five)), lo1 = vorrq_u8(lo1, vandq_u8(vtstq_u8(h1, bl), five));
                 hi0 = vorrq_u8(hi0, vandq_u8(vtstq_u8(h0, bh), five)), hi1 = vorrq_u8(hi1, vandq_u8(vtstq_u8(h1, bh), five));
             }
-            int sc0, mn0, sc1, mn1;
-            k_scale_min(b[i].scales, 2 * j, sc0, mn0);
-            k_scale_min(b[i].scales, 2 * j + 1, sc1, mn1);
             const BlockQ8A &x0 = a[2 * j], &x1 = a[2 * j + 1];  // codes 0..31 fit int8
-            s += d * (static_cast<float>(sc0) * x0.d *
+            s += d * (static_cast<float>(sc[2 * j]) * x0.d *
                           block_sum(vreinterpretq_s8_u8(lo0), vreinterpretq_s8_u8(lo1), x0) +
-                      static_cast<float>(sc1) * x1.d * block_sum(vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1), x1));
-            s -= dmin * (static_cast<float>(mn0) * x0.s + static_cast<float>(mn1) * x1.s);
+                      static_cast<float>(sc[2 * j + 1]) * x1.d *
+                          block_sum(vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1), x1));
+            s -= dmin * (static_cast<float>(mn[2 * j]) * x0.s + static_cast<float>(mn[2 * j + 1]) * x1.s);
         }
     }
     return s;

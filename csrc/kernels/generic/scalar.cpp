@@ -176,46 +176,25 @@ void gemmq_x8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int
     }
 }
 
-// Interleaved Q4_K and Q5_K (one superblock of eight rows per block), piece by piece through their accessor.
+// The interleaved K-quants (one superblock of eight rows per block), piece by piece through their accessor:
+// d_x (d[h] sum(q q_x) + m[h] sum(q_x)) per half, as dotq_pieces reads the stored rows.
 template <class Block>
 void gemmq_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
     const int n_sb = nb / kPiecesK;
     int8_t q[kQK];
+    float d[2], m[2];
     for (int g = 0; g < n_groups; ++g) {
         const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * n_sb;
         for (int t = 0; t < n_act; ++t) {
             const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
             for (int r = 0; r < kX8; ++r) {
-                float s = 0.f, d, m;
-                for (int b = 0; b < nb; ++b) {
-                    kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
-                    int acc = 0;
-                    for (int k = 0; k < kQK; ++k) acc += q[k] * a[b].qs[k];
-                    s += d * a[b].d * static_cast<float>(acc) + m * a[b].s;
-                }
-                out[t * ldo + kX8 * g + r] = s;
-            }
-        }
-    }
-}
-
-// Interleaved Q6_K, element by element: d * sum over halves of scale * sum(q q_x).
-void gemmq_q6_kx8(const void* groups, int n_groups, int nb, const BlockQ8A* act, int n_act, float* out, size_t ldo) {
-    const int n_sb = nb / kPiecesK;
-    for (int g = 0; g < n_groups; ++g) {
-        const BlockQ6_Kx8* w = static_cast<const BlockQ6_Kx8*>(groups) + static_cast<size_t>(g) * n_sb;
-        for (int t = 0; t < n_act; ++t) {
-            const BlockQ8A* a = act + static_cast<size_t>(t) * nb;
-            for (int r = 0; r < kX8; ++r) {
                 float s = 0.f;
                 for (int b = 0; b < nb; ++b) {
-                    const BlockQ6_Kx8& sb = w[b / kPiecesK];
-                    const int p = b % kPiecesK;
+                    kx8_piece(w[b / kPiecesK], r, b % kPiecesK, q, d, m);
                     for (int h = 0; h < 2; ++h) {
-                        int acc = 0;
-                        for (int k = 16 * h; k < 16 * h + 16; ++k) acc += q6_kx8_code(sb, r, p, k) * a[b].qs[k];
-                        s += fp16_to_f32(sb.d[r]) * static_cast<float>(sb.scales[p][h][r]) * a[b].d *
-                             static_cast<float>(acc);
+                        int acc = 0, sum = 0;
+                        for (int k = 16 * h; k < 16 * h + 16; ++k) acc += q[k] * a[b].qs[k], sum += a[b].qs[k];
+                        s += a[b].d * (d[h] * static_cast<float>(acc) + m[h] * static_cast<float>(sum));
                     }
                 }
                 out[t * ldo + kX8 * g + r] = s;
@@ -277,9 +256,11 @@ FormatKernels quantized_row() {
             gemmq_x8<X8, code>};
 }
 
-template <class Block>
+// A K-quant's scalar row: stored-row kernels piece by piece, the interleaved twin through its piece accessor.
+template <class Block, class X8>
 FormatKernels superblock_row() {
-    return {dot_pieces<Block>, to_f32_pieces<Block>, dotq_pieces<Block>, gemm_by_dots<dotq_pieces<Block>>};
+    return {dot_pieces<Block>, to_f32_pieces<Block>, dotq_pieces<Block>, gemm_by_dots<dotq_pieces<Block>>,
+            gemmq_kx8<X8>};
 }
 
 KernelTable make_table() {
@@ -298,12 +279,9 @@ KernelTable make_table() {
     t[DType::Q2_NL] = quantized_row<BlockQ2_NL, BlockQ2_NLx8, q2_nlx8_code>();
     t[DType::Q5_0] = quantized_row<BlockQ5_0, BlockQ5_0x8, q5_0x8_code>();
     t[DType::Q5_1] = quantized_row<BlockQ5_1, BlockQ5_1x8, q5_1x8_code>();
-    t[DType::Q4_K] = superblock_row<BlockQ4_K>();
-    t[DType::Q4_K].gemm_x8 = gemmq_kx8<BlockQ4_Kx8>;
-    t[DType::Q5_K] = superblock_row<BlockQ5_K>();
-    t[DType::Q5_K].gemm_x8 = gemmq_kx8<BlockQ5_Kx8>;
-    t[DType::Q6_K] = superblock_row<BlockQ6_K>();
-    t[DType::Q6_K].gemm_x8 = gemmq_q6_kx8;
+    t[DType::Q4_K] = superblock_row<BlockQ4_K, BlockQ4_Kx8>();
+    t[DType::Q5_K] = superblock_row<BlockQ5_K, BlockQ5_Kx8>();
+    t[DType::Q6_K] = superblock_row<BlockQ6_K, BlockQ6_Kx8>();
     t.swiglu = swiglu;
     t.exp_sum = exp_sum;
     t.quantize_act = quantize_act;

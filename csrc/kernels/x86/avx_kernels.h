@@ -6,6 +6,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -360,6 +361,8 @@ float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
     float mins = 0.f;
     for (int i = 0; i < n / kQK_K; ++i, a += kPiecesK) {
         const float d = f16[b[i].d], dmin = f16[b[i].dmin];
+        uint8_t sc[kPiecesK], mn[kPiecesK];
+        k_scales_mins(b[i].scales, sc, mn);
         __m256i qh = _mm256_setzero_si256();
         if constexpr (std::is_same_v<Block, BlockQ5_K>) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
         for (int j = 0; j < kPiecesK / 2; ++j) {
@@ -371,15 +374,12 @@ float dotq_k_nibbles(const void* row, const BlockQ8A* a, int n) {
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), five));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), five));
             }
-            int sc0, mn0, sc1, mn1;
-            k_scale_min(b[i].scales, 2 * j, sc0, mn0);
-            k_scale_min(b[i].scales, 2 * j + 1, sc1, mn1);
             const BlockQ8A &x0 = a[2 * j], &x1 = a[2 * j + 1];
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc0) * x0.d),
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc[2 * j]) * x0.d),
                                    _mm256_cvtepi32_ps(dot_u8s8(lo, load_act(x0))), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc1) * x1.d),
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * static_cast<float>(sc[2 * j + 1]) * x1.d),
                                    _mm256_cvtepi32_ps(dot_u8s8(hi, load_act(x1))), acc1);
-            mins += dmin * (static_cast<float>(mn0) * x0.s + static_cast<float>(mn1) * x1.s);
+            mins += dmin * (static_cast<float>(mn[2 * j]) * x0.s + static_cast<float>(mn[2 * j + 1]) * x1.s);
         }
     }
     return hsum(_mm256_add_ps(acc0, acc1)) - mins;
@@ -788,37 +788,32 @@ inline void x8_codes(const BlockIQ4_NLx8& w, __m256i q[8]) {  // the nibbles ind
 #endif
 template <class Block>
 constexpr bool kX8HasMin = std::is_same_v<Block, BlockQ4_1x8> || std::is_same_v<Block, BlockQ5_1x8>;
-// Five-bit codes: PMADDUBSW's pair sums of eight chunks would not fit 16 bits (see kx8_sums).
-template <class Block>
-constexpr bool kX8FiveBit = std::is_same_v<Block, BlockQ5_0x8> || std::is_same_v<Block, BlockQ5_1x8> ||
-                            std::is_same_v<Block, BlockQ5_Kx8>;
+// The largest code of an interleaved format's unpacked bytes (x8_codes; sums_x8's bound): nibbles unless wider.
+template <class Block> constexpr int kX8MaxCode = 15;
+template <> constexpr int kX8MaxCode<BlockQ5_0x8> = 31;
+template <> constexpr int kX8MaxCode<BlockQ5_1x8> = 31;
+template <> constexpr int kX8MaxCode<BlockQ5_Kx8> = 31;
+template <> constexpr int kX8MaxCode<BlockIQ4_NLx8> = 241;  // VNNI only: its levels + 128
 
-// Integer sums over one block for eight rows: lane r = sum_j q[r][j] * x[j] (q unsigned 0..15).
-inline __m256i block_sums_x8(const __m256i q[8], const BlockQ8A& a) {
+// Integer sums over chunks [c0, c0 + n) of one block for eight rows: lane r = sum of q[r][j] * x[j] over those
+// chunks' elements, the codes unsigned up to kMax. VPDPBUSD sums exactly; PMADDUBSW's lanes (at most
+// 2 * kMax * 128 each) are added in 16 bits as many at a time as fit (eight for nibbles, four for five-bit codes,
+// two for six-bit ones), then widened.
+template <int kMax = 15>
+inline __m256i sums_x8(const __m256i q[8], const BlockQ8A& a, int c0 = 0, int n = 8) {
 #if defined(FRANKEN_VNNI)
     __m256i s = _mm256_setzero_si256();
-    for (int c = 0; c < 8; ++c) s = _mm256_dpbusd_epi32(s, q[c], bcast4(a, c));
+    for (int c = c0; c < c0 + n; ++c) s = _mm256_dpbusd_epi32(s, q[c], bcast4(a, c));
     return s;
 #else
-    // Each maddubs lane is at most 2 * 15 * 128 = 3840 in magnitude, so all eight fit one int16 sum (30720).
-    __m256i s16 = _mm256_setzero_si256();
-    for (int c = 0; c < 8; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[c], bcast4(a, c)));
-    return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-#endif
-}
-
-// Integer sums of eight rows' codes up to 31 (Q5_K's) over one block: with VNNI as block_sums_x8; with PMADDUBSW
-// a lane is at most 2 * 31 * 128 = 7936, so four chunks share an int16 sum (31744) before widening.
-inline __m256i kx8_sums(const __m256i q[8], const BlockQ8A& a) {
-#if defined(FRANKEN_VNNI)
-    return block_sums_x8(q, a);
-#else
-    const __m256i ones = _mm256_set1_epi16(1);
+    constexpr int kFit = 32767 / (2 * kMax * 128);
+    static_assert(kFit >= 1, "codes too wide for PMADDUBSW's 16-bit sums");
     __m256i s = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
+    for (int c = c0; c < c0 + n; c += kFit) {
         __m256i s16 = _mm256_setzero_si256();
-        for (int c = 4 * h; c < 4 * h + 4; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[c], bcast4(a, c)));
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
+        for (int i = c; i < std::min(c + kFit, c0 + n); ++i)
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(q[i], bcast4(a, i)));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
     }
     return s;
 #endif
@@ -838,7 +833,7 @@ inline void x8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, siz
         if constexpr (kX8HasMin<Block>) bias = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].m)));
         for (int k = 0; k < kTile; ++k) {
             const BlockQ8A& a = act[static_cast<size_t>(k) * nb + b];
-            const __m256 sums = _mm256_cvtepi32_ps(kX8FiveBit<Block> ? kx8_sums(q, a) : block_sums_x8(q, a));
+            const __m256 sums = _mm256_cvtepi32_ps(sums_x8<kX8MaxCode<Block>>(q, a));
             acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
             off[k] = _mm256_fmadd_ps(bias, _mm256_broadcast_ss(&a.s), off[k]);
         }
@@ -872,7 +867,7 @@ void kx8_tile(const Block* w, int nb, const BlockQ8A* act, float* out, size_t ld
             if constexpr (std::is_same_v<Block, BlockQ5_Kx8>) x8_fifth_bits(w[s].qh[p], q);
             for (int k = 0; k < kTile; ++k) {
                 const BlockQ8A& a = act[static_cast<size_t>(k) * nb + kPiecesK * s + p];
-                const __m256 sums = _mm256_cvtepi32_ps(kX8FiveBit<Block> ? kx8_sums(q, a) : block_sums_x8(q, a));
+                const __m256 sums = _mm256_cvtepi32_ps(sums_x8<kX8MaxCode<Block>>(q, a));
                 acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_broadcast_ss(&a.d)), sums, acc[k]);
                 mins[k] = _mm256_fmadd_ps(dmn, _mm256_broadcast_ss(&a.s), mins[k]);
             }
@@ -920,18 +915,7 @@ void q6_kx8_tile(const BlockQ6_Kx8* w, int nb, const BlockQ8A* act, const int32_
                 const size_t b = static_cast<size_t>(k) * nb + kPiecesK * s + p;
                 const BlockQ8A& a = act[b];
                 for (int h = 0; h < 2; ++h) {
-#if defined(FRANKEN_VNNI)
-                    __m256i sum = _mm256_setzero_si256();
-                    for (int c = 4 * h; c < 4 * h + 4; ++c) sum = _mm256_dpbusd_epi32(sum, q[c], bcast4(a, c));
-#else
-                    // a maddubs lane is at most 2 * 63 * 128 = 16128: two fit one int16 sum
-                    const __m256i ones = _mm256_set1_epi16(1);
-                    const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * h], bcast4(a, 4 * h)),
-                                                        _mm256_maddubs_epi16(q[4 * h + 1], bcast4(a, 4 * h + 1)));
-                    const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * h + 2], bcast4(a, 4 * h + 2)),
-                                                        _mm256_maddubs_epi16(q[4 * h + 3], bcast4(a, 4 * h + 3)));
-                    const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
-#endif
+                    const __m256i sum = sums_x8<63>(q, a, 4 * h, 4);  // the half's four chunks
                     const __m256i centered = _mm256_sub_epi32(sum, _mm256_set1_epi32(32 * halves[2 * b + h]));
                     acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(scale[h], _mm256_broadcast_ss(&a.d)),
                                              _mm256_cvtepi32_ps(centered), acc[k]);
