@@ -355,6 +355,7 @@ PYBIND11_MODULE(_core, mod) {
         .def_readwrite("profile", &Config::profile)
         .def_readwrite("n_batch", &Config::n_batch)
         .def_readwrite("n_threads", &Config::n_threads)
+        .def_readwrite("cpus", &Config::cpus)
         .def_readwrite("float_activations", &Config::float_activations)
         .def_readwrite("float_act_roles", &Config::float_act_roles)
         .def_readwrite("kv_type", &Config::kv_type);

@@ -19,10 +19,21 @@ from franken_rt.checkpoint.layer_plan import check_plan, draft_plan
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.errors import FrankenError
 from franken_rt.prefix import reusable_prefix
-from franken_rt.resources import check_memory, release_free_memory
+from franken_rt.resources import (
+    MemoryPlan,
+    allowed_cpus,
+    check_cpus,
+    check_memory,
+    one_per_core,
+    parse_cpus,
+    physical_cores,
+    plan_memory,
+    release_free_memory,
+)
 from franken_rt.sampling import SamplingParams, recommended_sampling
 from franken_rt.speculative import Drafter, DraftLength, LookupDrafter, model_drafter, self_drafter
 from franken_rt.text_stream import StopText
+from franken_rt.units import parse_size
 
 if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add over 10 MiB to every generation
     import numpy as np
@@ -79,14 +90,21 @@ class Model:
         kernels: str = "",
         layer_plan: Sequence[int] | None = None,
         activations: str = "q8",
-        kv_cache: str = "f16",
+        kv_cache: str | None = None,
         check_values: bool = True,
         sequences: int = 1,
         float_roles: Sequence[str] = (),
+        cpus: Sequence[int] | str | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         """`activations`: "q8" (default) multiplies quantized weights by activations quantized to 8-bit blocks,
         with integer kernels; "f32" keeps activations in float, the reference-precision path.
         `kv_cache`: "f16" (default), "q8" (8-bit blocks: half the memory) or "f32" (reference precision).
+        `cpus`: the CPUs to run on, as a list or a CPU list string ("4-7"): thread t is pinned to the t-th (one CPU
+        per physical core first), and the default thread count is the physical cores among them.
+        `max_memory`: bytes (or a size such as "512M", "1.5GB") for the weights, KV cache and buffers together: the
+        context (up to the default) and KV cache type are chosen to fit (`memory_plan` says which); an explicit
+        `n_ctx` or `kv_cache` is kept, and refused if it cannot fit.
         `layer_plan`: stored block indices in execution order; default the checkpoint's own plan (or each block
         once).
         `float_roles`: with q8 activations, the roles of FLOAT_ROLES whose matrices still take float inputs (a
@@ -95,16 +113,23 @@ class Model:
         generation methods use sequence 0.
         `check_values`: scan the weights for NaN or infinite values and block scales first (a vectorized pass over
         the mapped file, ~60 ms for a 135M Q4_1 model)."""
-        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         for name, value in (("threads", threads), ("n_ctx", n_ctx), ("sequences", sequences)):
             if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
                 raise FrankenError(f"{name} must be an integer, got {value!r}")
-        if threads is not None and not 1 <= threads <= n_cpu:
-            raise FrankenError(f"threads must be between 1 and {n_cpu} (this machine's CPUs), got {threads}")
+        if cpus is None:
+            allowed = allowed_cpus()
+        elif isinstance(cpus, str):
+            allowed = parse_cpus(cpus)
+        else:
+            if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in cpus):
+                raise FrankenError(f"cpus must be CPU numbers, got {list(cpus)!r}")
+            allowed = check_cpus(list(dict.fromkeys(int(c) for c in cpus)))
+        if threads is not None and not 1 <= threads <= len(allowed):
+            where = "the CPUs given" if cpus is not None else "this machine's CPUs"
+            raise FrankenError(f"threads must be between 1 and {len(allowed)} ({where}), got {threads}")
         if not 1 <= sequences <= 256:
             raise FrankenError(f"sequences must be between 1 and 256, got {sequences}")
-        n_ctx = n_ctx if n_ctx is not None else min(ckpt.config.context_length, DEFAULT_CTX)
-        if not 1 <= n_ctx <= ckpt.config.context_length:
+        if n_ctx is not None and not 1 <= n_ctx <= ckpt.config.context_length:
             raise FrankenError(f"context must be between 1 and the model's {ckpt.config.context_length}, got {n_ctx}")
         self.checkpoint = ckpt
         self.config = ckpt.config
@@ -126,20 +151,35 @@ class Model:
         else:
             layer_plan = check_plan(list(layer_plan), ckpt.config.n_layers)
         self.layer_plan = list(layer_plan) if layer_plan is not None else list(range(ckpt.config.n_layers))
-        if threads is None:  # the physical cores, but no more than the CPUs this process may run on (taskset)
-            threads = min(_core.physical_cores(), n_cpu)
-        cfg = _core_config(ckpt, n_ctx, threads, layer_plan)
-        cfg.float_activations = activations == "f32"
-        if kv_cache not in KV_CACHE_TYPES:
+        if threads is None:  # the physical cores among the CPUs this process may run on (taskset, --cpus)
+            threads = physical_cores(allowed)
+        if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
+        depth, weights = len(self.layer_plan), sum(t.nbytes for t in ckpt.tensors.values())
+        self.memory_plan: MemoryPlan | None = None  # what max_memory chose
+        if max_memory is not None:
+            budget = parse_size(max_memory, "--max-memory") if isinstance(max_memory, str) else int(max_memory)
+            if budget < 1:
+                raise FrankenError(f"--max-memory must be positive, got {max_memory!r}")
+            self.memory_plan = plan_memory(ckpt.config, depth, weights, budget, n_ctx, kv_cache,
+                                           min(ckpt.config.context_length, DEFAULT_CTX), threads, sequences)
+            n_ctx, kv_cache = self.memory_plan.n_ctx, self.memory_plan.kv_cache
+        n_ctx = n_ctx if n_ctx is not None else min(ckpt.config.context_length, DEFAULT_CTX)
+        kv_cache = kv_cache or "f16"
+        cfg = _core_config(ckpt, n_ctx, threads, layer_plan)
+        if cpus is not None:  # pinned: thread t on the t-th CPU, one per physical core first
+            cfg.cpus = one_per_core(allowed)[:threads]
+        self.cpus = list(cfg.cpus)
+        cfg.float_activations = activations == "f32"
         cfg.kv_type = KV_CACHE_TYPES[kv_cache]
+        self.kv_cache = kv_cache
         cfg.n_seq = sequences
         cfg.profile = os.environ.get("FRANKEN_PROFILE", "") not in ("", "0")
         unknown = set(float_roles) - set(FLOAT_ROLES)
         if unknown:
             raise FrankenError(f"float_roles: unknown {sorted(unknown)}; choose from {', '.join(FLOAT_ROLES)}")
         cfg.float_act_roles = sum(1 << FLOAT_ROLES.index(r) for r in set(float_roles))
-        check_memory(ckpt.config, len(self.layer_plan), n_ctx, kv_cache, threads, sequences)
+        check_memory(ckpt.config, depth, n_ctx, kv_cache, threads, sequences, weights)
         if check_values:
             check_finite(ckpt)
         release_free_memory()  # before the core allocates the weights on top of the readers' freed heap
@@ -307,7 +347,7 @@ class Model:
             if other.config.vocab_size != self.config.vocab_size or \
                     set(other.tokenizer.eos_ids) != set(self.tokenizer.eos_ids):
                 raise FrankenError(f"{draft}: the draft model's vocabulary differs from this model's")
-            small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels)
+            small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels, cpus=self.cpus or None)
             made = model_drafter(small._core, _weight_bytes(other) / _weight_bytes(self.checkpoint), small)
         self._drafters[key] = made
         return made

@@ -1,12 +1,17 @@
-"""What a model needs from the machine, checked before anything is allocated: memory for the KV cache and the
-core's scratch buffers against what the system has available."""
+"""What a model needs from the machine, checked before anything is allocated: memory for the weights, the KV cache
+and the core's scratch buffers against what the system has available (or the budget of --max-memory), and the
+CPUs its threads run on (--cpus)."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from dataclasses import dataclass
 
 from franken_rt.config import ModelConfig
 from franken_rt.errors import FrankenError
+from franken_rt.units import mib
 
 # Bytes per stored K or V row element for each KV cache type (Q8_0: 34 bytes per 32 values).
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "q8": 34 / 32}
@@ -66,14 +71,151 @@ def runtime_bytes(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads
     return kv + activations + scratch
 
 
-def check_memory(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int, sequences: int = 1) -> None:
-    """FrankenError if the context(s) would not fit in the memory the system has available."""
+def check_memory(c: ModelConfig, depth: int, n_ctx: int, kv_cache: str, threads: int, sequences: int = 1,
+                 weights: int = 0) -> None:
+    """FrankenError if the weights (`weights` bytes as loaded) and the context(s) would not fit in the memory the
+    system has available."""
     need = runtime_bytes(c, depth, n_ctx, kv_cache, threads, sequences)
     have = available_memory()
-    if have is not None and need > have:
-        mib = 1 << 20
+    if have is not None and weights + need > have:
         raise FrankenError(
-            f"{sequences} x " * (sequences > 1) + f"a context of {n_ctx} tokens needs {need / mib:.0f} MiB "
-            f"(KV cache and buffers) but only {have / mib:.0f} MiB of memory are available; use a smaller context or "
+            (f"the weights take {mib(weights)} and " if weights else "")
+            + f"{sequences} x " * (sequences > 1) + f"a context of {n_ctx} tokens needs {mib(need)} "
+            f"(KV cache and buffers) but only {mib(have)} of memory are available; use a smaller context or "
             "--kv-cache q8"
         )
+
+
+# ---- memory budget (--max-memory) ----------------------------------------------------------------------------------
+
+KV_PREFERENCE = ("f16", "q8")  # the default cache first; q8 halves it at a small cost, before any context is cut
+MIN_CTX = 256  # the smallest context --max-memory settles for (one key chunk)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A context size and KV cache type, and the bytes they need with the weights."""
+
+    n_ctx: int
+    kv_cache: str
+    weights: int
+    runtime: int  # KV cache and buffers (runtime_bytes)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.runtime
+
+    def describe(self) -> str:
+        return (f"context {self.n_ctx} tokens, {self.kv_cache} KV cache: weights {mib(self.weights)} + KV cache and "
+                f"buffers {mib(self.runtime)} = {mib(self.total)}")
+
+
+def plan_memory(c: ModelConfig, depth: int, weights: int, budget: int, n_ctx: int | None, kv_cache: str | None,
+                default_ctx: int, threads: int, sequences: int = 1) -> MemoryPlan:
+    """The largest context (up to `default_ctx`) and the widest KV cache whose total fits `budget` bytes; an explicit
+    `n_ctx` or `kv_cache` is kept as given. The default cache at the default context is taken if it fits, else the
+    q8 cache at that context, else the context is cut (in key chunks, not below MIN_CTX) with the narrowest cache.
+    FrankenError with the numbers when nothing fits."""
+    # A Q8_0 cache stores each head's keys in 32-value blocks.
+    kvs = [kv_cache] if kv_cache is not None else [k for k in KV_PREFERENCE if k != "q8" or c.head_dim % 32 == 0]
+
+    def plan(ctx: int, kv: str) -> MemoryPlan:
+        return MemoryPlan(ctx, kv, weights, runtime_bytes(c, depth, ctx, kv, threads, sequences))
+
+    if weights >= budget:
+        raise FrankenError(f"--max-memory {mib(budget)}: the weights alone take {mib(weights)}")
+    if n_ctx is not None:  # the context is fixed: the widest cache that holds it
+        for kv in kvs:
+            if plan(n_ctx, kv).total <= budget:
+                return plan(n_ctx, kv)
+        raise FrankenError(f"--max-memory {mib(budget)}: {plan(n_ctx, kvs[-1]).describe()} does not fit")
+    for kv in kvs:
+        if plan(default_ctx, kv).total <= budget:
+            return plan(default_ctx, kv)
+    kv = kvs[-1]
+    lo = min(MIN_CTX, default_ctx)
+    if plan(lo, kv).total > budget:
+        raise FrankenError(f"--max-memory {mib(budget)}: even {plan(lo, kv).describe()} does not fit")
+    hi = default_ctx  # plan(lo) fits and plan(hi) does not: bisect on whole key chunks
+    while hi - lo > KEY_CHUNK:
+        mid = (lo + hi) // 2 // KEY_CHUNK * KEY_CHUNK
+        if mid <= lo:
+            break
+        lo, hi = (mid, hi) if plan(mid, kv).total <= budget else (lo, mid)
+    return plan(lo, kv)
+
+
+# ---- CPUs (--cpus) -------------------------------------------------------------------------------------------------
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (taskset, cgroups), in order."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def parse_cpus(text: str) -> list[int]:
+    """A Linux CPU list, `0-3,6`, -> [0, 1, 2, 3, 6] (in the order given, each once); FrankenError if unreadable or
+    if a CPU is not one this process may use."""
+    cpus: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise FrankenError(f"--cpus: cannot read {text!r} (a CPU list such as 0-3 or 4,5,6,7)")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        if last - first > 4096:
+            raise FrankenError(f"--cpus: {part.strip()!r} is not a range of this machine's CPUs")
+        cpus += [c for c in range(first, last + 1) if c not in cpus]
+    return check_cpus(cpus)
+
+
+def check_cpus(cpus: list[int]) -> list[int]:
+    allowed = allowed_cpus()
+    outside = [c for c in cpus if c not in allowed]
+    if not cpus or outside:
+        raise FrankenError(f"--cpus: CPU {', '.join(map(str, outside or ['(none)']))} is not one this process may "
+                           f"use ({_cpu_list(allowed)})")
+    return cpus
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def _core_of(cpu: int) -> tuple[str, str] | None:
+    """(package, core) of a CPU from sysfs; None where it cannot be read."""
+    base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+    try:
+        with open(base + "physical_package_id", encoding="ascii") as f:
+            package = f.read().strip()
+        with open(base + "core_id", encoding="ascii") as f:
+            return package, f.read().strip()
+    except OSError:
+        return None
+
+
+def one_per_core(cpus: list[int]) -> list[int]:
+    """`cpus` reordered so that the first CPU of each physical core comes first, the SMT siblings after: thread t runs
+    on the t-th, so a thread count up to the number of cores never puts two threads on one core's SIMD units."""
+    seen: set[tuple[str, str]] = set()
+    first, rest = [], []
+    for c in cpus:
+        core = _core_of(c)
+        (rest if core is not None and core in seen else first).append(c)
+        if core is not None:
+            seen.add(core)
+    return first + rest
+
+
+def physical_cores(cpus: list[int]) -> int:
+    """Physical cores among `cpus` (SMT siblings share the SIMD units: the default thread count)."""
+    cores = {_core_of(c) for c in cpus}
+    return len(cpus) if None in cores else len(cores)

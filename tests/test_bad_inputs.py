@@ -436,10 +436,12 @@ def test_context_beyond_memory(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> N
     import franken_rt.resources as resources
     from franken_rt.resources import runtime_bytes
 
-    cfg = read_checkpoint(tiny).config
+    ckpt = read_checkpoint(tiny)
+    cfg = ckpt.config
     need = runtime_bytes(cfg, cfg.n_layers, 64, "f32", 1)
     assert need > 2 * cfg.n_layers * 64 * 16 * 4  # at least the K and V caches
-    monkeypatch.setattr(resources, "available_memory", lambda: need - 1)
+    weights = sum(t.nbytes for t in ckpt.tensors.values())
+    monkeypatch.setattr(resources, "available_memory", lambda: weights + need - 1)
     reject("needs", franken_rt.load, tiny, threads=1, n_ctx=64, kv_cache="f32")
     franken_rt.load(tiny, threads=1, n_ctx=64, kv_cache="f16")  # a smaller cache fits
 

@@ -4,6 +4,7 @@ stops it. Greedy answers are compared with the same model run in this process, o
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
 import socket
 import subprocess
@@ -247,3 +248,23 @@ def test_options_refused_with_one_line(smollm_gguf: Path, tmp_path: Path) -> Non
             assert p.returncode == 2, (args, p.stderr)
             lines = [ln for ln in p.stderr.splitlines() if "error" in ln]
             assert len(lines) == 1 and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+def test_cpus_and_max_memory(smollm_gguf: Path, reference) -> None:  # noqa: ANN001
+    from franken_rt.resources import allowed_cpus, runtime_bytes
+
+    c = reference.config
+    weights = sum(t.nbytes for t in reference.checkpoint.tensors.values())
+    budget = weights + runtime_bytes(c, c.n_layers, 2048, "f16", 1, sequences=2) - 1  # two f16 slots do not fit
+    cpu = allowed_cpus()[-1]
+    with running_server(smollm_gguf, "--parallel", "2", "--threads", "1", "--cpus", str(cpu), "--max-memory",
+                        str(budget)) as server:
+        deadline = time.monotonic() + 10  # the line is printed before /health turns 200, read by another thread
+        while "--max-memory" not in "".join(server.log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "--max-memory: context 2048 tokens, q8 KV cache" in "".join(server.log)
+        want, _ = greedy(reference, PROMPTS[3])
+        assert chat(client(server.url), PROMPTS[3]).choices[0].message.content == want
+        tasks = Path(f"/proc/{server.proc.pid}/task")
+        pinned = [sorted(os.sched_getaffinity(int(t.name))) for t in tasks.iterdir()]
+        assert [cpu] in pinned  # the thread that runs the model

@@ -49,7 +49,7 @@ Model::Model(Config cfg, const std::vector<std::string>& files, const std::vecto
       store_(cfg_, files, tensors),
       w_(store_.weights()),
       kern_(pick(kernel_name)),
-      pool_(cfg_.n_threads) {
+      pool_(cfg_.n_threads, cfg_.cpus) {
     const Config& c = cfg_;
     if (c.profile) profile_.enable();
     // Integer kernels read quantized weights fastest interleaved (the float-activation reference path reads rows

@@ -28,6 +28,7 @@ struct Config {
     int n_seq = 1;                  // independent sequences (a server's slots), each with its own KV cache
     int n_batch = 64;               // prompt tokens processed per matrix-matrix step
     int n_threads = 0;              // 0: physical cores
+    std::vector<int> cpus;          // CPU of each thread (thread t on cpus[t % size]); empty: not pinned
     // Quantized weights multiply 8-bit activations (integer kernels) unless this asks for float activations,
     // the reference-precision path that matches a float implementation to ~1e-5.
     bool float_activations = false;

@@ -1,6 +1,10 @@
 #include "thread_pool.h"
 
 #include <fstream>
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 #include <set>
 #include <string>
 #include <utility>
@@ -27,10 +31,29 @@ inline void backoff(int spins) {
     else
         std::this_thread::yield();
 }
+// Restrict the calling thread to one CPU. The Python side has checked the CPU is one this process may use; if
+// pinning still fails (a CPU taken offline since), the thread runs unpinned, which is slower, never wrong.
+inline void pin_this_thread(int cpu) {
+#if defined(__linux__)
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+#else
+    (void)cpu;
+#endif
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int n_threads, std::vector<int> cpus)
+    : n_threads_(n_threads < 1 ? 1 : n_threads), cpus_(std::move(cpus)) {
     for (int t = 1; t < n_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
+}
+
+void ThreadPool::pin_caller() {
+    pin_this_thread(cpus_[0]);
+    pinned_caller_ = std::this_thread::get_id();
 }
 
 ThreadPool::~ThreadPool() {
@@ -58,6 +81,7 @@ void ThreadPool::run(void* ctx, void (*call)(void*, int)) {
 }
 
 void ThreadPool::worker(int t) {
+    if (!cpus_.empty()) pin_this_thread(cpus_[t % cpus_.size()]);
     uint64_t seen = 0;
     for (;;) {
         int spins = 0;

@@ -1,6 +1,7 @@
 // A persistent thread pool for data-parallel loops. The calling thread works as thread 0; workers spin
 // briefly between jobs (a decode step dispatches hundreds of small loops, so waking must cost ~1 us),
-// then sleep on a condition variable so an idle model burns no CPU.
+// then sleep on a condition variable so an idle model burns no CPU. Given a CPU list, thread t runs only on
+// cpus[t % size] (a big.LITTLE board's big cores, say): pinned threads keep their caches and never share a core.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -13,7 +14,9 @@ namespace franken {
 
 class ThreadPool {
 public:
-    explicit ThreadPool(int n_threads);
+    // `cpus`: empty, or the CPU each thread is pinned to (thread t on cpus[t % cpus.size()]); the thread that calls
+    // parallel_for is thread 0, pinned to cpus[0] on its first call (and stays so: it is the model's thread).
+    explicit ThreadPool(int n_threads, std::vector<int> cpus = {});
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
@@ -28,6 +31,7 @@ public:
     template <class F>
     void parallel_for(int n, F&& fn) {
         if (n <= 0) return;
+        if (!cpus_.empty() && std::this_thread::get_id() != pinned_caller_) pin_caller();
         const int nt = n_threads_ < n ? n_threads_ : n;
         if (nt == 1) {
             fn(0, n, 0);
@@ -49,9 +53,12 @@ private:
     static constexpr int kGrain = 4;
     void run(void* ctx, void (*call)(void*, int));
     void worker(int t);
+    void pin_caller();
 
     int n_threads_;
     int64_t handoffs_ = 0;  // touched only by the calling thread
+    std::vector<int> cpus_;
+    std::thread::id pinned_caller_;  // the calling thread last pinned to cpus_[0]
     std::vector<std::thread> threads_;
     // The current job, published by bumping generation_.
     void* job_ctx_ = nullptr;

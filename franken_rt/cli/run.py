@@ -26,7 +26,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeat-penalty", type=float, default=None, help="1 disables (default: the model's, else 1)")
     ap.add_argument("--repeat-last-n", type=int, default=None, help="tokens the penalty looks back (default 64)")
     ap.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
-    ap.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
+    ap.add_argument("--threads", "-t", type=int, default=None,
+                    help="threads (default: physical cores, among --cpus if given)")
+    ap.add_argument("--cpus", default=None, metavar="LIST",
+                    help="pin the threads to these CPUs, e.g. 4-7 (a big.LITTLE board's big cores); thread t runs on "
+                         "the t-th, one per physical core first")
+    ap.add_argument("--max-memory", default=None, metavar="SIZE",
+                    help="memory for weights + KV cache + buffers, e.g. 512M or 1.5GB: picks the context and KV "
+                         "cache type that fit and says which (an explicit --ctx/--kv-cache is kept, refused if too "
+                         "big)")
     ap.add_argument("--ctx", "-c", type=int, default=None, help="context size in tokens (default min(model, 2048))")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     ap.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
@@ -35,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
     ap.add_argument("--activations", default="q8", choices=["q8", "f32"],
                     help="q8: integer kernels (default); f32: float activations, reference precision")
-    ap.add_argument("--kv-cache", default="f16", choices=["f16", "q8", "f32"],
+    ap.add_argument("--kv-cache", default=None, choices=["f16", "q8", "f32"],
                     help="KV cache storage: f16 (default), q8 (half the memory), f32")
     ap.add_argument("--draft", default=None, metavar="{lookup,self,PATH}",
                     help="speculative decoding (same output, faster when drafts are right): lookup (text that "
@@ -139,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         raise FrankenError("--draft-plan is for --draft self")
     model = franken_rt.load(args.model, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels,
                             activations=args.activations, kv_cache=args.kv_cache,
-                            sequences=2 if args.draft == "self" else 1)  # the draft's own KV cache
+                            sequences=2 if args.draft == "self" else 1,  # the draft's own KV cache
+                            cpus=args.cpus, max_memory=args.max_memory)
+    if model.memory_plan is not None:
+        print(f"[--max-memory: {model.memory_plan.describe()}]", file=sys.stderr)
     if args.draft_plan is not None:
         args.draft_plan = parse_plan(args.draft_plan, model.config.n_layers)
     if args.draft is not None:

@@ -30,8 +30,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="require 'Authorization: Bearer KEY' on every endpoint but /health and the page "
                          "(default: $FRANKEN_API_KEY, else none)")
     ap.add_argument("--alias", default=None, help="model name in /v1/models and responses (default: the file's name)")
-    ap.add_argument("--threads", "-t", type=int, default=None, help="threads (default: physical cores)")
-    ap.add_argument("--kv-cache", default="f16", choices=list(KV_CACHE_TYPES), help="KV cache storage (default f16)")
+    ap.add_argument("--threads", "-t", type=int, default=None,
+                    help="threads (default: physical cores, among --cpus if given)")
+    ap.add_argument("--cpus", default=None, metavar="LIST", help="pin the threads to these CPUs, e.g. 4-7")
+    ap.add_argument("--max-memory", default=None, metavar="SIZE",
+                    help="memory for weights + every slot's KV cache + buffers, e.g. 1G: picks the context and KV "
+                         "cache type that fit (an explicit --ctx/--kv-cache is kept, refused if too big)")
+    ap.add_argument("--kv-cache", default=None, choices=list(KV_CACHE_TYPES), help="KV cache storage (default f16)")
     ap.add_argument("--kernels", default="", help="force a kernel path: scalar, avx2, ... (default: best)")
     ap.add_argument("--cors-origin", default=None, help="allow browser pages from this origin (default: CORS off)")
     ap.add_argument("--drain-timeout", type=float, default=30.0,
@@ -68,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     alias = args.alias or Path(args.model).name
 
     def load() -> Model:
-        return Model(ckpt, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels, kv_cache=args.kv_cache,
-                     sequences=args.parallel)
+        model = Model(ckpt, threads=args.threads, n_ctx=args.ctx, kernels=args.kernels, kv_cache=args.kv_cache,
+                      sequences=args.parallel, cpus=args.cpus, max_memory=args.max_memory)
+        if model.memory_plan is not None:
+            print(f"franken-serve: --max-memory: {model.memory_plan.describe()}", file=sys.stderr, flush=True)
+        return model
 
     options = ServerOptions(alias=alias, parallel=args.parallel, queue=args.queue, api_key=args.api_key,
                             cors_origin=args.cors_origin, max_body=args.max_body * MiB)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from franken_rt import units
 from franken_rt.checkpoint import gguf_writer as gw
 from franken_rt.checkpoint.layer_plan import PLAN_KEY, drop
 from franken_rt.checkpoint.types import Checkpoint, DType, TensorInfo, ggml_type, nbytes_of
@@ -33,21 +33,14 @@ from franken_rt.quant.tensors import float_array
 from franken_rt.surgery.analyze import plan_nll
 from franken_rt.surgery.plan import apply_plan
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 EXCLUDED_BASES = ("f32", "bf16")  # never smaller than f16 at the same quality
 EMBED_PATTERN = r"^(token_embd|output)\.weight$"
 ALIGNMENT = 32  # GGUF's default data alignment (the writer does not change it)
 
 
 def parse_size(text: str) -> int:
-    """`60MB` (10^6), `60MiB` (2^20), `1.5GB`, `123456` (bytes) -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmg]i?b|b)?\s*", text.lower())
-    if not m:
-        raise FrankenError(f"--target-size: cannot read {text!r} (e.g. 60MB, 60MiB, 1.2GB)")
-    n = float(m.group(1)) * _UNITS[m.group(2) or ""]
-    if n < 1:
-        raise FrankenError(f"--target-size must be positive, got {text!r}")
-    return int(n)
+    """`--target-size`: `60MB` (10^6), `60MiB` (2^20), `1.5GB`, `123456` (bytes) -> bytes."""
+    return units.parse_size(text, "--target-size")
 
 
 def candidate_quants() -> list[tuple[str, str | None]]:
