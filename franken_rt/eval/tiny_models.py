@@ -19,16 +19,18 @@ def corpus_text(n_chars: int = 200_000) -> str:
     return pydoc_text()[:n_chars]
 
 
-def train_sentencepiece(folder: Path, vocab_size: int = 400, normalizer: str = "identity") -> Path:
-    """A BPE sentencepiece model trained on the corpus; `normalizer`: "identity" (Llama's: text kept as it is) or a
-    sentencepiece rule such as "nmt_nfkc", which also removes extra whitespace (sentencepiece's own default)."""
+def train_sentencepiece(folder: Path, vocab_size: int = 400, normalizer: str = "identity",
+                        text: str | None = None) -> Path:
+    """A BPE sentencepiece model trained on `text` (default: the corpus); `normalizer`: "identity" (Llama's: text kept
+    as it is) or a sentencepiece rule such as "nmt_nfkc", which also removes extra whitespace (sentencepiece's own
+    default)."""
     import sentencepiece as spm
 
-    text = folder / "corpus.txt"
-    text.write_text(corpus_text(), encoding="utf-8")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(corpus_text() if text is None else text, encoding="utf-8")
     prefix = folder / "tok"
     spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, model_type="bpe",
+        input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="bpe",
         byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
         normalization_rule_name=normalizer, add_dummy_prefix=True, remove_extra_whitespaces=normalizer != "identity",
         minloglevel=2,
@@ -56,17 +58,30 @@ def make_tiny_llama(folder: Path, spm_model: Path, variant: str, seed: int = 0, 
                     context: int = 256) -> Path:
     """Build a random LlamaForCausalLM of the variant (`context`: its max_position_embeddings), save it with the
     tokenizer, return the folder."""
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(spm_model)).vocab_size()
+    save_random_llama(folder, vocab, variant, seed=seed, dtype=dtype, context=context)
+    shutil.copy(spm_model, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "legacy": False,
+    }))
+    return folder
+
+
+def save_random_llama(folder: Path, vocab_size: int, variant: str, seed: int = 0, dtype: str = "float32",
+                      context: int = 256, bos_id: int = 1, eos_id: int = 2) -> Path:
+    """Save the weights and config.json of a random LlamaForCausalLM of the variant (no tokenizer: the caller puts
+    one beside it), return the folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    import sentencepiece as spm
-
-    vocab = spm.SentencePieceProcessor(model_file=str(spm_model)).vocab_size()
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
         max_position_embeddings=context, rms_norm_eps=1e-5, initializer_range=0.08,
-        bos_token_id=1, eos_token_id=2, **VARIANTS[variant],
+        bos_token_id=bos_id, eos_token_id=eos_id, **VARIANTS[variant],
     )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # random norm gains, so a mistake in applying them shows
@@ -76,11 +91,6 @@ def make_tiny_llama(folder: Path, spm_model: Path, variant: str, seed: int = 0, 
     model.to(getattr(torch, dtype))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
-    shutil.copy(spm_model, folder / "tokenizer.model")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "legacy": False,
-    }))
     return folder
 
 
