@@ -14,7 +14,9 @@ from franken_rt.checkpoint.gguf import read_header
 from franken_rt.checkpoint.gguf_writer import _add_value, hyperparameters
 from franken_rt.checkpoint.types import DType
 from franken_rt.config import ModelConfig
+from franken_rt.eval.big_model import convert
 from franken_rt.eval.demo_model import model_path
+from franken_rt.eval.synthetic_llama import synthetic_llama3
 
 DIM, LAYERS, FFN, HEADS = 2048, 16, 5632, 16
 
@@ -54,4 +56,16 @@ def synthetic_model(dtype: DType = DType.Q4_0) -> Path:
     w.write_tensors_to_file()
     w.close()
     out.with_suffix(".tmp").rename(out)
+    return out
+
+
+def llama3_gguf(shape: str = "1b", quant: str = "q4_0") -> Path:
+    """The synthetic Llama 3 checkpoint of `shape` (bf16, sharded; franken_rt.eval.synthetic_llama) converted by the
+    installed franken-convert (round to nearest), both cached."""
+    out = cache_dir() / f"synthetic-llama3-{shape}-{quant}.gguf"
+    if not out.exists():
+        result = convert(synthetic_llama3(shape), out, quant, "rtn")
+        if result.returncode:
+            raise RuntimeError(out.with_suffix(".log").read_text())
+        out.with_suffix(".log").unlink()
     return out

@@ -85,8 +85,7 @@ def test_disk_full_rlimit(tmp_path: Path) -> None:
 
 
 def test_disk_full_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import gguf
-
+    from franken_rt.checkpoint import gguf_writer
     from franken_rt.cli.convert import main
 
     src = tmp_path / "tiny.gguf"
@@ -95,17 +94,52 @@ def test_disk_full_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     out = tmp_path / "out.gguf"
     out.write_bytes(b"keep")
     calls = []
-    real = gguf.GGUFWriter.write_tensor_data
+    real = gguf_writer.write_tensor
 
-    def full_disk(self, tensor, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
         if len(calls) > 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, tensor, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", full_disk)
+    monkeypatch.setattr(gguf_writer, "write_tensor", full_disk)
     assert main([str(src), "-o", str(out), "--quant", "q8_0", "--force", "-q"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith("franken-convert: error: cannot write") and "No space left on device" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf", "tiny.gguf"]
     assert out.read_bytes() == b"keep" and digest(src) == before
+
+
+def test_free_space_checked_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """An output larger than the free space is refused before any tensor is written, in one line; with the room
+    for exactly the file it is written."""
+    import shutil
+    from collections import namedtuple
+
+    from franken_rt.cli.convert import main
+
+    src = tmp_path / "tiny.gguf"
+    tiny_gguf(src)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    probe = tmp_path / "probe.gguf"
+    assert main([str(src), "-o", str(probe), "--quant", "q8_0", "-q"]) == 0
+    size = probe.stat().st_size
+    usage = namedtuple("usage", "total used free")
+    room = [0]  # free space before the conversion, less what it has written since
+
+    def disk_usage(path: object) -> tuple[int, int, int]:
+        return usage(1 << 40, 0, room[0] - sum(p.stat().st_size for p in out_dir.iterdir()))
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    # less than the tensors (refused before anything is written), one byte short of the file (refused after its
+    # header, before its tensors), exactly the file
+    for room[0], code in [(size // 2, 2), (size - 1, 2), (size, 0)]:
+        capsys.readouterr()
+        assert main([str(src), "-o", str(out_dir / "out.gguf"), "--quant", "q8_0", "-q", "--force"]) == code
+        err = capsys.readouterr().err
+        if code:
+            assert "not enough disk space" in one_error_line(err)
+            assert list(out_dir.iterdir()) == []
+    assert (out_dir / "out.gguf").read_bytes() == probe.read_bytes()

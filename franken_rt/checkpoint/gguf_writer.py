@@ -1,12 +1,17 @@
 """Writing a Checkpoint as a llama GGUF file that llama.cpp loads unchanged.
 
-Tensors are written one at a time (peak memory near the largest tensor), into a temporary file in the output's
-folder that is renamed over the output only once complete.
+Tensors are written one at a time, each in chunks of whole rows (at most CHUNK_BYTES of float32 decoded at once):
+a chunk is read, decoded, put in GGUF's layout, encoded and written before the next is read, so the converter's
+memory stays near one chunk whatever the model's size (a Llama-3 8B embedding is 2.1 GB as float32; docs/convert.md).
+The output goes to a temporary file in the output's folder, renamed over the output only once complete, and the free
+space it needs is checked before any tensor is written.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -14,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import gguf
 import numpy as np
@@ -27,6 +32,8 @@ from franken_rt.config import GGUF_KEYS, ModelConfig
 from franken_rt.errors import FrankenError
 from franken_rt.formats import format_of
 from franken_rt.sampling import RECOMMENDED_KEYS
+
+CHUNK_BYTES = 64 << 20  # float32 bytes of the rows decoded and encoded at once (one chunk)
 
 # How each metadata value type is stored: llama.cpp checks the GGUF type of what it reads.
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
@@ -105,11 +112,13 @@ def write_gguf(
     extra_metadata: dict[str, Any] | None = None,
     progress: bool = False,
     tensor_bytes: TensorBytes | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> None:
     """Write `ckpt` as GGUF. `dtype`: one storage type for 2-D weights, or a per-tensor policy.
-    Norm gains (1-D) stay F32, as llama.cpp expects. `tensor_bytes(ckpt, name, tensor, type)`: the bytes stored
-    for a tensor; by default `float_bytes` (stored bytes copied, float types converted), and for quantized types
-    franken_rt.quant.tensors.transcoder (which decodes and encodes with the formats' codecs)."""
+    Norm gains (1-D) stay F32, as llama.cpp expects. `tensor_bytes(ckpt, name, tensor, type, rows)`: the bytes
+    stored for those rows of a tensor; by default `float_bytes` (stored bytes copied, float types converted), and
+    for quantized types franken_rt.quant.tensors.transcoder (which decodes and encodes with the formats' codecs).
+    `chunk_bytes`: float32 bytes of the rows handled at once (row_chunks); the file is the same for any value."""
     tensor_bytes = tensor_bytes or float_bytes
     policy = dtype if callable(dtype) else (lambda t, d=dtype: d if len(t.shape) == 2 else DType.F32)
     sources = sorted({t.file for t in ckpt.tensors.values()})
@@ -126,30 +135,95 @@ def write_gguf(
         freqs = _rope_freqs(ckpt)
         if freqs is not None:
             w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
-        for name, t, d in plan:
-            nbytes = nbytes_of(d, t.shape)
+        sizes = [nbytes_of(d, t.shape) for _, t, d in plan]
+        for (name, t, d), nbytes in zip(plan, sizes):
             w.add_tensor_info(name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=ggml_type(d))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
+        assert w.fout is not None and len(w.fout) == 1  # one file, no split
+        fout, align = w.fout[0], w.data_alignment
+        data = sum(_padded(n, align) for n in [*sizes, *([freqs.nbytes] if freqs is not None else [])])
+        w.flush()
+        check_free_space(Path(out), _padded(fout.tell(), align) + data, already=fout.tell())
+        # the tensor data as gguf's GGUFWriter.write_tensor_data lays it out (each tensor aligned), but streamed:
+        # a tensor is written chunk by chunk, never held whole
         if freqs is not None:
-            w.write_tensor_data(freqs)
-        total = sum(t.nbytes for _, t, _ in plan)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
+            write_tensor(fout, [freqs], freqs.nbytes, align)
+        with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc=f"writing {Path(out).name}", disable=not progress,
                   file=sys.stderr) as bar:
-            for name, t, d in plan:  # one tensor in memory at a time
-                w.write_tensor_data(tensor_bytes(ckpt, name, t, d))
-                bar.update(t.nbytes)
+            for (name, t, d), nbytes in zip(plan, sizes):
+                chunks = (tensor_bytes(ckpt, name, t, d, rows) for rows in row_chunks(ckpt, name, t, chunk_bytes))
+                write_tensor(fout, chunks, nbytes, align, name, done=bar.update)
         w.close()
 
 
-# (checkpoint, tensor name, tensor, stored type) -> the bytes written for it, shape (rows..., bytes per row).
-TensorBytes = Callable[[Checkpoint, str, TensorInfo, DType], np.ndarray]
+# (checkpoint, tensor name, tensor, stored type, rows) -> the bytes written for those rows of the tensor (in GGUF's
+# row order: q/k permuted), shape (rows, bytes per row). Rows count the tensor as (prod(shape[:-1]), shape[-1]).
+TensorBytes = Callable[[Checkpoint, str, TensorInfo, DType, slice], np.ndarray]
 
 
-def as_stored(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray | None:
-    """The tensor's bytes when it is written in its stored type and layout (None when it must be converted)."""
-    return np.ascontiguousarray(raw_array(t)) if t.dtype == d and not needs_permute(ckpt, name) else None
+def row_count(t: TensorInfo) -> int:
+    """Rows of a tensor seen as 2-D (a 1-D tensor is one row)."""
+    return math.prod(t.shape[:-1])
+
+
+def row_chunks(ckpt: Checkpoint, name: str, t: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> list[slice]:
+    """The row ranges a tensor is encoded in: as many rows as fit `chunk_bytes` of float32 (at least one), and for
+    q/k rows that GGUF stores permuted, whole heads (the permutation moves rows only within a head)."""
+    rows, cols = row_count(t), t.shape[-1]
+    step = max(1, chunk_bytes // (4 * cols))
+    if needs_permute(ckpt, name):
+        head = ckpt.config.head_dim
+        step = max(1, step // head) * head
+    return [slice(a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
+def write_tensor(fout: IO[bytes], chunks: Iterable[np.ndarray], nbytes: int, align: int, name: str = "",
+                 done: Callable[[int], object] | None = None) -> None:
+    """One tensor's data at the next multiple of `align` in `fout`, from its chunks (each written before the next is
+    made), then padded to `align`: the bytes gguf's GGUFWriter.write_tensor_data writes for the whole array.
+    `done(n)` after each chunk of n bytes. Raises ValueError (a bug) if the chunks do not add up to `nbytes`."""
+    fout.write(bytes(_padded(fout.tell(), align) - fout.tell()))
+    written = 0
+    for chunk in chunks:
+        data = memoryview(np.ascontiguousarray(chunk)).cast("B")
+        fout.write(data)
+        written += len(data)
+        if done is not None:
+            done(len(data))
+    if written != nbytes:
+        raise ValueError(f"tensor {name}: wrote {written} bytes, its type and shape take {nbytes}")
+    fout.write(bytes(_padded(nbytes, align) - nbytes))
+
+
+def _padded(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+def check_free_space(out: Path, size: int, already: int = 0) -> None:
+    """FrankenError if the folder of `out` has not the room for a file of `size` bytes, of which `already` are
+    written (flushed: the free space no longer counts them)."""
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise FrankenError(f"output folder {folder} does not exist")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise FrankenError(f"output folder {folder}: {e.strerror or e}") from None
+    if size > free + already:
+        raise FrankenError(f"not enough disk space for {out}: it takes {_size(size)}, and {folder} has "
+                           f"{_size(free + already)} free")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def as_stored(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rows: slice) -> np.ndarray | None:
+    """Those rows' bytes when the tensor is written in its stored type and layout (None when it must be
+    converted)."""
+    return np.ascontiguousarray(raw_array(t, rows)) if t.dtype == d and not needs_permute(ckpt, name) else None
 
 
 def needs_permute(ckpt: Checkpoint, name: str) -> bool:
@@ -158,21 +232,22 @@ def needs_permute(ckpt: Checkpoint, name: str) -> bool:
 
 
 def in_gguf_layout(ckpt: Checkpoint, name: str, arr: np.ndarray) -> np.ndarray:
-    """A tensor's float values in GGUF's row order (q/k permuted where needs_permute)."""
+    """A tensor's float values (or whole heads of its rows, as row_chunks gives them) in GGUF's row order: q/k
+    permuted where needs_permute."""
     if not needs_permute(ckpt, name):
         return arr
-    return permute_for_gguf(arr, ckpt.config.n_heads if name.endswith("attn_q.weight") else ckpt.config.n_kv_heads)
+    return permute_for_gguf(arr, arr.shape[0] // ckpt.config.head_dim)
 
 
-def float_bytes(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType) -> np.ndarray:
+def float_bytes(ckpt: Checkpoint, name: str, t: TensorInfo, d: DType, rows: slice) -> np.ndarray:
     """The stored bytes, or float tensors converted to F32/F16; quantized types need a codec (TensorBytes)."""
-    same = as_stored(ckpt, name, t, d)
+    same = as_stored(ckpt, name, t, d, rows)
     if same is not None:
         return same
     if d not in (DType.F32, DType.F16) or format_of(t.dtype).quantized:
         raise FrankenError(f"tensor {name}: writing {t.dtype.name} as {d.name} needs franken_rt.quant.tensors")
-    return np.ascontiguousarray(in_gguf_layout(ckpt, name, float_array(t)), dtype="<f4" if d == DType.F32 else "<f2")
-
+    x = in_gguf_layout(ckpt, name, float_array(t, rows))
+    return np.ascontiguousarray(x, dtype="<f4" if d == DType.F32 else "<f2")
 
 
 def file_type(dtypes: Iterable[DType]) -> int:

@@ -7,6 +7,7 @@ must be present with the shape the hyperparameters give, and every error names t
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from franken_rt.errors import FrankenError
 from franken_rt.formats import format_of
 
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.(.+)")
+SCAN_BYTES = 64 << 20  # bytes of a tensor scanned for NaN/inf at once (the checkpoint's size does not matter)
 
 
 def expected_shapes(ckpt: Checkpoint) -> dict[str, tuple[int, ...]]:
@@ -65,13 +67,17 @@ def check_tensors(ckpt: Checkpoint) -> None:
 def nonfinite_count(t: TensorInfo) -> int:
     """How many values (float tensors) or block scales/minimums (quantized tensors) are NaN or infinite.
 
-    The core scans the mapped file (numpy would add over 10 MiB to every generation's resident memory). Quantized
-    blocks hold f16 scales at their start (Q4_1 a scale and a minimum): only those are checked, the packed
-    integers cannot be non-finite."""
+    The core scans the mapped file (numpy would add over 10 MiB to every generation's resident memory), at most
+    SCAN_BYTES at a time. Quantized blocks hold f16 scales at their start (Q4_1 a scale and a minimum): only those
+    are checked, the packed integers cannot be non-finite."""
     from franken_rt import _core  # the compiled core only for the scan: reading a checkpoint works without it
 
-    try:
-        return _core.nonfinite_count(str(t.file), t.offset, int(t.dtype), t.nbytes)
+    rows = math.prod(t.shape[:-1])
+    row_bytes = t.nbytes // rows
+    step = max(1, SCAN_BYTES // row_bytes) * row_bytes  # whole rows, so whole blocks
+    try:  # window by window: the core maps the file for each call, so one window's pages are resident at a time
+        return sum(_core.nonfinite_count(str(t.file), t.offset + at, int(t.dtype), min(step, t.nbytes - at))
+                   for at in range(0, t.nbytes, step))
     except _core.CoreError as e:
         raise FrankenError(f"{Path(t.file)}: tensor {t.name}: {e}") from None
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from franken_rt import _core
 from franken_rt.checkpoint import read_checkpoint
-from franken_rt.checkpoint.gguf_writer import write_gguf
+from franken_rt.checkpoint.gguf_writer import check_free_space, write_gguf
 from franken_rt.checkpoint.layer_plan import DRAFT_PLAN_KEY, executed, parse_plan
-from franken_rt.checkpoint.types import Checkpoint, DType
+from franken_rt.checkpoint.types import Checkpoint, DType, nbytes_of
 from franken_rt.checkpoint.validate import check_finite
 from franken_rt.cli import ArgumentParser, user_errors
 from franken_rt.errors import FrankenError
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.active and out.exists() and not args.force:
         raise FrankenError(f"{out} exists (use --force to replace it)")  # before minutes of measurements
     ckpt = read_checkpoint(args.source)
+    unchanged = not opts.active and args.plan is None and not args.materialize_repeats  # these tensors are written
+    if unchanged:  # before the NaN scan reads every tensor (a minute at 8B)
+        check_output_space(out, ckpt, policy)
     if args.rounding == "gptq" and opts.target_size is None and not any(
             has_grid(policy(t)) for t in ckpt.tensors.values() if len(t.shape) == 2):
         grids = ", ".join(f.cli_name for f in FORMATS if has_grid(DType(f.id)))
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             raise FrankenError(f"--draft-plan runs {len(draft)} blocks; a draft must run fewer than the model's "
                                f"{len(executed(ckpt))}")
         extra[DRAFT_PLAN_KEY] = draft
+    if not unchanged:  # before minutes of calibration
+        check_output_space(out, ckpt, policy)
     moments = None  # with calibration at hand, 3/4-bit rounding weighs each column by the inputs it meets
     if args.rounding == "search" and (args.calib or opts.active) and any(
             policy(t) in LOW_BIT for t in ckpt.tensors.values()):
@@ -163,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.source} -> {out}: tensors {mib(before)} -> file {mib(after)} ({after / before:.1%}); "
           f"{mix}; {time.perf_counter() - t0:.1f} s" + (f"; {surgery}" if surgery else ""), file=sys.stderr)
     return 0
+
+
+def check_output_space(out: Path, ckpt: Checkpoint, policy: QuantPolicy) -> None:
+    """FrankenError if the output's folder has not the room for the tensors alone (write_gguf checks the whole file,
+    header included, before it writes any tensor)."""
+    check_free_space(out, sum(nbytes_of(policy(t), t.shape) for t in ckpt.tensors.values()))
 
 
 def warn_requantize(ckpt: Checkpoint, policy: QuantPolicy, source: str) -> None:

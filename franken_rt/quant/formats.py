@@ -10,6 +10,7 @@ choose each element's code itself: see `Codec`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -90,9 +91,18 @@ def _ggml_decode(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _ggml_rtn(dtype: DType) -> Callable[[np.ndarray], np.ndarray]:
-    """The `gguf` package's reference round-to-nearest encoder of one of ggml's types."""
-    return lambda x: np.asarray(gguf.quants.quantize(np.asarray(x, dtype=np.float32),
-                                                     gguf.GGMLQuantizationType(int(dtype))))
+    """The `gguf` package's reference round-to-nearest encoder of one of ggml's types. It loops in Python over
+    groups of 16 rows, so the (blocks, 32) input is handed over as rows of up to 256 blocks (each block is encoded
+    on its own: the bytes are the same, ten times faster than rows of one block)."""
+    qtype = gguf.GGMLQuantizationType(int(dtype))
+
+    def rtn(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        per_row = math.gcd(n, 256)
+        return np.asarray(gguf.quants.quantize(x.reshape(n // per_row, per_row * QK), qtype)).reshape(n, -1)
+
+    return rtn
 
 
 def dequantize(raw: np.ndarray, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
