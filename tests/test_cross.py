@@ -1,10 +1,14 @@
 """The kernel check program (tests/cpp/kernel_check.cpp), natively and cross-compiled for AArch64 (NEON, with and
 without the dot-product extension) and RISC-V (RVV at three vector lengths, and a CPU without V), run under
 qemu-user. Every table the emulated CPU can run must agree with the scalar table. The model check program
-(tests/cpp/model_check.cpp) runs the forward pass on the emulated tables too."""
+(tests/cpp/model_check.cpp) runs the forward pass on the emulated tables too. And the demo model end to end: through
+the Python package on AArch64 (the core cross-built against Debian's arm64 Python, tools/arm64_python.sh), through
+a static driver of the core (tests/cpp/run_model.cpp) on RISC-V."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import re
 import shutil
@@ -12,7 +16,11 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import pybind11
 import pytest
+
+import franken_rt
+from franken_rt.cache import cache_dir
 
 pytestmark = pytest.mark.slow  # compiles the kernels for three architectures, runs them under qemu
 
@@ -33,19 +41,26 @@ ARCH_SOURCES = {
 RISCV_CXX = ["clang++-16", "--target=riscv64-linux-gnu", "-march=rv64gc"]
 
 
+def objects(cxx: list[str], arch: str, out_dir: Path, sources: Sequence[tuple[str, list[str]]]) -> list[str]:
+    """(source, flags) compiled for `arch` into out_dir, position-independent (for a program or a Python extension);
+    programs built in one folder share the objects they have in common."""
+    if shutil.which(cxx[0]) is None:
+        pytest.fail(f"{cxx[0]} is not installed (tools/setup.sh --test installs it)")
+    objs = []
+    for src, flags in [*sources, *ARCH_SOURCES[arch]]:
+        obj = out_dir / (Path(src).stem + ".o")
+        if not obj.exists():
+            subprocess.run([*cxx, "-std=c++17", "-O2", "-fPIC", "-I", str(ROOT / "csrc"), *flags, "-c",
+                            str(ROOT / src), "-o", str(obj)], check=True, capture_output=True)
+        objs.append(str(obj))
+    return objs
+
+
 def build(cxx: list[str], arch: str, out_dir: Path, extra: Sequence[tuple[str, list[str]]] = (),
           sources: Sequence[str] = CORE) -> Path:
     """kernel_check (or the program of `sources`) for `arch`; `extra`: more (source, flags), e.g. a table only the
     check builds."""
-    if shutil.which(cxx[0]) is None:
-        pytest.fail(f"{cxx[0]} is not installed (tools/setup.sh --test installs it)")
-    objs = []
-    for src, flags in [(s, []) for s in sources] + ARCH_SOURCES[arch] + list(extra):
-        obj = out_dir / (Path(src).stem + ".o")
-        if not obj.exists():  # programs built in one folder share the objects they have in common
-            subprocess.run([*cxx, "-std=c++17", "-O2", "-I", str(ROOT / "csrc"), *flags, "-c", str(ROOT / src),
-                            "-o", str(obj)], check=True, capture_output=True)
-        objs.append(str(obj))
+    objs = objects(cxx, arch, out_dir, [*((s, []) for s in sources), *extra])
     exe = out_dir / f"{Path(sources[-1]).stem}_{arch}"
     subprocess.run([*cxx, "-static", "-pthread", *objs, "-o", str(exe)], check=True, capture_output=True)
     return exe
@@ -148,39 +163,57 @@ TEXT = ("The lighthouse keeper climbed the spiral stairs every evening at dusk, 
         "gave the cat to the harbour master and took the morning ferry to the mainland, where he rented two rooms "
         "above a bakery and spent the rest of his years writing letters to newspapers about the state of the "
         "coastal charts, none of which were ever printed.")
-# (arch, compiler, qemu command, the table the emulated CPU selects, greedy tokens, teacher-forced tokens). qemu
-# runs the vector extension slowly (RVV about 5 s a token on 2 cores): the counts keep the four runs near 5 minutes.
+# (arch, qemu command, the table the emulated CPU selects, greedy tokens, teacher-forced tokens). AArch64 runs through
+# the Python package (the core cross-built against Debian's arm64 Python), RISC-V through tests/cpp/run_model.cpp
+# (Debian 12 has no riscv64 Python). qemu runs vector code slowly (RVV about 5 s a token on 2 cores): the counts keep
+# the four runs near 5 minutes.
 BOARDS = [
-    ("aarch64", ["aarch64-linux-gnu-g++"], ["qemu-aarch64", "-cpu", "max"], "neon_dotprod", 8, 256),
-    ("aarch64", ["aarch64-linux-gnu-g++"], ["qemu-aarch64", "-cpu", "cortex-a53"], "neon", 8, 32),
-    ("riscv64", RISCV_CXX, ["qemu-riscv64", "-cpu", "rv64,v=true,vlen=256,vext_spec=v1.0"], "rvv", 4, 16),
-    ("riscv64", RISCV_CXX, ["qemu-riscv64", "-cpu", "rv64"], "scalar", 4, 16),
+    ("aarch64", ["qemu-aarch64", "-cpu", "max"], "neon_dotprod", 8, 256),
+    ("aarch64", ["qemu-aarch64", "-cpu", "cortex-a53"], "neon", 8, 32),
+    ("riscv64", ["qemu-riscv64", "-cpu", "rv64,v=true,vlen=256,vext_spec=v1.0"], "rvv", 4, 16),
+    ("riscv64", ["qemu-riscv64", "-cpu", "rv64"], "scalar", 4, 16),
 ]
-TEACHER_TOKENS = max(b[5] for b in BOARDS)
+TEACHER_TOKENS = max(b[4] for b in BOARDS)
+CONTEXT = 512
 RUN_MODEL = [s for s in MODEL if s != "tests/cpp/model_check.cpp"] + ["tests/cpp/run_model.cpp"]
+# The Python extension: the core as CMakeLists.txt builds it, and the bindings.
+EXTENSION = [*(s for s in MODEL if s != "tests/cpp/model_check.cpp"), "csrc/tokenizer/bpe.cpp"]
+BINDINGS = ["csrc/bindings.cpp", "csrc/testing.cpp"]
+# What the package runs under emulation: greedy at reference precision, then the default path's top-1 after each
+# token of the text (printed as JSON).
+ON_BOARD = """
+import json, sys
+job = json.loads(open(sys.argv[1]).read())
+sys.path[:0] = job["path"]
+import franken_rt
+ref = franken_rt.load(job["model"], threads=2, n_ctx=job["ctx"], activations="f32", kv_cache="f32")
+greedy = list(ref.generate_tokens(job["prompt"], max_tokens=job["greedy"], temperature=0, ignore_eos=True))
+del ref
+model = franken_rt.load(job["model"], threads=2, n_ctx=job["ctx"])
+top1 = model.logits(job["text"]).argmax(axis=1).tolist()
+print(json.dumps({"kernels": model.kernels, "greedy": greedy, "top1": top1}))
+"""
 
 
 @pytest.fixture(scope="module")
 def demo_on_x86(smollm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The demo model as run_model reads it (a spec file), and x86's tokens through the Python package: greedy at
-    reference precision, the reference's top-1 after each token of TEXT, and the default path's top-1 of x86's best
-    table and of its scalar table."""
-    import franken_rt
-
-    ref = franken_rt.load(smollm_gguf, threads=2, n_ctx=512, activations="f32", kv_cache="f32")
+    """x86's tokens through the Python package: greedy at reference precision, the reference's top-1 after each token
+    of TEXT, and the default path's top-1 of x86's best table and of its scalar table; and the demo model as
+    run_model reads it (a spec file)."""
+    ref = franken_rt.load(smollm_gguf, threads=2, n_ctx=CONTEXT, activations="f32", kv_cache="f32")
     prompt = ref.tokenize("The capital of France is")
-    greedy = list(ref.generate_tokens(prompt, max_tokens=max(b[4] for b in BOARDS), temperature=0,
+    greedy = list(ref.generate_tokens(prompt, max_tokens=max(b[3] for b in BOARDS), temperature=0,
                                       ignore_eos=True))
     text = ref.tokenize(TEXT)[:TEACHER_TOKENS]
     assert len(text) == TEACHER_TOKENS
     top1 = {"reference": ref.logits(text).argmax(axis=1).tolist()}
     for kernels in ("", "scalar"):
-        model = franken_rt.load(smollm_gguf, threads=2, n_ctx=512, kernels=kernels)
+        model = franken_rt.load(smollm_gguf, threads=2, n_ctx=CONTEXT, kernels=kernels)
         top1[kernels or model.kernels] = model.logits(text).argmax(axis=1).tolist()
     c, ckpt = model.config, model.checkpoint
     files = sorted({t.file for t in ckpt.tensors.values()})
     lines = [f"config {c.n_layers} {c.dim} {c.n_heads} {c.n_kv_heads} {c.head_dim} {c.ffn_dim} {c.vocab_size} "
-             f"{c.norm_eps!r} {int(ckpt.rope_interleaved)} 512 2",
+             f"{c.norm_eps!r} {int(ckpt.rope_interleaved)} {CONTEXT} 2",
              "inv_freq " + " ".join(repr(float(f)) for f in c.inv_freq()),
              "plan " + " ".join(map(str, model.layer_plan)),
              *(f"file {f}" for f in files),
@@ -189,31 +222,53 @@ def demo_on_x86(smollm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
              "prompt " + " ".join(map(str, prompt))]
     spec = tmp_path_factory.mktemp("boards") / "demo.spec"
     spec.write_text("\n".join(lines) + "\n")
-    return {"spec": spec, "greedy": greedy, "top1": top1, "text": text}
-
-
-def run_tokens(cmd: list[str]) -> tuple[str, list[int]]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    kernels = re.search(r"^kernels: (\S+)$", proc.stdout, re.M)
-    tokens = re.search(r"^tokens:((?: \d+)*)$", proc.stdout, re.M)
-    assert kernels and tokens, proc.stdout
-    return kernels.group(1), [int(t) for t in tokens.group(1).split()]
+    return {"model": smollm_gguf, "spec": spec, "prompt": prompt, "greedy": greedy, "top1": top1, "text": text}
 
 
 @pytest.fixture(scope="module")
-def run_model_builds(model_objects: dict[str, Path]) -> dict[str, Path]:
-    return {arch: build(cxx, arch, model_objects[arch], sources=RUN_MODEL)
-            for arch, cxx in (("aarch64", BOARDS[0][1]), ("riscv64", RISCV_CXX))}
+def arm64_python(model_objects: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(Debian's arm64 Python folder, a folder holding franken_rt with its core cross-built for that Python)."""
+    root = cache_dir() / "arm64-python"
+    if not (root / "usr/bin/python3.11").is_file():
+        pytest.fail(f"no arm64 Python in {root}: run tools/arm64_python.sh (tools/setup.sh --test does)")
+    includes = ["-I", pybind11.get_include(), "-I", str(root / "usr/include"), "-I",
+                str(root / "usr/include/python3.11"), "-fvisibility=hidden"]
+    cxx = ["aarch64-linux-gnu-g++"]
+    objs = objects(cxx, "aarch64", model_objects["aarch64"],
+                   [*((s, []) for s in EXTENSION), *((s, includes) for s in BINDINGS)])
+    pkg = tmp_path_factory.mktemp("arm64_package")
+    # The installed package's Python files (the checkout's, in development), without the x86 core.
+    shutil.copytree(Path(franken_rt.__file__).parent, pkg / "franken_rt",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    suffix = ".cpython-311-aarch64-linux-gnu.so"  # Debian 12's Python 3.11 (importlib.machinery.EXTENSION_SUFFIXES)
+    subprocess.run([*cxx, "-shared", "-pthread", *objs, "-o", str(pkg / "franken_rt" / f"_core{suffix}")],
+                   check=True, capture_output=True)
+    return root, pkg
+
+
+@pytest.fixture(scope="module")
+def run_model_riscv64(model_objects: dict[str, Path]) -> Path:
+    return build(RISCV_CXX, "riscv64", model_objects["riscv64"], sources=RUN_MODEL)
+
+
+def tokens_from_driver(qemu: list[str], exe: Path, spec: Path, n_greedy: int) -> dict:
+    out = {}
+    for mode, key in ((["greedy", str(n_greedy)], "greedy"), (["top1"], "top1")):
+        proc = subprocess.run([*qemu, str(exe), str(spec), *mode], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        kernels = re.search(r"^kernels: (\S+)$", proc.stdout, re.M)
+        tokens = re.search(r"^tokens:((?: \d+)*)$", proc.stdout, re.M)
+        assert kernels and tokens, proc.stdout
+        out |= {"kernels": kernels.group(1), key: [int(t) for t in tokens.group(1).split()]}
+    return out
 
 
 def agreement(a: list[int], b: list[int]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-@pytest.mark.parametrize(("arch", "qemu", "table", "n_greedy", "n_teacher"), [b[:1] + b[2:] for b in BOARDS],
-                         ids=[b[3] for b in BOARDS])
-def test_demo_model_on_emulated_boards(demo_on_x86: dict, run_model_builds: dict[str, Path], arch: str,
+@pytest.mark.parametrize(("arch", "qemu", "table", "n_greedy", "n_teacher"), BOARDS, ids=[b[2] for b in BOARDS])
+def test_demo_model_on_emulated_boards(request: pytest.FixtureRequest, demo_on_x86: dict, arch: str,
                                        qemu: list[str], table: str, n_greedy: int, n_teacher: int,
                                        tmp_path: Path) -> None:
     """The demo model (Q4_1) under qemu-user: reference-precision greedy tokens equal x86's; and the default path,
@@ -224,16 +279,26 @@ def test_demo_model_on_emulated_boards(demo_on_x86: dict, run_model_builds: dict
     tokens (the same C++ scalar code built by clang for RISC-V on 29 of the first 32). docs/device.md has the
     figures."""
     x86 = demo_on_x86
-    spec = tmp_path / "spec"
-    spec.write_text(x86["spec"].read_text() + "text " + " ".join(map(str, x86["text"][:n_teacher])) + "\n")
-    exe = run_model_builds[arch]
-    kernels, greedy = run_tokens([*qemu, str(exe), str(spec), "greedy", str(n_greedy)])
-    assert kernels == table
-    assert greedy == x86["greedy"][:n_greedy]
-    kernels, top1 = run_tokens([*qemu, str(exe), str(spec), "top1"])
+    text = x86["text"][:n_teacher]
+    if arch == "aarch64":
+        root, pkg = request.getfixturevalue("arm64_python")
+        job = tmp_path / "job.json"
+        job.write_text(json.dumps({"path": [str(pkg), str(root / "site")], "model": str(x86["model"]),
+                                   "ctx": CONTEXT, "prompt": x86["prompt"], "greedy": n_greedy, "text": text}))
+        proc = subprocess.run([*qemu, str(root / "usr/bin/python3.11"), "-c", ON_BOARD, str(job)], cwd=tmp_path,
+                              env={**os.environ, "QEMU_LD_PREFIX": str(root)}, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+    else:
+        spec = tmp_path / "spec"
+        spec.write_text(x86["spec"].read_text() + "text " + " ".join(map(str, text)) + "\n")
+        got = tokens_from_driver(qemu, request.getfixturevalue("run_model_riscv64"), spec, n_greedy)
+    assert got["kernels"] == table
+    assert got["greedy"] == x86["greedy"][:n_greedy]
     reference = x86["top1"]["reference"][:n_teacher]
-    ours = agreement(top1, reference)
+    ours = agreement(got["top1"], reference)
     x86_tables = {k: agreement(v[:n_teacher], reference) for k, v in x86["top1"].items() if k != "reference"}
     print(f"{table}: top-1 of the reference {ours:.3f} over {n_teacher} tokens; x86 {x86_tables}; x86's default "
-          f"path {agreement(top1, x86['top1'][next(iter(x86_tables))][:n_teacher]):.3f}")
+          f"path {agreement(got['top1'], x86['top1'][next(iter(x86_tables))][:n_teacher]):.3f}")
     assert ours >= min(x86_tables.values()) - 2 / n_teacher, (ours, x86_tables)

@@ -3,7 +3,8 @@
 #   tools/setup.sh          to run models
 #   tools/setup.sh --test   also the test tools: torch (CPU) + transformers, cross compilers (clang 16 for RISC-V's
 #                           vector intrinsics) and qemu-user for the ARM/RISC-V kernel tests, llama.cpp's Python
-#                           bindings for the interop tests, chromium + its driver for the chat page's browser test
+#                           bindings for the interop tests, chromium + its driver for the chat page's browser test,
+#                           Debian's arm64 Python (unpacked in the cache) to run the package under qemu-aarch64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -41,6 +42,8 @@ if $test_mode; then
     .venv/bin/pip install -q --no-deps "$wheels"/llama_cpp_python-0.3.36-*.whl
     .venv/bin/pip install -q diskcache  # its one runtime dependency beyond numpy, jinja2, typing-extensions
   fi
+  step "fetching Debian's arm64 Python for the emulated end-to-end test (once: cached)"
+  tools/arm64_python.sh
 else
   step "installing franken-rt into .venv (builds the C++ core, about a minute)"
   .venv/bin/pip install -q ".[serve]"
