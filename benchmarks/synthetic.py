@@ -11,7 +11,7 @@ from bench_utils import random_matrix
 
 from franken_rt.cache import cache_dir
 from franken_rt.checkpoint.gguf import read_header
-from franken_rt.checkpoint.gguf_writer import _add_value, hyperparameters
+from franken_rt.checkpoint.gguf_writer import add_value, hyperparameters
 from franken_rt.checkpoint.types import DType
 from franken_rt.config import ModelConfig
 from franken_rt.eval.big_model import convert
@@ -33,10 +33,10 @@ def synthetic_model(dtype: DType = DType.Q4_0) -> Path:
                          vocab_size=vocab, context_length=4096, norm_eps=1e-5, rope_theta=10000.0,
                          tie_embeddings=False)
     for key, val in hyperparameters(config).items():
-        _add_value(w, key, val)
+        add_value(w, key, val)
     for key, val in meta.items():
         if key.startswith("tokenizer."):
-            _add_value(w, key, val)
+            add_value(w, key, val)
     rng = np.random.default_rng(0)
     shapes = {"token_embd.weight": (vocab, DIM), "output.weight": (vocab, DIM), "output_norm.weight": (DIM,)}
     for layer in range(LAYERS):

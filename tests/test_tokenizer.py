@@ -17,6 +17,7 @@ import pytest
 
 from franken_rt.checkpoint.gguf import read_header
 from franken_rt.errors import FrankenError
+from franken_rt.eval.tiny_models import vocab_only_gguf
 from franken_rt.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, Tokenizer
 
 # Punctuation, digits, newlines, runs of spaces and tabs, accents, CJK, emoji (some split across tokens).
@@ -251,28 +252,14 @@ def test_spm_gguf_matches_sentencepiece(spm_model: Path) -> None:
 
 def test_spm_gguf_file_matches_transformers(tmp_path: Path, spm_model: Path) -> None:
     """Written as a GGUF file and loaded by transformers' GGUF support, the same ids come out."""
-    import gguf
     from transformers import AutoTokenizer
 
     meta = _spm_gguf_meta(spm_model)
-    writer = gguf.GGUFWriter(tmp_path / "spm.gguf", "llama")
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(meta["tokenizer.ggml.tokens"])
-    writer.add_token_scores(meta["tokenizer.ggml.scores"])
-    writer.add_token_types(meta["tokenizer.ggml.token_type"])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
-    writer.add_context_length(64)
-    writer.add_embedding_length(64)
-    writer.add_block_count(1)
-    writer.add_head_count(1)
-    writer.add_feed_forward_length(64)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+    vocab_only_gguf(tmp_path / "spm.gguf", {
+        "tokenizer.ggml.model": "llama", **{k: meta[k] for k in keys}, "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
+    })
 
     reference = AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
     tok = Tokenizer.from_gguf_metadata(read_header(tmp_path / "spm.gguf").metadata)
@@ -352,17 +339,7 @@ PRE_TOKENIZERS = {
 
 def _through_gguf_file(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """`meta` stored as the GGUF writer stores it, then read back with our parser."""
-    import gguf
-
-    from franken_rt.checkpoint.gguf_writer import _add_value
-
-    writer = gguf.GGUFWriter(path, "llama")
-    for key, value in meta.items():
-        _add_value(writer, key, value)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    vocab_only_gguf(path, meta)
     return {k: v for k, v in read_header(path).metadata.items() if k.startswith("tokenizer.")}
 
 

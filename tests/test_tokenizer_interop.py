@@ -26,7 +26,13 @@ from typing import Any
 import pytest
 
 from franken_rt.checkpoint import read_checkpoint
-from franken_rt.eval.tiny_models import corpus_text, make_tiny_llama, save_random_llama, train_sentencepiece
+from franken_rt.eval.tiny_models import (
+    corpus_text,
+    make_tiny_llama,
+    save_random_llama,
+    train_sentencepiece,
+    vocab_only_gguf,
+)
 from franken_rt.tokenizer import BYTE, Tokenizer
 
 pytestmark = pytest.mark.slow  # llama.cpp interop (and transformers' import, ~10 s)
@@ -257,30 +263,9 @@ def test_converted_tokenizer_matches_llamacpp_and_the_library(
         for other in BYTE_LEVEL_PRES:
             if other != pre:
                 keys = {**meta, "tokenizer.ggml.pre": other}
-                wrong = _llamacpp_vocab(_vocab_only_gguf(tmp_path / f"{other}.gguf", keys))
+                wrong = _llamacpp_vocab(vocab_only_gguf(tmp_path / f"{other}.gguf", keys))
                 assert wrong.tokenize(HARD_TEXT.encode(), add_bos=False, special=False) != ids, other
                 assert Tokenizer.from_gguf_metadata(keys).encode(HARD_TEXT, add_special=False) != ids, other
-
-
-def _vocab_only_gguf(path: Path, tokenizer_keys: dict[str, Any]) -> Path:
-    """A GGUF holding a vocabulary and the few hyperparameters llama.cpp reads before it (no tensors)."""
-    import gguf
-
-    from franken_rt.checkpoint.gguf_writer import _add_value
-
-    writer = gguf.GGUFWriter(path, "llama")
-    for key, value in tokenizer_keys.items():
-        _add_value(writer, key, value)
-    writer.add_context_length(64)
-    writer.add_embedding_length(64)
-    writer.add_block_count(1)
-    writer.add_head_count(1)
-    writer.add_feed_forward_length(64)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 # tokenizer.ggml.pre names franken-rt reads but never writes -> (the family whose split rule it reads them as,
@@ -313,7 +298,7 @@ def test_pre_tokenizer_names_we_only_read(converted: Callable[[str], tuple[Path,
     keys = {**read_checkpoint(out).tokenizer.gguf_metadata(), "tokenizer.ggml.pre": pre}
     ours = Tokenizer.from_gguf_metadata(keys)
     library = AutoTokenizer.from_pretrained(folder)
-    path = _vocab_only_gguf(tmp_path / f"{pre}.gguf", keys)
+    path = vocab_only_gguf(tmp_path / f"{pre}.gguf", keys)
     if in_llamacpp == "refused":
         with pytest.raises(ValueError, match="Failed to load model"):
             _llamacpp_vocab(path)

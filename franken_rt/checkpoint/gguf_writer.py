@@ -39,7 +39,7 @@ CHUNK_BYTES = 64 << 20  # float32 bytes of the rows decoded and encoded at once 
 _ARRAY_TYPES = {str: gguf.GGUFValueType.STRING, int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
 
 
-def _add_value(w: gguf.GGUFWriter, key: str, val: Any) -> None:
+def add_value(w: gguf.GGUFWriter, key: str, val: Any) -> None:
     V = gguf.GGUFValueType
     if isinstance(val, bool):
         w.add_key_value(key, val, V.BOOL)
@@ -130,7 +130,7 @@ def write_gguf(
         sampling = {k: v for k, v in ckpt.metadata.items() if k in RECOMMENDED_KEYS.values()}  # kept through
         for key, val in {**hyperparameters(ckpt.config), **vocab, **order, **sampling,
                          **(extra_metadata or {})}.items():
-            _add_value(w, key, val)
+            add_value(w, key, val)
         w.add_file_type(file_type(d for _, _, d in plan))
         freqs = _rope_freqs(ckpt)
         if freqs is not None:

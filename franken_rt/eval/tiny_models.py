@@ -9,9 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 
 import franken_rt
+from franken_rt.checkpoint.gguf_writer import add_value
 from franken_rt.eval.corpus import pydoc_text
 
 
@@ -119,3 +121,18 @@ def reference_greedy(model, ids: list[int], n: int) -> list[int]:  # noqa: ANN00
 def load_reference_precision(path: Path, **kwargs: Any):  # noqa: ANN201
     """Our model with float activations and a float KV cache: the path held to transformers' numbers."""
     return franken_rt.load(path, threads=2, activations="f32", kv_cache="f32", **kwargs)
+
+
+def vocab_only_gguf(path: Path, keys: dict[str, Any]) -> Path:
+    """A GGUF file of metadata `keys` (a vocabulary, say) and the few hyperparameters llama.cpp and transformers read
+    before it, without tensors."""
+    writer = gguf.GGUFWriter(path, "llama")
+    for key, value in {"llama.context_length": 64, "llama.embedding_length": 64, "llama.block_count": 1,
+                       "llama.attention.head_count": 1, "llama.feed_forward_length": 64, **keys}.items():
+        add_value(writer, key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+

@@ -71,7 +71,7 @@ def header_bytes(ckpt: Checkpoint, policy: Callable[[TensorInfo], DType]) -> int
         vocab = ckpt.tokenizer.gguf_metadata(vocab_size=ckpt.config.vocab_size)
         order = {PLAN_KEY: [int(b) for b in ckpt.layer_plan]} if ckpt.layer_plan is not None else {}
         for key, val in {**gw.hyperparameters(ckpt.config), **vocab, **order}.items():
-            gw._add_value(w, key, val)
+            gw.add_value(w, key, val)
         plan = [(name, t, policy(t)) for name, t in ckpt.tensors.items()]
         w.add_file_type(gw.file_type(d for _, _, d in plan))
         freqs = gw._rope_freqs(ckpt)
