@@ -27,7 +27,7 @@ import numpy as np
 
 from franken_rt.cache import cache_dir
 from franken_rt.eval.corpus import pydoc_text
-from franken_rt.tokenizer.pre_tokenizers import _LLAMA3_SPLIT
+from franken_rt.tokenizer.pre_tokenizers import LLAMA3_SPLIT
 
 ORDINARY = 128000  # Llama 3's ordinary tokens; its special tokens follow
 SPECIAL = 256
@@ -121,7 +121,7 @@ def llama3_tokenizer_json(seed: int = 0) -> str:
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()

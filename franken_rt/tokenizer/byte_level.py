@@ -18,7 +18,7 @@ from franken_rt.tokenizer.common import (
     _run_engine,
     _special_splitter,
 )
-from franken_rt.tokenizer.pre_tokenizers import _LLAMA3_SPLIT, _PRE_FAMILIES, _pre_family
+from franken_rt.tokenizer.pre_tokenizers import _PRE_FAMILIES, LLAMA3_SPLIT, _pre_family
 
 
 @lru_cache(maxsize=1)
@@ -157,7 +157,7 @@ def _library_byte_level(
                 [pre_tokenizers.Digits(individual_digits=True), byte_level]
             )
         elif family == "llama3":
-            split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False)
+            split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False)
             tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
         else:
             tok.pre_tokenizer = byte_level

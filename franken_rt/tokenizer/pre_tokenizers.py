@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 # Llama 3's split regex (from its tokenizer.json; llama.cpp `llama-bpe`).
-_LLAMA3_SPLIT = (
+LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -38,7 +38,7 @@ _GGUF_PRE_TOKENIZERS = {
     "gpt-2": [_byte_level_step(True)],
     "smollm": [{"type": "Digits", "individual_digits": True}, _byte_level_step(True)],
     "llama-bpe": [
-        {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
         _byte_level_step(False),
     ],
 }
