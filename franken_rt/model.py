@@ -347,7 +347,8 @@ class Model:
             if other.config.vocab_size != self.config.vocab_size or \
                     set(other.tokenizer.eos_ids) != set(self.tokenizer.eos_ids):
                 raise FrankenError(f"{draft}: the draft model's vocabulary differs from this model's")
-            small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels, cpus=self.cpus or None)
+            small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels, cpus=self.cpus or None,
+                          kv_cache=self.kv_cache)
             made = model_drafter(small._core, _weight_bytes(other) / _weight_bytes(self.checkpoint), small)
         self._drafters[key] = made
         return made

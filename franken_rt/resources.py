@@ -133,26 +133,35 @@ def plan_memory(c: ModelConfig, depth: int, weights: int, budget: int, n_ctx: in
         if plan(default_ctx, kv).total <= budget:
             return plan(default_ctx, kv)
     kv = kvs[-1]
-    lo = min(MIN_CTX, default_ctx)
-    if plan(lo, kv).total > budget:
-        raise FrankenError(f"--max-memory {mib(budget)}: even {plan(lo, kv).describe()} does not fit")
-    hi = default_ctx  # plan(lo) fits and plan(hi) does not: bisect on whole key chunks
-    while hi - lo > KEY_CHUNK:
-        mid = (lo + hi) // 2 // KEY_CHUNK * KEY_CHUNK
-        if mid <= lo:
-            break
-        lo, hi = (mid, hi) if plan(mid, kv).total <= budget else (lo, mid)
-    return plan(lo, kv)
+    # Shorter contexts: whole key chunks from MIN_CTX up to (not including) the default; the most that fits.
+    chunks = range(MIN_CTX // KEY_CHUNK, (default_ctx - 1) // KEY_CHUNK + 1)
+    smallest = plan(chunks[0] * KEY_CHUNK if chunks else default_ctx, kv)
+    if smallest.total > budget:
+        raise FrankenError(f"--max-memory {mib(budget)}: even {smallest.describe()} does not fit")
+    lo, hi = 0, len(chunks) - 1  # chunks[lo] fits; find the last that does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if plan(chunks[mid] * KEY_CHUNK, kv).total <= budget else (lo, mid - 1)
+    return plan(chunks[lo] * KEY_CHUNK, kv)
 
 
 # ---- CPUs (--cpus) -------------------------------------------------------------------------------------------------
 
 
-def allowed_cpus() -> list[int]:
-    """The CPUs this process may run on (taskset, cgroups), in order."""
+def _process_cpus() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+# Read once, at import: sched_getaffinity answers for the calling thread, and a model run with --cpus pins the thread
+# that runs it to one CPU, which is not what the process may use.
+_PROCESS_CPUS = _process_cpus()
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (taskset, cgroups), in order."""
+    return list(_PROCESS_CPUS)
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -190,14 +199,13 @@ def _cpu_list(cpus: list[int]) -> str:
     return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
 
 
-def _core_of(cpu: int) -> tuple[str, str] | None:
-    """(package, core) of a CPU from sysfs; None where it cannot be read."""
-    base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+def _core_of(cpu: int) -> str | None:
+    """The CPUs sharing `cpu`'s core (its SMT siblings, itself included) as sysfs lists them: the same text for every
+    CPU of a core. None where it cannot be read. (Not physical_package_id + core_id: Arm boards number cores within
+    each cluster, so a big and a LITTLE core can share both.)"""
     try:
-        with open(base + "physical_package_id", encoding="ascii") as f:
-            package = f.read().strip()
-        with open(base + "core_id", encoding="ascii") as f:
-            return package, f.read().strip()
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list", encoding="ascii") as f:
+            return f.read().strip()
     except OSError:
         return None
 
@@ -205,7 +213,7 @@ def _core_of(cpu: int) -> tuple[str, str] | None:
 def one_per_core(cpus: list[int]) -> list[int]:
     """`cpus` reordered so that the first CPU of each physical core comes first, the SMT siblings after: thread t runs
     on the t-th, so a thread count up to the number of cores never puts two threads on one core's SIMD units."""
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     first, rest = [], []
     for c in cpus:
         core = _core_of(c)

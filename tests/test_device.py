@@ -39,8 +39,11 @@ cpus = json.loads(sys.argv[2])
 model = franken_rt.load(sys.argv[1], cpus=cpus, threads=int(sys.argv[3]))
 "".join(model.generate("a b c", max_tokens=4, temperature=0))
 tasks = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
-print(json.dumps({"main": tasks.pop(str(threading.get_native_id())), "others": list(tasks.values()),
-                  "threads": model.threads, "cpus": model.cpus}))
+main = tasks.pop(str(threading.get_native_id()))
+del model  # the pool gives the calling thread its CPUs back; a model loaded after it is not confined to cpus[0]
+after = franken_rt.load(sys.argv[1])
+print(json.dumps({"main": main, "others": list(tasks.values()), "threads": int(sys.argv[3]), "cpus": cpus,
+                  "after": sorted(os.sched_getaffinity(0)), "after_threads": after.threads}))
 """
 
 
@@ -60,18 +63,19 @@ two_cpus = pytest.mark.skipif(len(resources.allowed_cpus()) < 2, reason="pinning
 def test_threads_are_pinned_to_the_cpus_given(tiny: Path, tmp_path: Path) -> None:
     first, second = resources.allowed_cpus()[:2]
     got = affinities(tiny, [second, first], 2, tmp_path)
-    assert got["cpus"] == [second, first] and got["threads"] == 2
     assert got["main"] == [second]  # the thread that runs the model is thread 0
     assert [first] in got["others"]  # the pool's worker
+    assert got["after"] == resources.allowed_cpus()  # given back when the model is gone
+    assert got["after_threads"] == resources.physical_cores(resources.allowed_cpus())
     got = affinities(tiny, [second], 1, tmp_path)
-    assert got["main"] == [second] and got["cpus"] == [second]
+    assert got["main"] == [second]
 
 
 @two_cpus
 def test_without_cpus_nothing_is_pinned(tiny: Path, tmp_path: Path) -> None:
     got = affinities(tiny, None, 2, tmp_path)
     allowed = resources.allowed_cpus()
-    assert got["cpus"] == [] and got["main"] == allowed
+    assert got["main"] == allowed
     assert all(a == allowed for a in got["others"])
 
 
@@ -88,7 +92,7 @@ def test_cpu_lists() -> None:
 
 def test_default_threads_are_the_physical_cores_among_the_cpus(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two SMT siblings on one core and a second core: two threads by default, one per core first.
-    cores = {10: ("0", "0"), 11: ("0", "0"), 12: ("0", "1")}
+    cores = {10: "10-11", 11: "10-11", 12: "12"}
     monkeypatch.setattr(resources, "_core_of", cores.get)
     assert resources.physical_cores([10, 11, 12]) == 2
     assert resources.one_per_core([10, 11, 12]) == [10, 12, 11]
@@ -102,7 +106,7 @@ def test_default_threads_are_the_physical_cores_among_the_cpus(tiny: Path, monke
     ({"cpus": [4096]}, "--cpus"),
     ({"cpus": []}, "--cpus"),
     ({"cpus": ["0"]}, "cpus"),
-    ({"cpus": "0", "threads": 2}, "threads"),
+    ({"cpus": str(resources.allowed_cpus()[0]), "threads": 2}, "threads"),
 ])
 def test_bad_cpus(tiny: Path, kwargs: dict, fragment: str) -> None:
     with pytest.raises(FrankenError, match=fragment):
@@ -156,6 +160,18 @@ def test_max_memory_picks_the_widest_cache_then_the_longest_context(smollm_gguf:
     for bad in ("lots", "0", "-5M"):
         with pytest.raises(FrankenError, match="max-memory"):
             load(bad)
+
+
+def test_plan_memory_cuts_the_context_to_the_last_chunk_that_fits(smollm_gguf: Path) -> None:
+    c = read_checkpoint(smollm_gguf).config
+    weights = 100 * MiB
+    for default in (1000, 2048, 700):  # the model's own context need not be a multiple of the key chunk
+        for ctx in range(MIN_CTX, default, KEY_CHUNK):
+            budget = weights + runtime_bytes(c, c.n_layers, ctx, "q8", 2)
+            assert plan_memory(c, c.n_layers, weights, budget, None, None, default, 2).n_ctx == ctx, (default, ctx)
+    with pytest.raises(FrankenError, match="even context 200 tokens"):  # a model context below MIN_CTX
+        plan_memory(c, c.n_layers, weights, weights + runtime_bytes(c, c.n_layers, 200, "q8", 2) - 1, None, None,
+                    200, 2)
 
 
 def test_plan_memory_is_monotone(smollm_gguf: Path) -> None:

@@ -15,9 +15,14 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The interpreter, its standard library and headers, and the shared libraries they and numpy's wheel load.
-(cd "$work" && apt-get download -qq python3.11-minimal:arm64 libpython3.11-minimal:arm64 libpython3.11-stdlib:arm64 \
-  libpython3.11-dev:arm64 libc6:arm64 libgcc-s1:arm64 libstdc++6:arm64 libffi8:arm64 zlib1g:arm64 libexpat1:arm64 \
-  libbz2-1.0:arm64 liblzma5:arm64 libssl3:arm64 libuuid1:arm64 2>/dev/null)
+packages=(python3.11-minimal:arm64 libpython3.11-minimal:arm64 libpython3.11-stdlib:arm64 libpython3.11-dev:arm64
+  libc6:arm64 libgcc-s1:arm64 libstdc++6:arm64 libffi8:arm64 zlib1g:arm64 libexpat1:arm64 libbz2-1.0:arm64
+  liblzma5:arm64 libssl3:arm64 libuuid1:arm64)
+download() { (cd "$work" && apt-get download -qq "${packages[@]}" 2>&1 | { grep -v "^W: Download is performed unsandboxed" || true; }); }
+if ! download; then  # arm64 added before, but its package lists are missing or stale
+  $sudo apt-get update -qq
+  download
+fi
 mkdir -p "$work/root/site"
 for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
 .venv/bin/pip download -q --only-binary=:all: --platform manylinux2014_aarch64 --python-version 3.11 \

@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <fstream>
 #if defined(__linux__)
 #include <pthread.h>
@@ -31,17 +32,35 @@ inline void backoff(int spins) {
     else
         std::this_thread::yield();
 }
-// Restrict the calling thread to one CPU. The Python side has checked the CPU is one this process may use; if
-// pinning still fails (a CPU taken offline since), the thread runs unpinned, which is slower, never wrong.
-inline void pin_this_thread(int cpu) {
+// Restrict the calling thread to one CPU, returning its mask before (empty where it cannot be read). The Python side
+// has checked the CPU is one this process may use; if pinning still fails (a CPU taken offline since), the thread
+// runs unpinned, which is slower, never wrong.
+std::vector<unsigned char> pin_this_thread(int cpu) {
+    std::vector<unsigned char> before;
 #if defined(__linux__)
-    if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return before;
     cpu_set_t set;
+    if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) == 0) {
+        const auto* bytes = reinterpret_cast<const unsigned char*>(&set);
+        before.assign(bytes, bytes + sizeof(set));
+    }
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 #else
     (void)cpu;
+#endif
+    return before;
+}
+
+void restore_this_thread(const std::vector<unsigned char>& mask) {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (mask.size() != sizeof(set)) return;
+    std::copy(mask.begin(), mask.end(), reinterpret_cast<unsigned char*>(&set));
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+#else
+    (void)mask;
 #endif
 }
 }  // namespace
@@ -52,11 +71,13 @@ ThreadPool::ThreadPool(int n_threads, std::vector<int> cpus)
 }
 
 void ThreadPool::pin_caller() {
-    pin_this_thread(cpus_[0]);
+    // A second caller thread: the first keeps its pin (it may have exited); only the newest is given back its CPUs.
+    caller_mask_ = pin_this_thread(cpus_[0]);
     pinned_caller_ = std::this_thread::get_id();
 }
 
 ThreadPool::~ThreadPool() {
+    if (!caller_mask_.empty() && std::this_thread::get_id() == pinned_caller_) restore_this_thread(caller_mask_);
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_.store(true);
@@ -81,7 +102,7 @@ void ThreadPool::run(void* ctx, void (*call)(void*, int)) {
 }
 
 void ThreadPool::worker(int t) {
-    if (!cpus_.empty()) pin_this_thread(cpus_[t % cpus_.size()]);
+    if (!cpus_.empty()) pin_this_thread(cpus_[t % cpus_.size()]);  // its former mask is the process's: not kept
     uint64_t seen = 0;
     for (;;) {
         int spins = 0;

@@ -15,7 +15,8 @@ namespace franken {
 class ThreadPool {
 public:
     // `cpus`: empty, or the CPU each thread is pinned to (thread t on cpus[t % cpus.size()]); the thread that calls
-    // parallel_for is thread 0, pinned to cpus[0] on its first call (and stays so: it is the model's thread).
+    // parallel_for is thread 0, pinned to cpus[0] on its first call. The pool gives that thread its former CPUs back
+    // when it is destroyed on it (another thread cannot safely touch a thread that may have exited).
     explicit ThreadPool(int n_threads, std::vector<int> cpus = {});
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -59,6 +60,7 @@ private:
     int64_t handoffs_ = 0;  // touched only by the calling thread
     std::vector<int> cpus_;
     std::thread::id pinned_caller_;  // the calling thread last pinned to cpus_[0]
+    std::vector<unsigned char> caller_mask_;  // its CPU mask before (a cpu_set_t's bytes; empty where unknown)
     std::vector<std::thread> threads_;
     // The current job, published by bumping generation_.
     void* job_ctx_ = nullptr;

@@ -1,6 +1,6 @@
 // The core without Python, for a board where the Python package cannot run (Debian 12 has no riscv64 packages) or
 // is not built: loads a real model file as the Python side describes it and prints the tokens it produces, so that
-// tests/test_boards.py can run the demo model under qemu-user and compare with x86.
+// tests/test_cross.py can run the demo model under qemu-user and compare with x86.
 //
 //   run_model SPEC greedy N      reference precision (float activations, f32 KV cache): the prompt, then N greedy
 //                                tokens
@@ -15,6 +15,7 @@
 #include <exception>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,7 @@ Spec read_spec(const std::string& path) {
         if (key == "config") {
             in >> c.n_layers >> c.dim >> c.n_heads >> c.n_kv_heads >> c.head_dim >> c.ffn_dim >> c.vocab_size >>
                 c.norm_eps >> c.rope_interleaved >> c.n_ctx >> c.n_threads;
+            if (!in) throw std::runtime_error("config: expected 11 values: " + line);
         } else if (key == "inv_freq") {
             c.inv_freq = rest_of<float>(in);
         } else if (key == "plan") {
@@ -60,7 +62,7 @@ Spec read_spec(const std::string& path) {
             s.files.push_back(p);
         } else if (key == "tensor") {
             TensorSpec t;
-            in >> t.name >> t.file >> t.offset >> t.dtype;
+            if (!(in >> t.name >> t.file >> t.offset >> t.dtype)) throw std::runtime_error("tensor: " + line);
             t.shape = rest_of<int64_t>(in);
             s.tensors.push_back(t);
         } else if (key == "prompt") {
