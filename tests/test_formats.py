@@ -8,7 +8,7 @@ import pytest
 
 from franken_rt import _core
 from franken_rt.formats import FORMATS, DType, by_cli_name, format_of, is_known
-from franken_rt.quant.formats import CODECS, dequantize, encode
+from franken_rt.quant.formats import CODECS, Codebook, dequantize, encode
 from franken_rt.quant.policy import LOW_BIT, QUANT_NAMES
 
 
@@ -91,3 +91,21 @@ def test_codebook_layouts_hold_every_code(dtype) -> None:  # noqa: ANN001
     codes = np.random.default_rng(4).integers(0, len(levels), size=(50, 32))
     params = np.tile(np.array([[0.5, 0.0]], dtype=np.float32), (50, 1))
     assert np.array_equal(codec.decode(codec.pack(params, codes)), 0.5 * levels[codes])
+
+
+@pytest.mark.parametrize("dtype", [DType.IQ4_NL, DType.Q3_NL, DType.Q2_NL], ids=lambda d: d.name)
+def test_codebook_index_table_equals_the_nearest_level(dtype: DType) -> None:
+    """The codebooks' lookup by ceil(2t) gives the binary search's code everywhere, on the edges between levels too
+    (a tie goes to the lower level), and at the extremes."""
+    book = Codebook(dtype)
+    assert book.table is not None
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.01, 2, 4000).astype(np.float32)
+    x = rng.normal(0, 1, (4000, 32)).astype(np.float32) * d[:, None] * book.high
+    x[:100] = (d[:100, None] * rng.choice(np.concatenate([book.edges, [book.low * 3, book.high * 3]]), (100, 32)))
+    d[-10:] = 0  # level 0's code
+    d[-20:-10] = np.float32(1e-38)  # x / d overflows to +-inf: the end levels
+    with np.errstate(over="ignore"):
+        t = np.where(d[:, None] != 0, x / np.where(d == 0, 1, d)[:, None], 0)
+    assert np.isinf(t[-20:-10]).any()
+    assert np.array_equal(book.index(x, d), book.order[np.searchsorted(book.edges, t)])
