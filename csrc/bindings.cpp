@@ -443,6 +443,5 @@ PYBIND11_MODULE(_core, mod) {
             "Which kernels a kernel path has for each format: {name: {operation: bool}} (false: not applicable).");
     mod.def("available_kernels", &available_kernels, "Kernel paths this CPU can run, best first.");
     mod.def("default_kernels", [] { return std::string(kernels().name); });
-    mod.def("physical_cores", &physical_cores);
     bind_testing(mod);
 }

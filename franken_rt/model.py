@@ -155,7 +155,7 @@ class Model:
             threads = physical_cores(allowed)
         if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
             raise FrankenError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, got {kv_cache!r}")
-        depth, weights = len(self.layer_plan), sum(t.nbytes for t in ckpt.tensors.values())
+        depth, weights = len(self.layer_plan), _weight_bytes(ckpt)
         self.memory_plan: MemoryPlan | None = None  # what max_memory chose
         if max_memory is not None:
             budget = parse_size(max_memory, "--max-memory") if isinstance(max_memory, str) else int(max_memory)

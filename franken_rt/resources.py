@@ -124,14 +124,17 @@ def plan_memory(c: ModelConfig, depth: int, weights: int, budget: int, n_ctx: in
 
     if weights >= budget:
         raise FrankenError(f"--max-memory {mib(budget)}: the weights alone take {mib(weights)}")
-    if n_ctx is not None:  # the context is fixed: the widest cache that holds it
-        for kv in kvs:
-            if plan(n_ctx, kv).total <= budget:
-                return plan(n_ctx, kv)
-        raise FrankenError(f"--max-memory {mib(budget)}: {plan(n_ctx, kvs[-1]).describe()} does not fit")
-    for kv in kvs:
-        if plan(default_ctx, kv).total <= budget:
-            return plan(default_ctx, kv)
+    def widest(ctx: int) -> MemoryPlan | None:  # the widest cache that holds `ctx` tokens
+        return next((p for p in (plan(ctx, kv) for kv in kvs) if p.total <= budget), None)
+
+    if n_ctx is not None:  # the context is fixed
+        fixed = widest(n_ctx)
+        if fixed is None:
+            raise FrankenError(f"--max-memory {mib(budget)}: {plan(n_ctx, kvs[-1]).describe()} does not fit")
+        return fixed
+    full = widest(default_ctx)
+    if full is not None:
+        return full
     kv = kvs[-1]
     # Shorter contexts: whole key chunks from MIN_CTX up to (not including) the default; the most that fits.
     chunks = range(MIN_CTX // KEY_CHUNK, (default_ctx - 1) // KEY_CHUNK + 1)

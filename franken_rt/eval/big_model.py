@@ -23,7 +23,8 @@ from pathlib import Path
 
 import franken_rt
 from franken_rt import _core
-from franken_rt.checkpoint import read_checkpoint
+from franken_rt.checkpoint import Checkpoint
+from franken_rt.eval.memory import status_bytes
 
 BIN = Path(sys.executable).parent  # the console scripts installed with this interpreter
 
@@ -69,20 +70,12 @@ def convert(source: Path, out: Path, quant: str = "q4_0", rounding: str = "rtn")
     return run_measured(cmd, out.with_suffix(".log"))
 
 
-def bytes_per_token(path: Path) -> int:
+def bytes_per_token(ckpt: Checkpoint) -> int:
     """Weight bytes one decode step reads: every tensor but the embedding table, whose one row is negligible, unless
     the output projection is that table (tied embeddings)."""
-    tensors = read_checkpoint(path).tensors
+    tensors = ckpt.tensors
     embed = tensors["token_embd.weight"].nbytes if "output.weight" in tensors else 0
     return sum(t.nbytes for t in tensors.values()) - embed
-
-
-def _vm(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"no {field} in /proc/self/status")
 
 
 def decode_vs_bandwidth(path: Path, threads: int = 2, steps: int = 8, rounds: int = 3) -> dict[str, float]:
@@ -93,8 +86,8 @@ def decode_vs_bandwidth(path: Path, threads: int = 2, steps: int = 8, rounds: in
     model = franken_rt.load(path, threads=threads, n_ctx=256)
     token = array("i", [1])
     model._core.eval(token)  # page the weights in
-    rss, peak = _vm("VmRSS"), _vm("VmHWM")
-    per_token = bytes_per_token(path)
+    rss, peak = status_bytes("VmRSS"), status_bytes("VmHWM")
+    per_token = bytes_per_token(model.checkpoint)
     best, bandwidth = float("inf"), 0.0
     for _ in range(rounds):
         bandwidth = max(bandwidth, _core.testing.memory_bandwidth(1 << 30, threads, 2))

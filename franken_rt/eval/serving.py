@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from franken_rt.eval.memory import status_bytes
+
 # The installed console script, not `python -m`: that puts the working directory first on sys.path, and from a
 # source checkout it would import the sources (which have no built core) instead of the installed package.
 SERVE = Path(sys.executable).parent / "franken-serve"
@@ -115,10 +117,7 @@ def _healthy(server: Server) -> Server:
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process now (VmRSS), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return status_bytes("VmRSS", pid) / 2**20
 
 
 # ---- client load: the same for every server --------------------------------------------------------------------

@@ -336,23 +336,27 @@ class Codebook:
         if np.array_equal(twice, np.round(twice)):
             self.first = int(twice[0])
             self.table = self.order[np.searchsorted(twice, np.arange(self.first, int(twice[-1]) + 2), side="left")]
+            self.level_table = self.levels[self.table]
 
-    def index(self, x: np.ndarray, d: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+    def index(self, x: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Code of the level nearest x / d for each element: (blocks, 32) (level 0's code where d is 0; x and d are
-        finite, as the converter has checked). `table`: what to look up instead of the code (the levels)."""
-        with np.errstate(over="ignore"):  # x / inf is 0 where d is 0
-            t = x / np.where(d == 0, np.float32(np.inf), d)[:, None]
-        if self.table is None:
-            code = self.order[np.searchsorted(self.edges, t)]
-            return code if table is None else table[code]
-        with np.errstate(over="ignore"):  # |t| near float32's limit: +-inf, the end levels
-            u = np.ceil(2 * t)
-        np.clip(u, self.first, self.first + len(self.table) - 1, out=u)
-        return (self.table if table is None else table[self.table])[u.astype(np.intp) - self.first]
+        finite, as the converter has checked)."""
+        return self._lookup(x, d, levels=False)
 
     def level(self, x: np.ndarray, d: np.ndarray) -> np.ndarray:
         """The level nearest x / d for each element (levels[index(x, d)] in one lookup)."""
-        return self.index(x, d, self.levels)
+        return self._lookup(x, d, levels=True)
+
+    def _lookup(self, x: np.ndarray, d: np.ndarray, levels: bool) -> np.ndarray:
+        with np.errstate(over="ignore"):  # a tiny d: x / d is +-inf, an end level (and x / inf is 0 where d is 0)
+            t = x / np.where(d == 0, np.float32(np.inf), d)[:, None]
+        if self.table is None:
+            code = self.order[np.searchsorted(self.edges, t)]
+            return self.levels[code] if levels else code
+        with np.errstate(over="ignore"):  # |t| near float32's limit: +-inf, the end levels
+            u = np.ceil(2 * t)
+        np.clip(u, self.first, self.first + len(self.table) - 1, out=u)
+        return (self.level_table if levels else self.table)[u.astype(np.intp) - self.first]
 
     def rtn_scales(self, x: np.ndarray) -> np.ndarray:
         """The value of largest magnitude on the level of largest magnitude."""
