@@ -107,8 +107,13 @@ def measure_file(path: Path, threads: int = 2) -> dict[str, float]:
     """decode_vs_bandwidth in a fresh interpreter (so the resident memory is the model's alone)."""
     code = ("import json, sys; from franken_rt.eval.big_model import decode_vs_bandwidth; "
             "print(json.dumps(decode_vs_bandwidth(sys.argv[1], int(sys.argv[2]))))")
+    path = Path(path).resolve()
+    # cwd away from any source tree: `-c` puts the working directory first on sys.path, and a checkout's franken_rt
+    # (no compiled core in it) would shadow the installed package
     proc = subprocess.run([sys.executable, "-c", code, str(path), str(threads)], capture_output=True, text=True,
-                          check=True)
+                          cwd=path.parent)
+    if proc.returncode:
+        raise RuntimeError(f"measuring {path} failed (exit {proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
