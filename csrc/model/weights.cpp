@@ -34,31 +34,46 @@ WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
 }
 
 void WeightStore::interleave(const KernelTable& k) {
+    std::vector<Matrix*> todo;
     for (Block& b : w_.blocks)
-        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) interleave(*m, k);
+        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) todo.push_back(m);
+    todo.push_back(&w_.output);
+    // One buffer for every repacked matrix, in the order a token reads them (see PageBuffer); each starts on a
+    // cache line.
+    size_t total = 0;
+    for (Matrix* m : todo)
+        if (interleavable(*m, k)) total += (m->row_stride * m->rows + 63) / 64 * 64;
+    if (total == 0) return;
+    packed_ = std::make_unique<PageBuffer>(total);
     const bool tied = w_.token_embd.data == w_.output.data;
-    interleave(w_.output, k);
+    size_t at = 0;
+    for (Matrix* m : todo)
+        if (interleavable(*m, k)) {
+            interleave(*m, packed_->data() + at);
+            at += (m->row_stride * m->rows + 63) / 64 * 64;
+        }
     if (tied && w_.output.x8) w_.token_embd = w_.output;  // lookups read the copy: the original stays released
 }
 
-void WeightStore::interleave(Matrix& m, const KernelTable& k) {
-    if (!k.runs_interleaved(m.dtype) || m.x8 || m.rows % kX8) return;
-    const size_t group_bytes = m.row_stride * kX8, bytes = group_bytes * (m.rows / kX8);
+bool WeightStore::interleavable(const Matrix& m, const KernelTable& k) {
+    return k.runs_interleaved(m.dtype) && !m.x8 && m.rows % kX8 == 0;
+}
+
+void WeightStore::interleave(Matrix& m, uint8_t* packed) {
+    const size_t group_bytes = m.row_stride * kX8;
     const MappedFile* source = nullptr;
     for (const auto& f : files_)
         if (m.data >= f->data() && m.data < f->data() + f->size()) source = f.get();
-    std::vector<uint8_t> packed(bytes);
     const int nb = m.cols / kQK;
     // The mapped original is released as the copy grows (released pages are read from the file again if touched,
     // as a tied embedding table's lookups do), so the two are never both resident: no peak at load.
     const int groups_per_step = std::max<int>(1, static_cast<int>((1u << 20) / group_bytes));
     for (int g = 0; g < m.rows / kX8; ++g) {
-        format_of(m.dtype).repack_x8(m.row(g * kX8), m.row_stride, nb, packed.data() + g * group_bytes);
+        format_of(m.dtype).repack_x8(m.row(g * kX8), m.row_stride, nb, packed + g * group_bytes);
         if (source && ((g + 1) % groups_per_step == 0 || g + 1 == m.rows / kX8))
             source->release(m.data, (g + 1) * group_bytes);
     }
-    owned_.push_back(std::move(packed));
-    m.data = owned_.back().data();
+    m.data = packed;
     m.x8 = true;
 }
 

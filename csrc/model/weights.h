@@ -8,6 +8,7 @@
 
 #include "../kernels/kernels.h"
 #include "../runtime/mapped_file.h"
+#include "../runtime/page_buffer.h"
 
 namespace franken {
 
@@ -93,9 +94,11 @@ private:
 
     std::vector<std::unique_ptr<MappedFile>> files_;
     std::map<std::string, TensorSpec> specs_;
-    void interleave(Matrix& m, const KernelTable& k);
+    static bool interleavable(const Matrix& m, const KernelTable& k);
+    void interleave(Matrix& m, uint8_t* packed);
 
-    std::vector<std::vector<uint8_t>> owned_;  // copies of misaligned tensors, and repacked matrices
+    std::vector<std::vector<uint8_t>> owned_;  // copies of misaligned tensors
+    std::unique_ptr<PageBuffer> packed_;       // the repacked matrices
     Weights w_;
 };
 
