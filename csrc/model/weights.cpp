@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "../kernels/kernels.h"
 #include "../runtime/error.h"
@@ -34,24 +35,22 @@ WeightStore::WeightStore(const Config& c, const std::vector<std::string>& files,
 }
 
 void WeightStore::interleave(const KernelTable& k) {
-    std::vector<Matrix*> todo;
-    for (Block& b : w_.blocks)
-        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) todo.push_back(m);
-    todo.push_back(&w_.output);
     // One buffer for every repacked matrix, in the order a token reads them (see PageBuffer); each starts on a
     // cache line.
+    std::vector<std::pair<Matrix*, size_t>> todo;  // a matrix, its offset in the buffer
     size_t total = 0;
-    for (Matrix* m : todo)
-        if (interleavable(*m, k)) total += (m->row_stride * m->rows + 63) / 64 * 64;
-    if (total == 0) return;
+    auto add = [&](Matrix* m) {
+        if (!interleavable(*m, k)) return;
+        todo.emplace_back(m, total);
+        total += (m->row_stride * m->rows + 63) / 64 * 64;
+    };
+    for (Block& b : w_.blocks)
+        for (Matrix* m : {&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down}) add(m);
+    add(&w_.output);
+    if (todo.empty()) return;
     packed_ = std::make_unique<PageBuffer>(total);
     const bool tied = w_.token_embd.data == w_.output.data;
-    size_t at = 0;
-    for (Matrix* m : todo)
-        if (interleavable(*m, k)) {
-            interleave(*m, packed_->data() + at);
-            at += (m->row_stride * m->rows + 63) / 64 * 64;
-        }
+    for (const auto& [m, at] : todo) interleave(*m, packed_->data() + at);
     if (tied && w_.output.x8) w_.token_embd = w_.output;  // lookups read the copy: the original stays released
 }
 

@@ -17,18 +17,16 @@ class PageBuffer {
 public:
     static constexpr size_t kHuge = size_t{2} << 20;
 
-    PageBuffer() = default;
-    explicit PageBuffer(size_t n) : size_(n) {
+    explicit PageBuffer(size_t n) {
         if (n == 0) return;
         const size_t want = (n + kHuge - 1) / kHuge * kHuge;
         void* p = ::mmap(nullptr, want + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
-        // Trim the over-allocation so the kept range starts on a 2 MiB boundary.
+        // Keep the 2 MiB-aligned `want` bytes inside the over-allocation; give back the head (if any) and the tail.
         const auto raw = reinterpret_cast<uintptr_t>(p);
         const uintptr_t start = (raw + kHuge - 1) / kHuge * kHuge;
         if (start > raw) ::munmap(p, start - raw);
-        if (raw + want + kHuge > start + want)
-            ::munmap(reinterpret_cast<void*>(start + want), raw + want + kHuge - (start + want));
+        ::munmap(reinterpret_cast<void*>(start + want), raw + kHuge - start);  // > 0: start < raw + kHuge
         data_ = reinterpret_cast<uint8_t*>(start);
         mapped_ = want;
 #ifdef MADV_HUGEPAGE
@@ -42,11 +40,10 @@ public:
     PageBuffer& operator=(const PageBuffer&) = delete;
 
     uint8_t* data() { return data_; }
-    size_t size() const { return size_; }
 
 private:
     uint8_t* data_ = nullptr;
-    size_t size_ = 0, mapped_ = 0;
+    size_t mapped_ = 0;
 };
 
 }  // namespace franken
