@@ -54,8 +54,11 @@ def test_self_on_free_text(model) -> None:  # noqa: ANN001
     prompts = [model.chat_prompt([{"role": "user", "content": t}]) for t in
                ("Write a short story about a dragon who learns to bake.", "Explain how rain forms.")]
     # 24 of 30 blocks: the first 22 and the last two
-    ratio, acceptance = compare(model, prompts, 128, draft="self", draft_plan=[*range(22), 28, 29])
-    print(f"self (24 of 30 blocks) on free text: {ratio:.2f}x plain decode, {acceptance:.0%} of drafts kept")
-    # Its drafts agree too rarely to pay on this model: it must notice and turn itself off after one probe,
-    # whose cost (the draft catching its cache up with the prompt) is what remains.
-    assert ratio >= 0.9  # the target is 0.95 (measured 0.98 here); the gate leaves room for noise
+    plan = [*range(22), 28, 29]
+    ratio, acceptance = compare(model, prompts, 128, draft="self", draft_plan=plan)
+    agreement = model.drafter("self", plan).agreement
+    print(f"self (24 of 30 blocks) on free text: {ratio:.2f}x plain decode, agrees {agreement:.0%} with the model "
+          f"(measured when made), {acceptance:.0%} of drafts kept")
+    # Its drafts agree too rarely to pay on this model: it must notice and not draft. It measures its agreement once
+    # when it is made, so what remains is noise.
+    assert ratio >= 0.9  # the target is 0.95; the gate leaves room for noise

@@ -278,6 +278,26 @@ std::vector<int> draft_greedy(Model& m, const py::buffer& tokens, int seq, const
     return out;
 }
 
+// The likeliest next token after each of `tokens`, run on sequence `seq` after its cached tokens with `plan` (empty:
+// the model's own): what a greedy drafter would propose at every position, to measure how often it agrees with the
+// model before drafting with it. At most 256 tokens (their logits are held at once).
+std::vector<int> greedy_tokens(Model& m, const py::buffer& tokens, int seq, const std::vector<int>& plan) {
+    const Tokens t(tokens);
+    const int n = t.size();
+    if (n < 1 || n > 256) throw Error("greedy_tokens: need 1 .. 256 tokens");
+    const std::vector<int32_t> seqs(n, seq);
+    const std::vector<uint8_t> want(n, 1);
+    std::vector<int> out(n);
+    py::gil_scoped_release release;
+    const float* logits = m.forward_rows(t.data(), seqs.data(), n, want.data(), plan.empty() ? nullptr : &plan);
+    const size_t V = m.config().vocab_size;
+    for (int r = 0; r < n; ++r) {
+        const float* row = logits + r * V;
+        out[r] = static_cast<int>(std::max_element(row, row + V) - row);
+    }
+    return out;
+}
+
 // The format table for Python (franken_rt/formats.py is held equal to it by a test).
 py::list format_rows() {
     py::list out;
@@ -395,6 +415,9 @@ PYBIND11_MODULE(_core, mod) {
              "sampler accepts, cut the cache back past the first rejected; the emitted tokens (accepted drafts + 1).")
         .def("draft_greedy", &draft_greedy, py::arg("tokens"), py::arg("seq"), py::arg("plan"), py::arg("k"),
              "Run tokens on sequence seq with another layer plan, then draft k tokens greedily (the last not run).")
+        .def("greedy_tokens", &greedy_tokens, py::arg("tokens"), py::arg("seq"), py::arg("plan") = std::vector<int>(),
+             "Run tokens (array('i')) on sequence seq with a layer plan (default the model's); the argmax token "
+             "after each.")
         .def("profile_report", &Model::profile_report,
              "With Config.profile: time per stage of the forward passes so far, and the thread-pool hand-offs.")
         .def("truncate", &Model::truncate, py::arg("n"), py::arg("seq") = 0)

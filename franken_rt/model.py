@@ -31,7 +31,7 @@ from franken_rt.resources import (
     release_free_memory,
 )
 from franken_rt.sampling import SamplingParams, recommended_sampling
-from franken_rt.speculative import Drafter, DraftLength, LookupDrafter, model_drafter, self_drafter
+from franken_rt.speculative import Drafter, DraftLength, LookupDrafter, ModelDrafter, model_drafter, self_drafter
 from franken_rt.text_stream import StopText
 from franken_rt.units import parse_size
 
@@ -51,6 +51,8 @@ class GenerationStats:
     decode_seconds: float = 0.0
     drafted_tokens: int = 0   # speculative decoding: tokens proposed by the drafter and checked
     accepted_tokens: int = 0  # ... and the ones the model kept
+    draft_agreement: float | None = None  # a model drafter's measured agreement with the model (Model.drafter)
+    draft_off: bool = False  # ... too low for drafting to pay: it did not draft
     finish_reason: str = ""  # "eos", "stop", "length" or "context"
 
     @property
@@ -192,6 +194,7 @@ class Model:
         self.recommended_sampling = recommended_sampling(ckpt.metadata)  # what the model file asks for
         self._cached: list[int] = []  # tokens whose keys and values are in the cache
         self._drafters: dict[tuple, Drafter] = {}  # kept across generations: a draft model's cache is reused
+        self._samples: dict[tuple[int, int], list[int]] = {}  # sample_text()'s, by (n_tokens, seed)
         self.last_stats = GenerationStats()
 
     # ---- properties --------------------------------------------------------------------------------
@@ -325,12 +328,13 @@ class Model:
             raise FrankenError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
         ids = self._check_ids(ids).tolist()  # plain ints, whatever the caller's sequence held
         drafter = self.drafter(draft, draft_plan) if draft is not None else None
-        length = DraftLength(draft_max, drafter.cost) if drafter else None
+        length = DraftLength(draft_max, drafter.cost, agreement=drafter.agreement) if drafter else None
         return self._tokens(ids, params, max_tokens, set() if ignore_eos else set(self.tokenizer.eos_ids),
                             drafter, length)
 
     def drafter(self, draft: str, plan: Sequence[int] | None = None) -> Drafter:
-        """The drafter `draft` names (see generate_tokens), made once per Model and kept."""
+        """The drafter `draft` names (see generate_tokens), made once per Model and kept. A model drafter (self, a
+        file) is measured first: how often its likeliest token is this model's (`agreement`, on sample_text())."""
         key = (draft, tuple(plan) if plan is not None else None)
         if key in self._drafters:
             return self._drafters[key]
@@ -341,7 +345,7 @@ class Model:
                 draft_plan(self.checkpoint)
             if plan is None:
                 plan = self.measured_draft_plan()
-            made = self_drafter(self._core, plan, len(self.layer_plan))
+            made = self._measured(self_drafter(self._core, plan, len(self.layer_plan)))
         else:
             other = read_checkpoint(draft)
             if other.config.vocab_size != self.config.vocab_size or \
@@ -349,25 +353,43 @@ class Model:
                 raise FrankenError(f"{draft}: the draft model's vocabulary differs from this model's")
             small = Model(other, threads=self.threads, n_ctx=self.n_ctx, kernels=self.kernels, cpus=self.cpus or None,
                           kv_cache=self.kv_cache)
-            made = model_drafter(small._core, _weight_bytes(other) / _weight_bytes(self.checkpoint), small)
+            made = self._measured(model_drafter(small._core, _weight_bytes(other) / _weight_bytes(self.checkpoint),
+                                                small))
         self._drafters[key] = made
         return made
+
+    def _measured(self, drafter: ModelDrafter) -> ModelDrafter:
+        """The drafter with its agreement: the share of sample_text()'s positions where its likeliest next token is
+        this model's (what greedy drafting would keep). Two batch passes over 64 tokens."""
+        text = self.sample_text()
+        want = self._fresh(text, lambda ids: self._core.greedy_tokens(ids, 0))
+        got = drafter.greedy(text)
+        drafter.agreement = sum(a == b for a, b in zip(want, got)) / len(text)
+        return drafter
+
+    def sample_text(self, n_tokens: int = 64, seed: int = 0) -> list[int]:
+        """Text the model samples itself from "The" (temperature 0.8, top-p 0.95, `seed` fixed: the same every
+        time), n_tokens ids long (less where the context is shorter); made once per Model. What the self-draft plan
+        and the drafters' agreement are measured on."""
+        key = (n_tokens, seed)
+        if key not in self._samples:
+            start = self.prompt_tokens("The")
+            n = max(len(start) + 1, min(n_tokens, self.n_ctx - 1, 256))
+            self._samples[key] = start + list(self.generate_tokens(
+                start, max_tokens=n - len(start), temperature=0.8, top_p=0.95, seed=seed, ignore_eos=True))
+        return self._samples[key]
 
     def measured_draft_plan(self, n_tokens: int = 64, seed: int = 0) -> list[int]:
         """A self-draft plan when neither the caller nor the file gives one: the executed blocks less the run of a
         quarter of them whose output turns least from its input (the mean angle between the residual stream before
-        and after the run, on text the model samples itself from "The", `seed` fixed: the same plan every time).
-        Costs one short generation and one traced pass; the drafter that uses it turns itself off where its
-        drafts are rarely accepted (franken_rt.speculative.DraftLength)."""
+        and after the run, on sample_text(n_tokens, seed): the same plan every time). Costs one short generation
+        and one traced pass; the drafter that uses it turns itself off where its drafts are rarely accepted
+        (franken_rt.speculative.DraftLength)."""
         depth = len(self.layer_plan)
         if depth < 2:
             raise FrankenError("self drafts need a model of at least 2 blocks")
         skip = max(1, depth // 4)
-        start = self.prompt_tokens("The")
-        n_tokens = max(len(start) + 1, min(n_tokens, self.n_ctx - 1))
-        text = start + list(self.generate_tokens(start, max_tokens=n_tokens - len(start), temperature=0.8,
-                                                 top_p=0.95, seed=seed, ignore_eos=True))
-        dist = self._fresh(text, lambda ids: self._core.block_distances(ids, skip))
+        dist = self._fresh(self.sample_text(n_tokens, seed), lambda ids: self._core.block_distances(ids, skip))
         first = min(range(len(dist)), key=dist.__getitem__)
         return [b for i, b in enumerate(self.layer_plan) if not first <= i < first + skip]
 
@@ -378,6 +400,8 @@ class Model:
             setattr(sp, name, getattr(params, name))
         sampler = _core.Sampler(sp)
         stats = self.last_stats = GenerationStats()
+        if drafter and length:
+            stats.draft_agreement, stats.draft_off = drafter.agreement, length.off
         history = array("i", ids)  # the buffer eval_sample reads the repetition penalty's window from
         todo = self._feed(ids)
         stats.prompt_tokens = len(todo)

@@ -49,6 +49,8 @@ def prompts(vocab: int, n: int, seed: int = 0) -> list[list[int]]:
 def test_greedy_output_is_plain_decodings(tiny: Path, table: str, draft: str) -> None:
     m = Model(read_checkpoint(tiny), threads=2, n_ctx=96, kernels=table, sequences=2)
     plan = [0, 1] if draft == "self" else None  # the tiny model has 3 blocks
+    if draft == "self":  # its measured agreement may be too low to pay: here drafts are what is under test
+        m.drafter("self", plan).agreement = 1.0
     drafted = accepted = 0
     for ids in prompts(m.config.vocab_size, 12):
         plain = list(m.generate_tokens(ids, max_tokens=40, temperature=0, ignore_eos=True))
@@ -137,6 +139,13 @@ def test_draft_length_follows_acceptance_and_pauses() -> None:
     assert steps.count(0) >= 30 and 1 in steps  # paused, with a probe now and then
     costly = DraftLength(max_k=8, cost=0.8)
     assert [costly.next() for _ in range(200)].count(1) == 1  # a drafter that costs time probes once
+    # A measured agreement starts the rate: too low to pay for a costly drafter (0.8 + ROW_COST per drafted row),
+    # it never drafts, not even a probe; high enough, it drafts from the first step. A free drafter still probes.
+    assert DraftLength(max_k=8, cost=0.8, agreement=0.9).off
+    assert not any(DraftLength(max_k=8, cost=0.8, agreement=0.9).next() for _ in range(200))
+    assert DraftLength(max_k=8, cost=0.8, agreement=0.95).next() >= 1
+    free = DraftLength(max_k=8, cost=0.0, agreement=0.0)
+    assert not free.off and 1 in [free.next() for _ in range(32)]
 
 
 def test_bad_draft_options(tiny: Path, tmp_path: Path) -> None:
@@ -157,6 +166,11 @@ def test_a_draft_model_file_and_a_recorded_plan(tiny: Path, tmp_path: Path) -> N
     m = Model(read_checkpoint(tiny), threads=2, n_ctx=96)
     ids = prompts(m.config.vocab_size, 1, seed=5)[0]
     plain = list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True))
+    d = m.drafter(str(tiny))
+    assert d.agreement == 1.0 and d.cost == pytest.approx(1.0)
+    same = list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft=str(tiny)))
+    assert same == plain and m.last_stats.draft_off and m.last_stats.drafted_tokens == 0  # as slow as the model
+    d.cost = 0.25  # what a file of a quarter of the bytes would cost: now drafting pays
     fast = list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft=str(tiny)))
     assert fast == plain and m.last_stats.accepted_tokens == m.last_stats.drafted_tokens > 0
     out = tmp_path / "with-draft-plan.gguf"
@@ -165,6 +179,26 @@ def test_a_draft_model_file_and_a_recorded_plan(tiny: Path, tmp_path: Path) -> N
     assert recorded.drafter("self").plan == [0, 2]
     own = list(recorded.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True))  # its own rounding
     assert list(recorded.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft="self")) == own
+
+
+def test_a_model_drafters_agreement_is_measured(tiny: Path) -> None:
+    """Before a model drafter drafts, the share of positions of the model's own sampled text where its likeliest
+    token is the model's: here against numpy's argmax of the two plans' logits on the same text."""
+    m = Model(read_checkpoint(tiny), threads=2, n_ctx=96, sequences=2)
+    d = m.drafter("self", [0, 2])
+    text = m.sample_text()
+    assert text == m.sample_text() and len(text) == 64
+    full = m.logits(text).argmax(-1)
+    shallow = Model(read_checkpoint(tiny), threads=2, n_ctx=96, layer_plan=[0, 2]).logits(text).argmax(-1)
+    assert d.agreement == pytest.approx(float((full == shallow).mean()))
+    ids = prompts(m.config.vocab_size, 1, seed=2)[0]
+    plain = list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True))
+    assert list(m.generate_tokens(ids, max_tokens=24, temperature=0, ignore_eos=True, draft="self",
+                                  draft_plan=[0, 2])) == plain  # its cache, filled by the measurement, still serves
+    s = m.last_stats
+    assert s.draft_agreement == d.agreement and s.draft_off == (s.drafted_tokens == 0)
+    with pytest.raises(_core.CoreError, match="256"):
+        m._core.greedy_tokens(array("i", [1] * 257), 0)
 
 
 def test_a_self_plan_measured_when_none_is_given(tiny: Path) -> None:

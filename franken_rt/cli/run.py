@@ -77,7 +77,9 @@ def report(model) -> None:  # noqa: ANN001
         f"\n[prompt: {s.prompt_tokens} tokens, {s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens, "
         f"{s.generate_tps:.1f} tok/s | threads {model.threads}, kernels {model.kernels} | "
         f"peak RSS {peak_rss_mib():.0f} MiB | stop: {s.finish_reason}"
-        + (f" | drafts accepted {s.accepted_tokens}/{s.drafted_tokens}" if s.drafted_tokens else "") + "]",
+        + (f" | drafts accepted {s.accepted_tokens}/{s.drafted_tokens}" if s.drafted_tokens else "")
+        + (f" | draft agrees {s.draft_agreement:.0%} with the model" if s.draft_agreement is not None else "")
+        + (", too rarely to pay: not drafting" if s.draft_off else "") + "]",
         file=sys.stderr,
     )
 
