@@ -5,6 +5,7 @@
 // the scalar stored-row loop. dispatch.cpp picks one table at start-up from the CPU's features, or the one named by
 // FRANKEN_KERNELS (scalar, avx2, avx512_vnni, neon, neon_dotprod, rvv) for tests and benchmarks.
 #pragma once
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,14 @@ void use_row_dot(KernelTable& t) {
     t[T].gemmq = gemm_by_dots<dot>;
 }
 
+// A decode step streams every matrix once, each thread a chunk of groups. The hardware prefetchers start slowly at
+// each chunk and stop at each 4 KiB page, and a small model's groups are short (4.9 KB for a 576-wide Q8_0
+// matrix): a stream never gets up to speed. So the interleaved kernels ask for the next group while multiplying one.
+// Prompt tiles reuse each group for several tokens and need no help. Prefetches never fault and change no result.
+inline void prefetch_bytes(const void* p, size_t n) {
+    for (size_t at = 0; at < n; at += 64) __builtin_prefetch(static_cast<const char*>(p) + at, 0, 3);
+}
+
 // A gemm_x8 from a tile kernel that multiplies one group with kTile activation rows: consecutive groups, each in
 // tiles of four tokens and then one at a time (the loop every architecture's interleaved kernels share).
 template <class Block, void (*tile4)(const Block*, int, const BlockQ8A*, float*, size_t),
@@ -103,6 +112,7 @@ void groups_by_tiles(const void* groups, int n_groups, int nb, const BlockQ8A* a
                      size_t ldo) {
     for (int g = 0; g < n_groups; ++g, out += kX8) {
         const Block* w = static_cast<const Block*>(groups) + static_cast<size_t>(g) * nb;
+        if (n_act < 4 && g + 1 < n_groups) prefetch_bytes(w + nb, sizeof(Block) * nb);
         int t = 0;
         for (; t + 4 <= n_act; t += 4) tile4(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);
         for (; t < n_act; ++t) tile1(w, nb, act + static_cast<size_t>(t) * nb, out + t * ldo, ldo);

@@ -122,6 +122,7 @@ void gemmq_x16_codes(const void* groups, int n_groups, int nb, const BlockQ8A* a
     int g = 0;
     for (; g + 2 <= n_groups; g += 2) {
         const Block *wa = w + static_cast<size_t>(g) * nb, *wb = wa + nb;
+        if (n_act < 4 && g + 2 < n_groups) prefetch_bytes(wb + nb, sizeof(Block) * nb * std::min(2, n_groups - g - 2));
         int t = 0;
         for (; t + 8 <= n_act; t += 8)
             x16_tile<Block, 8>(wa, wb, nb, act + static_cast<size_t>(t) * nb, out + t * ldo + kX8 * g, ldo);
