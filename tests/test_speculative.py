@@ -63,6 +63,32 @@ def test_greedy_output_is_plain_decodings(tiny: Path, table: str, draft: str) ->
     assert drafted > 0 and accepted > 0  # the drafts were checked, and some kept
 
 
+@pytest.mark.parametrize("draft", ["lookup", "self"])
+def test_repetition_penalty_and_stop_strings_as_in_plain_decoding(tiny: Path, draft: str) -> None:
+    """Kept drafts join the repetition window before the next row is drawn, and stop strings cut the text of the
+    emitted tokens, so greedy output with a penalty, and where a stop string ends it, is plain decoding's."""
+    m = Model(read_checkpoint(tiny), threads=2, n_ctx=128, sequences=2)
+    plan = [0, 1] if draft == "self" else None
+    if draft == "self":  # drafts are what is under test, whatever the measured agreement
+        m.drafter("self", plan).agreement = 1.0
+    penalty = dict(max_tokens=40, temperature=0, repetition_penalty=1.3, repeat_last_n=16, ignore_eos=True)
+    drafted = stopped = 0
+    for ids in prompts(m.config.vocab_size, 8, seed=11):
+        plain = list(m.generate_tokens(ids, **penalty))
+        assert list(m.generate_tokens(ids, draft=draft, draft_plan=plan, **penalty)) == plain
+        drafted += m.last_stats.drafted_tokens
+        text = "".join(m.generate(ids, **penalty))
+        stop = text[len(text) // 2:len(text) // 2 + 3]
+        if not stop.strip():
+            continue
+        cut = "".join(m.generate(ids, stop=[stop], **penalty))
+        assert m.last_stats.finish_reason == "stop" and cut == text[:text.index(stop)]
+        assert "".join(m.generate(ids, stop=[stop], draft=draft, draft_plan=plan, **penalty)) == cut
+        assert m.last_stats.finish_reason == "stop"
+        stopped += 1
+    assert drafted > 0 and stopped >= 4
+
+
 def test_the_cache_holds_what_was_kept(tiny: Path) -> None:
     """After drafts were refused, the cache is cut back: the model continues as if it had never seen them."""
     m = Model(read_checkpoint(tiny), threads=2, n_ctx=128)
