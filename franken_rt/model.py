@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # numpy only for the analysis results: importing it would add
     import numpy as np
 
 DEFAULT_CTX = 2048
+MIN_SAMPLE = 16  # fewest sampled tokens a drafter's agreement is measured on (Model._measured)
 
 
 @dataclass
@@ -360,7 +361,11 @@ class Model:
 
     def _measured(self, drafter: ModelDrafter) -> ModelDrafter:
         """The drafter with its agreement: the share of sample_text()'s positions where its likeliest next token is
-        this model's (what greedy drafting would keep). Two batch passes over 64 tokens."""
+        this model's (what greedy drafting would keep). Two batch passes over 64 tokens, after sampling them if no
+        plan was measured on them before. A context too short for a sample worth trusting leaves it unmeasured
+        (agreement None: DraftLength then probes)."""
+        if self.n_ctx < MIN_SAMPLE + len(self.prompt_tokens("The")):
+            return drafter
         text = self.sample_text()
         want = self._fresh(text, lambda ids: self._core.greedy_tokens(ids, 0))
         got = drafter.greedy(text)
@@ -369,15 +374,16 @@ class Model:
 
     def sample_text(self, n_tokens: int = 64, seed: int = 0) -> list[int]:
         """Text the model samples itself from "The" (temperature 0.8, top-p 0.95, `seed` fixed: the same every
-        time), n_tokens ids long (less where the context is shorter); made once per Model. What the self-draft plan
-        and the drafters' agreement are measured on."""
+        time), n_tokens ids long (at most 256, the most the core's measurements take at once, and less where the
+        context is shorter); made once per Model. What the self-draft plan and the drafters' agreement are measured
+        on."""
         key = (n_tokens, seed)
         if key not in self._samples:
             start = self.prompt_tokens("The")
             n = max(len(start) + 1, min(n_tokens, self.n_ctx - 1, 256))
             self._samples[key] = start + list(self.generate_tokens(
                 start, max_tokens=n - len(start), temperature=0.8, top_p=0.95, seed=seed, ignore_eos=True))
-        return self._samples[key]
+        return list(self._samples[key])
 
     def measured_draft_plan(self, n_tokens: int = 64, seed: int = 0) -> list[int]:
         """A self-draft plan when neither the caller nor the file gives one: the executed blocks less the run of a

@@ -51,7 +51,7 @@ class LookupDrafter:
 
     name = "lookup"
     cost = 0.0
-    agreement = None  # free to try: it learns from the text instead
+    agreement: float | None = None  # free to try: it learns from the text instead
 
     def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
