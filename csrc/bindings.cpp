@@ -258,6 +258,9 @@ std::vector<int> verify(Model& m, const py::buffer& tokens, int n_draft, Sampler
     return out;
 }
 
+// The likeliest token of one row of logits (the first of equals, as numpy's argmax).
+int argmax(const float* row, size_t V) { return static_cast<int>(std::max_element(row, row + V) - row); }
+
 // Greedy drafting with another plan of the same weights (a shallower one: cheaper per token), on sequence `seq`:
 // run `tokens` (what that sequence's cache lacks), take the likeliest next token, run it, and so on: k tokens,
 // the last not run.
@@ -272,7 +275,7 @@ std::vector<int> draft_greedy(Model& m, const py::buffer& tokens, int seq, const
         std::vector<uint8_t> want(run.size(), 0);
         want.back() = 1;
         const float* logits = m.forward_rows(run.data(), seqs.data(), static_cast<int>(run.size()), want.data(), &plan);
-        out.push_back(static_cast<int>(std::max_element(logits, logits + V) - logits));
+        out.push_back(argmax(logits, V));
         run.assign(1, out.back());
     }
     return out;
@@ -291,10 +294,7 @@ std::vector<int> greedy_tokens(Model& m, const py::buffer& tokens, int seq, cons
     py::gil_scoped_release release;
     const float* logits = m.forward_rows(t.data(), seqs.data(), n, want.data(), plan.empty() ? nullptr : &plan);
     const size_t V = m.config().vocab_size;
-    for (int r = 0; r < n; ++r) {
-        const float* row = logits + r * V;
-        out[r] = static_cast<int>(std::max_element(row, row + V) - row);
-    }
+    for (int r = 0; r < n; ++r) out[r] = argmax(logits + r * V, V);
     return out;
 }
 
